@@ -1,0 +1,107 @@
+"""The gateway's one error tree.
+
+Every refusal or failure is a ``GatewayError`` subclass that carries its gRPC status code, a
+short machine-readable ``reason`` (for metrics, logs and the ``onecard-reason`` trailer) and a
+message that is safe to show the caller: it never contains a card number, an ID number, a name,
+or a back end's raw error text. Only the interceptor turns these into gRPC statuses.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+
+class GatewayError(Exception):
+    """Root of every error the gateway reports to a caller."""
+
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    reason: str = "internal"
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if reason is not None:
+            self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(reason={self.reason!r}, message={self.message!r})"
+
+
+class InvalidRequest(GatewayError):
+    """The request is malformed: a field is missing, too long, or of the wrong form."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    reason = "invalid_request"
+
+
+class MalformedCardNumber(InvalidRequest):
+    """The card number fails the format or check-digit test."""
+
+    reason = "malformed_card_number"
+
+
+class Unauthenticated(GatewayError):
+    """The caller's certificate does not name an organisation the gateway knows."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+    reason = "unauthenticated"
+
+
+class PermissionDenied(GatewayError):
+    """The caller is known but may not do this."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+    reason = "permission_denied"
+
+
+class OrgSuspended(PermissionDenied):
+    """The caller's organisation is registered but not active."""
+
+    reason = "org_suspended"
+
+
+class BasisRefused(PermissionDenied):
+    """The lawful basis (token, consent, emergency) is missing or does not hold."""
+
+    reason = "basis_refused"
+
+
+class PolicyDenied(PermissionDenied):
+    """The access policy denies this request."""
+
+    reason = "policy_denied"
+
+
+class CardNotFound(GatewayError):
+    """The card registry has no holder for this card number."""
+
+    code = grpc.StatusCode.NOT_FOUND
+    reason = "card_not_found"
+
+
+class CardNotUsable(GatewayError):
+    """The card exists but its status is not normal (lost, locked, cancelled, ...)."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    reason = "card_not_normal"
+
+
+class BackendUnavailable(GatewayError):
+    """A back end could not be reached or answered with an error."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+    reason = "backend_unavailable"
+
+
+class BackendTimeout(GatewayError):
+    """A back end did not answer within the deadline."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    reason = "backend_timeout"
+
+
+class StoreUnavailable(GatewayError):
+    """The gateway's own durable store could not be written: fail closed."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+    reason = "store_unavailable"

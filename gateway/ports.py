@@ -1,0 +1,84 @@
+"""Ports: the abstract interfaces the request pipeline needs from back ends.
+
+Each back end is a port here and one adapter module per protocol under ``adapters/``. Values that
+cross the boundary are frozen dataclasses; adapters validate the back end's payload (pydantic,
+strict) before they build them. Adapters raise only ``gateway.errors`` types:
+``CardNotFound``, ``BackendUnavailable``, ``BackendTimeout``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Protocol
+
+
+class CardStatus(enum.Enum):
+    """Status of a social security card in the card registry."""
+
+    NORMAL = "normal"
+    TEMPORARILY_REPORTED_LOST = "temporarily_reported_lost"
+    REPORTED_LOST = "reported_lost"
+    LOCKED = "locked"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True, slots=True)
+class CardHolder:
+    """A card resolved through the card registry.
+
+    ``holder_id`` is the registry's person number (``psn_no``), never the ID number itself.
+    ``name`` is personal data: it may be disclosed (masked) by policy, but is never logged.
+    """
+
+    holder_id: str
+    card_status: CardStatus
+    name: str
+    issuing_district: str
+
+
+class InsuranceStatus(enum.Enum):
+    """Participation status of one insurance scheme (``psn_insu_stas``)."""
+
+    ACTIVE = "1"
+    SUSPENDED = "2"
+    TERMINATED = "4"
+
+
+@dataclass(frozen=True, slots=True)
+class InsuranceScheme:
+    """One entry of ``insuinfo[]``: the person's participation in one scheme."""
+
+    insutype: str
+    status: InsuranceStatus
+    start_date: dt.date | None
+    pause_date: dt.date | None
+    insured_district: str
+    employer_name: str | None
+    balance: Decimal | None
+
+
+@dataclass(frozen=True, slots=True)
+class PersonInsurance:
+    """The insurance part of a "1101 person info" answer."""
+
+    holder_id: str
+    schemes: tuple[InsuranceScheme, ...]
+
+
+class CardRegistry(Protocol):
+    """Resolves an ID number to its card holder and card status (held by the card issuer)."""
+
+    async def resolve(self, id_number: str, *, timeout: float) -> CardHolder:
+        """Return the holder; raise ``CardNotFound``, ``BackendUnavailable``, ``BackendTimeout``."""
+        ...
+
+
+class InsuranceBackend(Protocol):
+    """The social insurance back end ("1101 person info")."""
+
+    async def person_insurance(self, id_number: str, *, timeout: float) -> PersonInsurance:
+        """Return the schemes; raise ``CardNotFound``, ``BackendUnavailable``, ``BackendTimeout``."""
+        ...
