@@ -28,6 +28,8 @@ def check_character(first17: str) -> str:
 def normalize(card_number: str) -> str:
     """Return the canonical form (upper-case X) or raise ``MalformedCardNumber``."""
     candidate = card_number.strip().upper()
+    if not candidate:
+        raise MalformedCardNumber("card.card_number is required")
     if len(candidate) != _LENGTH:
         raise MalformedCardNumber(
             f"card number must be {_LENGTH} characters, got {len(candidate)}"

@@ -105,3 +105,10 @@ class StoreUnavailable(GatewayError):
 
     code = grpc.StatusCode.UNAVAILABLE
     reason = "store_unavailable"
+
+
+class NotSupported(GatewayError):
+    """The request asks for something this gateway does not offer (yet)."""
+
+    code = grpc.StatusCode.UNIMPLEMENTED
+    reason = "not_supported"

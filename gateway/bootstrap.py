@@ -1,0 +1,186 @@
+"""Wiring: build every component from explicit settings and start the gateway.
+
+This is the one place that knows which adapter implements which port. Nothing is built at
+import time; ``start_gateway`` returns a running ``Gateway`` that ``stop()`` shuts down in
+reverse order (stop accepting, drain in-flight calls, close back ends, close the store).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from adapters.social_insurance import SocialInsuranceClient, start_reference_server
+from gateway.api.onecard.v1 import card_pb2, card_pb2_grpc, insurance_pb2, insurance_pb2_grpc
+from gateway.basis import BasisStage
+from gateway.cards import CardStage
+from gateway.config import Settings
+from gateway.interceptor import GatewayInterceptor
+from gateway.keys import load_or_create_secret
+from gateway.metrics import Metrics
+from gateway.orgs import OrgRegistry
+from gateway.pipeline import Pipeline
+from gateway.pki import PkiLayout, ensure_pki
+from gateway.policy import PolicyEngine
+from gateway.services.card import CardService
+from gateway.services.insurance import InsuranceService
+from gateway.store import SqliteStore
+from gateway.tokens import CardTokens
+
+_log = structlog.get_logger(__name__)
+
+SERVICE_NAMES = (
+    card_pb2.DESCRIPTOR.services_by_name["CardService"].full_name,
+    insurance_pb2.DESCRIPTOR.services_by_name["InsuranceService"].full_name,
+)
+
+
+class StartupError(Exception):
+    """The gateway cannot start with this configuration; the message says why."""
+
+
+@dataclass
+class Gateway:
+    """A running gateway."""
+
+    server: grpc.aio.Server
+    port: int
+    metrics_port: int | None
+    social_insurance_url: str
+    pki: PkiLayout
+    store: SqliteStore
+    _health: health.aio.HealthServicer
+    _shutdown_grace_s: float
+    _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Refuse new calls, let in-flight ones finish within ``grace`` seconds, then close."""
+        await self._health.enter_graceful_shutdown()
+        await self.server.stop(self._shutdown_grace_s if grace is None else grace)
+        for close in reversed(self._closers):
+            await close()
+        _log.info("gateway_stopped")
+
+    async def wait(self) -> None:
+        await self.server.wait_for_termination()
+
+
+def _pki(settings: Settings) -> PkiLayout:
+    if settings.pki_dir is None:
+        return ensure_pki(settings.data_dir / "pki")
+    layout = PkiLayout(settings.pki_dir)
+    for path in (layout.ca_cert, layout.server_cert, layout.server_key):
+        if not path.is_file():
+            raise StartupError(f"{path}: missing (run: onecard pki init --dir {settings.pki_dir})")
+    return layout
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise StartupError(f"{path}: cannot read ({exc.strerror})") from None
+
+
+async def start_gateway(settings: Settings) -> Gateway:
+    """Build and start everything ``settings`` describes."""
+    pki = _pki(settings)
+    orgs = OrgRegistry.load(settings.orgs_file or pki.orgs_file)
+    policy = PolicyEngine.load(settings.policies_dir)
+    closers: list[Callable[[], Awaitable[None]]] = []
+
+    store = SqliteStore(settings.data_dir / "onecard.db")
+    closers.append(store.close)
+    tokens = CardTokens(
+        load_or_create_secret(settings.data_dir / "keys" / "token.key"),
+        store,
+        ttl=dt.timedelta(seconds=settings.token_ttl_s),
+    )
+
+    backend_url = settings.social_insurance_url
+    if backend_url is None:
+        reference = await start_reference_server()
+        closers.append(reference.close)
+        backend_url = reference.url
+    social_insurance = SocialInsuranceClient(backend_url)
+    closers.append(social_insurance.close)
+
+    metrics = Metrics.create()
+    pipeline = Pipeline(
+        CardStage(social_insurance, timeout=settings.backend_timeout_s),
+        BasisStage(tokens),
+        policy,
+        metrics,
+        tz=dt.timezone(dt.timedelta(hours=settings.utc_offset_hours)),
+    )
+
+    server = grpc.aio.server(
+        interceptors=[GatewayInterceptor(orgs, metrics)],
+        options=[
+            ("grpc.max_receive_message_length", settings.max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    card_pb2_grpc.add_CardServiceServicer_to_server(CardService(pipeline, tokens), server)
+    insurance_pb2_grpc.add_InsuranceServiceServicer_to_server(
+        InsuranceService(pipeline, social_insurance, timeout=settings.backend_timeout_s), server
+    )
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    credentials = grpc.ssl_server_credentials(
+        [(_read(pki.server_key), _read(pki.server_cert))],
+        root_certificates=_read(pki.ca_cert),
+        require_client_auth=True,
+    )
+    address = f"{settings.listen_host}:{settings.listen_port}"
+    try:
+        port = server.add_secure_port(address, credentials)
+    except RuntimeError as exc:
+        raise StartupError(f"cannot listen on {address}: {exc}") from None
+    await server.start()
+    for name in (*SERVICE_NAMES, ""):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    metrics_port = None
+    if settings.metrics_port is not None:
+        http = metrics.serve(settings.metrics_host, settings.metrics_port)
+        metrics_port = int(http.server_port)
+
+        async def stop_metrics() -> None:
+            http.shutdown()
+            http.server_close()
+
+        closers.append(stop_metrics)
+
+    _log.info(
+        "gateway_started",
+        address=f"{settings.listen_host}:{port}",
+        metrics_port=metrics_port,
+        policy_set_sha256=policy.sha256,
+        orgs=len(orgs),
+    )
+    return Gateway(
+        server=server,
+        port=port,
+        metrics_port=metrics_port,
+        social_insurance_url=backend_url,
+        pki=pki,
+        store=store,
+        _health=health_servicer,
+        _shutdown_grace_s=settings.shutdown_grace_s,
+        _closers=closers,
+    )

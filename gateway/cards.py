@@ -1,0 +1,55 @@
+"""The card stage: validate the card number, then resolve the holder and check card status.
+
+Validation (format, check character) happens before any back end is asked. A card whose status
+is not normal is refused with FAILED_PRECONDITION naming the status, never with data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway import cardno
+from gateway.errors import CardNotUsable
+from gateway.ports import CardHolder, CardRegistry, CardStatus
+
+_STATUS_WORDS = {
+    CardStatus.TEMPORARILY_REPORTED_LOST: "temporarily reported lost",
+    CardStatus.REPORTED_LOST: "reported lost",
+    CardStatus.LOCKED: "locked",
+    CardStatus.CANCELLED: "cancelled",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedCard:
+    """A validated card number and its holder, whose card is in normal status."""
+
+    card_number: str
+    holder: CardHolder
+
+
+class CardStage:
+    """Validates and resolves cards through the card registry."""
+
+    def __init__(self, registry: CardRegistry, *, timeout: float) -> None:
+        self._registry = registry
+        self._timeout = timeout
+
+    async def resolve(self, raw_card_number: str) -> ResolvedCard:
+        """Return the resolved card or raise MalformedCardNumber, CardNotFound, CardNotUsable."""
+        card_number = cardno.normalize(raw_card_number)
+        holder = await self._registry.resolve(card_number, timeout=self._timeout)
+        if holder.card_status is not CardStatus.NORMAL:
+            words = _STATUS_WORDS[holder.card_status]
+            raise CardNotUsable(
+                f"card is {words}; the citizen should contact the card issuer",
+                reason=f"card_{holder.card_status.value}",
+            )
+        return ResolvedCard(card_number, holder)
+
+
+def mask_name(name: str) -> str:
+    """Keep the first character (the family name, usually) and mask the rest: 张三 -> 张*."""
+    if not name:
+        return ""
+    return name[0] + "*" * max(len(name) - 1, 1)

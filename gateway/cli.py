@@ -1,0 +1,169 @@
+"""The ``onecard`` command line.
+
+    onecard serve [--config FILE]       run the gateway (embedded defaults: SQLite under var/,
+                                        reference back ends in-process, a development PKI)
+    onecard demo                        everything on loopback plus a scripted tour
+    onecard backends [--port N]         run the reference back ends on their own
+    onecard pki init --dir DIR          make a development CA and certificates
+    onecard policy test [--dir DIR]     run the policy tests (policies/tests/*.toml)
+    onecard policy check [--dir DIR]    validate the policy set against its schema
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from pathlib import Path
+
+from gateway import logs
+from gateway.config import REPO_POLICIES, ConfigError, load_settings
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from gateway.bootstrap import start_gateway
+
+    settings = load_settings(args.config)
+    logs.configure(settings.log_level, settings.log_format)
+
+    async def run() -> None:
+        gateway = await start_gateway(settings)
+        print(
+            f"onecard gateway listening on {settings.listen_host}:{gateway.port} (mutual TLS); "
+            f"metrics on {settings.metrics_host}:{gateway.metrics_port}; "
+            f"PKI in {gateway.pki.directory}; Ctrl-C or SIGTERM stops it",
+            file=sys.stderr,
+        )
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stopping.set)
+        await stopping.wait()
+        await gateway.stop()
+
+    asyncio.run(run())
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from gateway.demo import run_demo
+
+    logs.configure("warning", "console")
+    asyncio.run(run_demo())
+    return 0
+
+
+def _backends(args: argparse.Namespace) -> int:
+    from adapters.social_insurance import start_reference_server
+
+    logs.configure("info", "json")
+
+    async def run() -> None:
+        server = await start_reference_server(port=args.port)
+        print(f"reference social insurance back end (1101 person info) on {server.url}")
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stopping.set)
+        await stopping.wait()
+        await server.close()
+
+    asyncio.run(run())
+    return 0
+
+
+def _pki_init(args: argparse.Namespace) -> int:
+    from gateway.pki import init_pki
+
+    layout = init_pki(args.dir, overwrite=args.force)
+    print(f"development PKI written to {layout.directory}:")
+    print(f"  CA              {layout.ca_cert}")
+    print(f"  gateway server  {layout.server_cert}")
+    print(f"  org registry    {layout.orgs_file}")
+    print(f"  client certs    {layout.directory / 'clients'}/<org id>.pem")
+    return 0
+
+
+def _policy_test(args: argparse.Namespace) -> int:
+    from gateway.policytest import run_all
+
+    results = run_all(args.dir)
+    failed = [r for r in results if r.problems]
+    for r in results:
+        mark = "FAIL" if r.problems else "ok  "
+        print(f"{mark} {r.source:<18} {r.case.name}")
+        for problem in r.problems:
+            print(f"       {problem}")
+    print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
+    return 1 if failed or not results else 0
+
+
+def _policy_check(args: argparse.Namespace) -> int:
+    from gateway.policy import PolicyEngine
+
+    engine = PolicyEngine.load(args.dir)
+    print(f"policy set valid: {len(engine.policy_ids)} policies, sha256 {engine.sha256}")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="onecard", description="OneCard data-sharing gateway")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the gateway")
+    serve.add_argument("--config", type=Path, help="TOML configuration file")
+    serve.set_defaults(func=_serve)
+
+    sub.add_parser("demo", help="start everything on loopback and run a tour").set_defaults(
+        func=_demo
+    )
+
+    backends = sub.add_parser("backends", help="run the reference back ends")
+    backends.add_argument("--port", type=int, default=8101, help="port on 127.0.0.1")
+    backends.set_defaults(func=_backends)
+
+    pki = sub.add_parser("pki", help="development PKI").add_subparsers(dest="pki", required=True)
+    init = pki.add_parser("init", help="create a CA, server and org client certificates")
+    init.add_argument("--dir", type=Path, required=True)
+    init.add_argument("--force", action="store_true", help="replace an existing CA")
+    init.set_defaults(func=_pki_init)
+
+    policy = sub.add_parser("policy", help="access policies").add_subparsers(
+        dest="policy", required=True
+    )
+    for name, func, text in (
+        ("test", _policy_test, "run the policy tests"),
+        ("check", _policy_check, "validate the policies against the schema"),
+    ):
+        p = policy.add_parser(name, help=text)
+        p.add_argument("--dir", type=Path, default=REPO_POLICIES)
+        p.set_defaults(func=func)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``onecard`` command."""
+    args = _parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except ConfigError as exc:
+        print(f"onecard: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        from gateway.bootstrap import StartupError
+        from gateway.orgs import OrgRegistryError
+        from gateway.pki import PkiError
+        from gateway.policy import PolicySetInvalid
+
+        if isinstance(exc, StartupError | OrgRegistryError | PkiError | PolicySetInvalid):
+            print(f"onecard: {exc}", file=sys.stderr)
+            return 2
+        raise
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""Configuration: a TOML file plus ``ONECARD_*`` environment variables, validated by pydantic.
+
+Precedence: environment over file over defaults. Every default is the embedded set-up (SQLite
+under ``var/``, the reference back ends started in-process, a development PKI created on first
+start), and every address defaults to loopback.
+
+    ONECARD_LISTEN_PORT=7443 ONECARD_BACKEND_TIMEOUT_S=1.5 onecard serve --config gateway.toml
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+REPO_POLICIES = Path(__file__).resolve().parent.parent / "policies"
+
+
+class ConfigError(Exception):
+    """The configuration file or environment is invalid; the message says where and why."""
+
+
+class Settings(BaseSettings):
+    """Every knob of ``onecard serve``."""
+
+    model_config = SettingsConfigDict(env_prefix="ONECARD_", extra="forbid", frozen=True)
+
+    data_dir: Path = Field(Path("var"), description="SQLite database, keys and the dev PKI")
+    listen_host: str = Field("127.0.0.1", description="gRPC listen address")
+    listen_port: int = Field(7443, ge=0, le=65535, description="gRPC port (0 picks one)")
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = Field(9464, ge=0, le=65535, description="None disables /metrics")
+    pki_dir: Path | None = Field(None, description="defaults to DATA_DIR/pki (made if missing)")
+    orgs_file: Path | None = Field(None, description="org registry; defaults to PKI_DIR/orgs.toml")
+    policies_dir: Path = REPO_POLICIES
+    social_insurance_url: str | None = Field(
+        None, description="1101-style back end; None starts the reference server in-process"
+    )
+    backend_timeout_s: float = Field(2.0, gt=0, le=60)
+    token_ttl_s: int = Field(60, ge=10, le=600)
+    max_message_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    utc_offset_hours: int = Field(8, ge=-12, le=14, description="time zone policies see")
+    shutdown_grace_s: float = Field(5.0, ge=0, le=120)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "console"] = "json"
+
+    @property
+    def effective_pki_dir(self) -> Path:
+        return self.pki_dir if self.pki_dir is not None else self.data_dir / "pki"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return env_settings, init_settings
+
+
+def load_settings(config_file: Path | None = None, **overrides: object) -> Settings:
+    """Load the file (if any), apply the environment and ``overrides``, validate everything."""
+    values: dict[str, object] = {}
+    if config_file is not None:
+        try:
+            values = tomllib.loads(config_file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{config_file}: no such configuration file") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{config_file}: not valid TOML: {exc}") from None
+    values.update(overrides)
+    try:
+        return Settings(**values)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        where = f"{config_file} or " if config_file else ""
+        lines = [
+            f"  {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        ]
+        raise ConfigError(
+            f"invalid configuration ({where}ONECARD_* environment):\n" + "\n".join(lines)
+        ) from None

@@ -1,0 +1,49 @@
+"""Who is calling and which call this is: values bound once by the interceptor.
+
+The interceptor authenticates the caller from its mutual-TLS certificate and binds a ``Call``
+to a context variable for the duration of the RPC; services read it with ``current_call()``.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import datetime as dt
+from dataclasses import dataclass
+
+from gateway.orgs import Org
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """An authenticated organisation and the certificate it presented."""
+
+    org: Org
+    cert_sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One RPC as the gateway received it."""
+
+    request_id: str
+    rpc: str
+    caller: Caller
+    received_at: dt.datetime
+
+
+_current: contextvars.ContextVar[Call] = contextvars.ContextVar("onecard_call")
+
+
+def bind_call(call: Call) -> contextvars.Token[Call]:
+    """Bind ``call`` for the running RPC (interceptor only)."""
+    return _current.set(call)
+
+
+def reset_call(token: contextvars.Token[Call]) -> None:
+    """Undo ``bind_call``."""
+    _current.reset(token)
+
+
+def current_call() -> Call:
+    """The RPC being served. Raises LookupError outside the interceptor's scope."""
+    return _current.get()

@@ -1,0 +1,204 @@
+"""``onecard demo``: everything on loopback, then a scripted tour over real gRPC with mutual TLS.
+
+It starts the reference social insurance back end, creates a development PKI, starts the gateway
+on a free port, and plays the counters: the citizen app, a hospital, a library. One line per
+step with the decision and the reason. Card numbers in the output are synthetic citizens of the
+reference back end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import grpc
+from google.protobuf.message import Message
+
+from adapters.social_insurance.seed import Population
+from gateway.api.onecard.v1 import (
+    card_pb2,
+    card_pb2_grpc,
+    common_pb2,
+    insurance_pb2,
+    insurance_pb2_grpc,
+)
+from gateway.bootstrap import Gateway, start_gateway
+from gateway.client import org_channel
+from gateway.config import load_settings
+from gateway.ports import CardStatus
+
+HOSPITAL = "hosp-bj-001"
+LIBRARY = "lib-bj-001"
+CITIZEN_APP = "app-ecard-001"
+SUSPENDED_LIBRARY = "lib-bj-009"
+CITIZEN = "11010519491231002X"
+
+M = TypeVar("M", bound=Message)
+_Print = Callable[[str], None]
+
+
+@dataclass
+class _Tour:
+    gateway: Gateway
+    out: _Print
+    step: int = 0
+
+    def channel(self, org_id: str) -> grpc.aio.Channel:
+        return org_channel(self.gateway.target, self.gateway.pki, org_id)
+
+    async def ask(self, who: str, what: str, call: Callable[[], Awaitable[M]]) -> M | None:
+        """Run one step; print ALLOW or REFUSED with the reason; return the response or None."""
+        self.step += 1
+        head = f"{self.step:>2}. {who:<14} {what:<44}"
+        try:
+            response = await call()
+        except grpc.aio.AioRpcError as err:
+            reason = dict(err.trailing_metadata() or ()).get("onecard-reason", "")
+            self.out(f"{head} REFUSED {err.code().name} ({reason}): {err.details()}")
+            return None
+        decision = getattr(response, "decision", None)
+        ids = ", ".join(decision.policy_ids) if decision is not None else ""
+        self.out(f"{head} ALLOW   by {ids}")
+        return response
+
+    async def token(self, card_number: str) -> str:
+        async with self.channel(CITIZEN_APP) as ch:
+            response = await card_pb2_grpc.CardServiceStub(ch).IssueCardToken(
+                card_pb2.IssueCardTokenRequest(
+                    card=common_pb2.CardRef(card_number=card_number),
+                    purpose=common_pb2.PURPOSE_PATRQT,
+                )
+            )
+        return str(response.token)
+
+
+def _basis(token: str) -> common_pb2.LawfulBasis:
+    return common_pb2.LawfulBasis(card_present=common_pb2.CardPresent(token=token))
+
+
+async def _play(tour: _Tour) -> None:
+    out = tour.out
+    population = Population.default()
+    lost = population.first(card_status=CardStatus.REPORTED_LOST)
+    card = common_pb2.CardRef(card_number=CITIZEN)
+
+    async with tour.channel(CITIZEN_APP) as app, tour.channel(HOSPITAL) as hosp, tour.channel(
+        LIBRARY
+    ) as lib:
+        app_cards = card_pb2_grpc.CardServiceStub(app)
+        issued = await tour.ask(
+            "citizen app",
+            "IssueCardToken (e-card QR code)",
+            lambda: app_cards.IssueCardToken(
+                card_pb2.IssueCardTokenRequest(card=card, purpose=common_pb2.PURPOSE_PATRQT)
+            ),
+        )
+        if issued is None:
+            raise RuntimeError("the citizen app could not get a token; see the line above")
+        out(f"      token {issued.token[:24]}... valid 60 s, single use, bound to the card")
+
+        hosp_insurance = insurance_pb2_grpc.InsuranceServiceStub(hosp)
+        status_request = insurance_pb2.GetInsuranceStatusRequest(
+            card=card, purpose=common_pb2.PURPOSE_COVERAGE, basis=_basis(issued.token)
+        )
+        status = await tour.ask(
+            "hospital",
+            "GetInsuranceStatus with the token",
+            lambda: hosp_insurance.GetInsuranceStatus(status_request),
+        )
+        if status is not None:
+            for s in status.schemes:
+                state = insurance_pb2.SchemeStatus.Name(s.status).removeprefix("SCHEME_STATUS_")
+                out(f"      {s.insutype} {s.type_name}: {state.lower()} since {s.start_date}")
+            out(f"      disclosed: {', '.join(status.decision.disclosed_fields)}")
+            out("      withheld: employer_name, balance (no policy discloses them to a hospital)")
+
+        lib_token = await tour.token(CITIZEN)
+        verified = await tour.ask(
+            "library",
+            "VerifyCard with a fresh token",
+            lambda: card_pb2_grpc.CardServiceStub(lib).VerifyCard(
+                card_pb2.VerifyCardRequest(
+                    card=card,
+                    purpose=common_pb2.PURPOSE_LIBRARY_SERVICE,
+                    basis=_basis(lib_token),
+                )
+            ),
+        )
+        if verified is not None:
+            out(
+                f"      valid card holder: {verified.card_holder_valid}, "
+                f"name: {verified.masked_name}"
+            )
+
+        await tour.ask(
+            "hospital",
+            "GetInsuranceStatus replaying the token",
+            lambda: hosp_insurance.GetInsuranceStatus(status_request),
+        )
+        await tour.ask(
+            "citizen app",
+            "IssueCardToken for a card reported lost",
+            lambda: app_cards.IssueCardToken(
+                card_pb2.IssueCardTokenRequest(
+                    card=common_pb2.CardRef(card_number=lost.id_number),
+                    purpose=common_pb2.PURPOSE_PATRQT,
+                )
+            ),
+        )
+        lib_token = await tour.token(CITIZEN)
+        await tour.ask(
+            "library",
+            "GetInsuranceStatus (not a library's business)",
+            lambda: insurance_pb2_grpc.InsuranceServiceStub(lib).GetInsuranceStatus(
+                insurance_pb2.GetInsuranceStatusRequest(
+                    card=card,
+                    purpose=common_pb2.PURPOSE_LIBRARY_SERVICE,
+                    basis=_basis(lib_token),
+                )
+            ),
+        )
+        await tour.ask(
+            "hospital",
+            "VerifyCard with a mistyped card number",
+            lambda: card_pb2_grpc.CardServiceStub(hosp).VerifyCard(
+                card_pb2.VerifyCardRequest(
+                    card=common_pb2.CardRef(card_number=CITIZEN[:-1] + "5"),
+                    purpose=common_pb2.PURPOSE_TREAT,
+                )
+            ),
+        )
+    async with tour.channel(SUSPENDED_LIBRARY) as suspended:
+        await tour.ask(
+            "suspended lib.",
+            "VerifyCard from a suspended organisation",
+            lambda: card_pb2_grpc.CardServiceStub(suspended).VerifyCard(
+                card_pb2.VerifyCardRequest(card=card, purpose=common_pb2.PURPOSE_LIBRARY_SERVICE)
+            ),
+        )
+
+
+async def run_demo(out: _Print = print, data_dir: Path | None = None) -> None:
+    """Start everything on loopback, play the tour, stop everything."""
+    with tempfile.TemporaryDirectory(prefix="onecard-demo-") as tmp:
+        settings = load_settings(
+            data_dir=data_dir or Path(tmp), listen_port=0, metrics_port=0, shutdown_grace_s=1.0
+        )
+        gateway = await start_gateway(settings)
+        try:
+            out(f"OneCard demo: gateway on {gateway.target} (mutual TLS), metrics on "
+                f"127.0.0.1:{gateway.metrics_port}, reference 1101 back end on "
+                f"{gateway.social_insurance_url}")
+            out(f"development PKI in {gateway.pki.directory}")
+            out("")
+            await _play(_Tour(gateway, out))
+        finally:
+            await gateway.stop()
+
+
+def main() -> None:
+    asyncio.run(run_demo())

@@ -1,0 +1,124 @@
+"""Card-present tokens: the dynamic e-card QR code.
+
+The citizen app asks the gateway for a token bound to the citizen's card and shows it as a QR
+code; the counter scans it and sends it with its request, which proves the citizen is present.
+The gateway is both issuer and verifier, so the token is authenticated with HMAC-SHA256 under a
+gateway-held key (about 1 µs to check, where an Ed25519 signature check costs ~65 µs).
+
+Wire form: ``oc1.`` + base64url(no padding) of
+
+    version (1 byte) | token id (16) | expires at, unix seconds (8, big endian)
+    | card binding (16) | tag (32)
+
+where card binding = HMAC(key, "card" || card number)[:16] (the token does not reveal the card
+number) and tag = HMAC(key, "tag" || all bytes before it). Each token is accepted once: its id is
+recorded in the durable ledger before the request goes on, so a replay fails even after a restart.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import hashlib
+import hmac
+import secrets
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from gateway.errors import BasisRefused
+
+PREFIX = "oc1."
+_VERSION = 1
+_HEADER = struct.Struct(">B16sQ16s")
+_TAG_BYTES = 32
+_RAW_BYTES = _HEADER.size + _TAG_BYTES
+_MAX_TOKEN_CHARS = 256
+
+
+class TokenLedger(Protocol):
+    """Durable record of redeemed token ids."""
+
+    async def redeem_token(self, token_id: bytes, expires_at: int) -> bool:
+        """Record the id durably; return False if it was already recorded."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    """A freshly issued token and when it stops being accepted."""
+
+    token: str
+    expires_at: dt.datetime
+
+
+class CardTokens:
+    """Issues and redeems card-present tokens."""
+
+    def __init__(
+        self,
+        key: bytes,
+        ledger: TokenLedger,
+        *,
+        ttl: dt.timedelta = dt.timedelta(seconds=60),
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    ) -> None:
+        self._binding_key = hmac.new(key, b"onecard token binding", hashlib.sha256).digest()
+        self._tag_key = hmac.new(key, b"onecard token tag", hashlib.sha256).digest()
+        self._ledger = ledger
+        self._ttl = ttl
+        self._clock = clock
+
+    def issue(self, card_number: str) -> IssuedToken:
+        """Mint a token for a normalized card number."""
+        expires_at = (self._clock() + self._ttl).replace(microsecond=0)
+        header = _HEADER.pack(
+            _VERSION, secrets.token_bytes(16), int(expires_at.timestamp()), self._bind(card_number)
+        )
+        raw = header + self._tag(header)
+        encoded = base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+        return IssuedToken(PREFIX + encoded, expires_at)
+
+    async def redeem(self, token: str, card_number: str) -> str:
+        """Accept the token once for this card and return its id (hex), or raise ``BasisRefused``."""
+        header, tag = _decode(token)
+        if not hmac.compare_digest(tag, self._tag(header)):
+            raise BasisRefused("card-present token is not authentic", reason="token_forged")
+        version, token_id, expires_at, binding = _HEADER.unpack(header)
+        if version != _VERSION:
+            raise BasisRefused("card-present token version is not supported", reason="token_forged")
+        if not hmac.compare_digest(binding, self._bind(card_number)):
+            raise BasisRefused(
+                "card-present token was issued for a different card", reason="token_wrong_card"
+            )
+        if self._clock().timestamp() >= expires_at:
+            raise BasisRefused(
+                "card-present token has expired; ask the citizen to refresh the QR code",
+                reason="token_expired",
+            )
+        if not await self._ledger.redeem_token(token_id, expires_at):
+            raise BasisRefused("card-present token was already used", reason="token_replayed")
+        return str(token_id.hex())
+
+    def _bind(self, card_number: str) -> bytes:
+        return hmac.new(self._binding_key, card_number.encode("ascii"), hashlib.sha256).digest()[
+            :16
+        ]
+
+    def _tag(self, header: bytes) -> bytes:
+        return hmac.new(self._tag_key, header, hashlib.sha256).digest()
+
+
+def _decode(token: str) -> tuple[bytes, bytes]:
+    if not token.startswith(PREFIX) or len(token) > _MAX_TOKEN_CHARS:
+        raise BasisRefused("card-present token is malformed", reason="token_malformed")
+    body = token[len(PREFIX) :]
+    try:
+        raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+    except (binascii.Error, ValueError):
+        raise BasisRefused("card-present token is malformed", reason="token_malformed") from None
+    if len(raw) != _RAW_BYTES:
+        raise BasisRefused("card-present token is malformed", reason="token_malformed")
+    return raw[: _HEADER.size], raw[_HEADER.size :]
