@@ -14,14 +14,15 @@ from pathlib import Path
 
 import grpc
 import structlog
+from adapters.social_insurance import SocialInsuranceClient, start_reference_server
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from adapters.social_insurance import SocialInsuranceClient, start_reference_server
 from gateway.api.onecard.v1 import card_pb2, card_pb2_grpc, insurance_pb2, insurance_pb2_grpc
 from gateway.basis import BasisStage
 from gateway.cards import CardStage
 from gateway.config import Settings
+from gateway.errors import SetupError
 from gateway.interceptor import GatewayInterceptor
 from gateway.keys import load_or_create_secret
 from gateway.metrics import Metrics
@@ -42,7 +43,7 @@ SERVICE_NAMES = (
 )
 
 
-class StartupError(Exception):
+class StartupError(SetupError):
     """The gateway cannot start with this configuration; the message says why."""
 
 

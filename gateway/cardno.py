@@ -31,14 +31,10 @@ def normalize(card_number: str) -> str:
     if not candidate:
         raise MalformedCardNumber("card.card_number is required")
     if len(candidate) != _LENGTH:
-        raise MalformedCardNumber(
-            f"card number must be {_LENGTH} characters, got {len(candidate)}"
-        )
+        raise MalformedCardNumber(f"card number must be {_LENGTH} characters, got {len(candidate)}")
     body, check = candidate[:-1], candidate[-1]
     if not (body.isascii() and body.isdigit()) or not (check.isdigit() or check == "X"):
-        raise MalformedCardNumber(
-            "card number must be 17 digits followed by a digit or X"
-        )
+        raise MalformedCardNumber("card number must be 17 digits followed by a digit or X")
     try:
         dt.date(int(body[6:10]), int(body[10:12]), int(body[12:14]))
     except ValueError:

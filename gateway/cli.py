@@ -1,12 +1,12 @@
 """The ``onecard`` command line.
 
-    onecard serve [--config FILE]       run the gateway (embedded defaults: SQLite under var/,
-                                        reference back ends in-process, a development PKI)
-    onecard demo                        everything on loopback plus a scripted tour
-    onecard backends [--port N]         run the reference back ends on their own
-    onecard pki init --dir DIR          make a development CA and certificates
-    onecard policy test [--dir DIR]     run the policy tests (policies/tests/*.toml)
-    onecard policy check [--dir DIR]    validate the policy set against its schema
+onecard serve [--config FILE]       run the gateway (embedded defaults: SQLite under var/,
+                                    reference back ends in-process, a development PKI)
+onecard demo                        everything on loopback plus a scripted tour
+onecard backends [--port N]         run the reference back ends on their own
+onecard pki init --dir DIR          make a development CA and certificates
+onecard policy test [--dir DIR]     run the policy tests (policies/tests/*.toml)
+onecard policy check [--dir DIR]    validate the policy set against its schema
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ import sys
 from pathlib import Path
 
 from gateway import logs
-from gateway.config import REPO_POLICIES, ConfigError, load_settings
+from gateway.config import REPO_POLICIES, load_settings
+from gateway.errors import SetupError
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -147,21 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         code: int = args.func(args)
-    except ConfigError as exc:
+    except SetupError as exc:
         print(f"onecard: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:
-        from gateway.bootstrap import StartupError
-        from gateway.orgs import OrgRegistryError
-        from gateway.pki import PkiError
-        from gateway.policy import PolicySetInvalid
-
-        if isinstance(exc, StartupError | OrgRegistryError | PkiError | PolicySetInvalid):
-            print(f"onecard: {exc}", file=sys.stderr)
-            return 2
-        raise
     return code
 
 

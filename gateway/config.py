@@ -16,10 +16,12 @@ from typing import Literal
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from gateway.errors import SetupError
+
 REPO_POLICIES = Path(__file__).resolve().parent.parent / "policies"
 
 
-class ConfigError(Exception):
+class ConfigError(SetupError):
     """The configuration file or environment is invalid; the message says where and why."""
 
 
@@ -78,9 +80,7 @@ def load_settings(config_file: Path | None = None, **overrides: object) -> Setti
         return Settings(**values)  # type: ignore[arg-type]
     except ValidationError as exc:
         where = f"{config_file} or " if config_file else ""
-        lines = [
-            f"  {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        ]
+        lines = [f"  {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
         raise ConfigError(
             f"invalid configuration ({where}ONECARD_* environment):\n" + "\n".join(lines)
         ) from None

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import TypeVar
 
 import grpc
+from adapters.social_insurance.seed import Population
 from google.protobuf.message import Message
 
-from adapters.social_insurance.seed import Population
 from gateway.api.onecard.v1 import (
     card_pb2,
     card_pb2_grpc,
@@ -86,9 +86,11 @@ async def _play(tour: _Tour) -> None:
     lost = population.first(card_status=CardStatus.REPORTED_LOST)
     card = common_pb2.CardRef(card_number=CITIZEN)
 
-    async with tour.channel(CITIZEN_APP) as app, tour.channel(HOSPITAL) as hosp, tour.channel(
-        LIBRARY
-    ) as lib:
+    async with (
+        tour.channel(CITIZEN_APP) as app,
+        tour.channel(HOSPITAL) as hosp,
+        tour.channel(LIBRARY) as lib,
+    ):
         app_cards = card_pb2_grpc.CardServiceStub(app)
         issued = await tour.ask(
             "citizen app",
@@ -190,9 +192,11 @@ async def run_demo(out: _Print = print, data_dir: Path | None = None) -> None:
         )
         gateway = await start_gateway(settings)
         try:
-            out(f"OneCard demo: gateway on {gateway.target} (mutual TLS), metrics on "
+            out(
+                f"OneCard demo: gateway on {gateway.target} (mutual TLS), metrics on "
                 f"127.0.0.1:{gateway.metrics_port}, reference 1101 back end on "
-                f"{gateway.social_insurance_url}")
+                f"{gateway.social_insurance_url}"
+            )
             out(f"development PKI in {gateway.pki.directory}")
             out("")
             await _play(_Tour(gateway, out))

@@ -44,15 +44,11 @@ def _prune(message: Message, tree: _Tree) -> None:
         if sub is None:
             message.ClearField(field.name)
         elif sub and field.type == FieldDescriptor.TYPE_MESSAGE:
-            if _is_repeated(field):
+            if field.is_repeated:
                 for element in value:
                     _prune(element, sub)
             else:
                 _prune(value, sub)
-
-
-def _is_repeated(field: FieldDescriptor) -> bool:
-    return bool(field.label == FieldDescriptor.LABEL_REPEATED)
 
 
 def _resolves(descriptor: Descriptor, parts: list[str]) -> bool:

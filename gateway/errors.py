@@ -11,6 +11,13 @@ from __future__ import annotations
 import grpc
 
 
+class SetupError(Exception):
+    """The gateway cannot start, or a command cannot run, as configured.
+
+    Not a gRPC error: it is shown to the operator, and its message says what to fix.
+    """
+
+
 class GatewayError(Exception):
     """Root of every error the gateway reports to a caller."""
 

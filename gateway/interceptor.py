@@ -84,7 +84,7 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
                 raise
             except GatewayError as exc:
                 error = exc
-            except Exception as exc:  # noqa: BLE001 - the caller gets INTERNAL, never a trace
+            except Exception as exc:
                 error = _internal(exc)
             else:
                 self._finish(rpc, started, "OK", "")

@@ -11,10 +11,12 @@ import secrets
 import stat
 from pathlib import Path
 
+from gateway.errors import SetupError
+
 SECRET_BYTES = 32
 
 
-class KeyFileError(Exception):
+class KeyFileError(SetupError):
     """A key file exists but cannot be used as it is."""
 
 

@@ -24,7 +24,6 @@ from gateway.errors import PolicyDenied
 from gateway.metrics import Metrics
 from gateway.policy import Decision, PolicyEngine, PolicyRequest
 
-
 R = TypeVar("R", bound=Message)
 
 

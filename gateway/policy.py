@@ -20,11 +20,13 @@ from typing import Any
 
 import cedarpy
 
+from gateway.errors import SetupError
+
 SCHEMA_FILE = "schema.cedarschema"
 _NAMESPACE = "OneCard"
 
 
-class PolicySetInvalid(Exception):
+class PolicySetInvalid(SetupError):
     """The policy files do not parse or do not validate against the schema."""
 
 

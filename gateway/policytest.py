@@ -24,6 +24,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from gateway.errors import SetupError
 from gateway.policy import Decision, PolicyEngine, PolicyRequest
 
 
@@ -72,7 +73,7 @@ class CaseResult:
     problems: tuple[str, ...]
 
 
-class PolicyCaseError(Exception):
+class PolicyCaseError(SetupError):
     """A case file cannot be read."""
 
 
@@ -100,7 +101,9 @@ def run_case(engine: PolicyEngine, source: str, case: PolicyCase) -> CaseResult:
     if got != case.expect:
         problems.append(f"expected {case.expect}, got {got}")
     if case.policies is not None and sorted(case.policies) != list(decision.policy_ids):
-        problems.append(f"expected policies {sorted(case.policies)}, got {list(decision.policy_ids)}")
+        problems.append(
+            f"expected policies {sorted(case.policies)}, got {list(decision.policy_ids)}"
+        )
     if case.disclose is not None and set(case.disclose) != decision.disclose:
         problems.append(
             f"expected disclosed fields {sorted(case.disclose)}, got {sorted(decision.disclose)}"

@@ -80,5 +80,5 @@ class InsuranceBackend(Protocol):
     """The social insurance back end ("1101 person info")."""
 
     async def person_insurance(self, id_number: str, *, timeout: float) -> PersonInsurance:
-        """Return the schemes; raise ``CardNotFound``, ``BackendUnavailable``, ``BackendTimeout``."""
+        """The schemes; raises ``CardNotFound``, ``BackendUnavailable``, ``BackendTimeout``."""
         ...

@@ -82,7 +82,7 @@ class CardTokens:
         return IssuedToken(PREFIX + encoded, expires_at)
 
     async def redeem(self, token: str, card_number: str) -> str:
-        """Accept the token once for this card and return its id (hex), or raise ``BasisRefused``."""
+        """Accept the token once for this card; return its id (hex) or raise ``BasisRefused``."""
         header, tag = _decode(token)
         if not hmac.compare_digest(tag, self._tag(header)):
             raise BasisRefused("card-present token is not authentic", reason="token_forged")
@@ -119,6 +119,7 @@ def _decode(token: str) -> tuple[bytes, bytes]:
         raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
     except (binascii.Error, ValueError):
         raise BasisRefused("card-present token is malformed", reason="token_malformed") from None
-    if len(raw) != _RAW_BYTES:
+    if len(raw) != _RAW_BYTES or base64.urlsafe_b64encode(raw).rstrip(b"=").decode() != body:
+        # The second test refuses non-canonical encodings (unused low bits set).
         raise BasisRefused("card-present token is malformed", reason="token_malformed")
     return raw[: _HEADER.size], raw[_HEADER.size :]

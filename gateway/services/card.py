@@ -20,7 +20,7 @@ class CardService(card_pb2_grpc.CardServiceServicer):
         self._pipeline = pipeline
         self._tokens = tokens
 
-    async def IssueCardToken(  # noqa: N802 - gRPC method name
+    async def IssueCardToken(
         self, request: card_pb2.IssueCardTokenRequest, context: grpc.aio.ServicerContext
     ) -> card_pb2.IssueCardTokenResponse:
         ask = Ask(
@@ -38,7 +38,7 @@ class CardService(card_pb2_grpc.CardServiceServicer):
 
         return await self._pipeline.run(current_call(), ask, mint)
 
-    async def VerifyCard(  # noqa: N802 - gRPC method name
+    async def VerifyCard(
         self, request: card_pb2.VerifyCardRequest, context: grpc.aio.ServicerContext
     ) -> card_pb2.VerifyCardResponse:
         ask = Ask(

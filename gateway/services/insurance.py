@@ -38,7 +38,7 @@ class InsuranceService(insurance_pb2_grpc.InsuranceServiceServicer):
         self._backend = backend
         self._timeout = timeout
 
-    async def GetInsuranceStatus(  # noqa: N802 - gRPC method name
+    async def GetInsuranceStatus(
         self,
         request: insurance_pb2.GetInsuranceStatusRequest,
         context: grpc.aio.ServicerContext,

@@ -130,7 +130,7 @@ class SqliteStore:
             results.extend(op(self._conn) for op, _ in batch)
             self._prune_if_due()
             self._conn.execute("COMMIT")
-        except Exception as exc:  # noqa: BLE001 - any failure fails the whole batch closed
+        except Exception as exc:
             _log.error("store_commit_failed", error_type=type(exc).__name__, batch=len(batch))
             if self._conn.in_transaction:
                 self._conn.execute("ROLLBACK")
