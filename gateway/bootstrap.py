@@ -11,13 +11,14 @@ import datetime as dt
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 import structlog
-from adapters.social_insurance import SocialInsuranceClient, start_reference_server
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from adapters.social_insurance import SocialInsuranceClient, start_reference_server
 from gateway.api.onecard.v1 import card_pb2, card_pb2_grpc, insurance_pb2, insurance_pb2_grpc
 from gateway.basis import BasisStage
 from gateway.cards import CardStage
@@ -36,6 +37,8 @@ from gateway.store import SqliteStore
 from gateway.tokens import CardTokens
 
 _log = structlog.get_logger(__name__)
+# grpc-stubs does not describe grpc_health's asyncio servicer.
+HealthServicer = health.aio.HealthServicer  # type: ignore[attr-defined]
 
 SERVICE_NAMES = (
     card_pb2.DESCRIPTOR.services_by_name["CardService"].full_name,
@@ -57,7 +60,7 @@ class Gateway:
     social_insurance_url: str
     pki: PkiLayout
     store: SqliteStore
-    _health: health.aio.HealthServicer
+    _health: Any
     _shutdown_grace_s: float
     _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
@@ -137,7 +140,7 @@ async def start_gateway(settings: Settings) -> Gateway:
     insurance_pb2_grpc.add_InsuranceServiceServicer_to_server(
         InsuranceService(pipeline, social_insurance, timeout=settings.backend_timeout_s), server
     )
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server

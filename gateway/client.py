@@ -6,6 +6,8 @@ works the same way (see the README for ``buf curl``).
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 
 from gateway.pki import PkiLayout
@@ -23,3 +25,9 @@ def org_credentials(pki: PkiLayout, org_id: str) -> grpc.ChannelCredentials:
 def org_channel(target: str, pki: PkiLayout, org_id: str) -> grpc.aio.Channel:
     """An asyncio channel to ``target`` authenticated as ``org_id``."""
     return grpc.aio.secure_channel(target, org_credentials(pki, org_id))
+
+
+def refusal_reason(err: grpc.aio.AioRpcError) -> str:
+    """The gateway's machine-readable reason for a refusal (its ``onecard-reason`` trailer)."""
+    trailers: Any = err.trailing_metadata() or ()
+    return next((str(value) for key, value in trailers if key == "onecard-reason"), "")

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import TypeVar
 
 import grpc
-from adapters.social_insurance.seed import Population
 from google.protobuf.message import Message
 
+from adapters.social_insurance.seed import Population
 from gateway.api.onecard.v1 import (
     card_pb2,
     card_pb2_grpc,
@@ -27,7 +27,7 @@ from gateway.api.onecard.v1 import (
     insurance_pb2_grpc,
 )
 from gateway.bootstrap import Gateway, start_gateway
-from gateway.client import org_channel
+from gateway.client import org_channel, refusal_reason
 from gateway.config import load_settings
 from gateway.ports import CardStatus
 
@@ -57,7 +57,7 @@ class _Tour:
         try:
             response = await call()
         except grpc.aio.AioRpcError as err:
-            reason = dict(err.trailing_metadata() or ()).get("onecard-reason", "")
+            reason = refusal_reason(err)
             self.out(f"{head} REFUSED {err.code().name} ({reason}): {err.details()}")
             return None
         decision = getattr(response, "decision", None)

@@ -17,7 +17,7 @@ import traceback
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 import structlog
@@ -31,9 +31,11 @@ from gateway.pki import cert_fingerprint, org_id_from_cert
 _log = structlog.get_logger("gateway.rpc")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _Behavior = Callable[..., Any]
+Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 
 
-class GatewayInterceptor(grpc.aio.ServerInterceptor):
+class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Authenticates callers and maps errors to statuses for every RPC."""
 
     def __init__(self, orgs: OrgRegistry, metrics: Metrics) -> None:
@@ -42,9 +44,9 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Handler:
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
@@ -72,7 +74,7 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
         return handler  # client streaming: none of our services use it
 
     def _wrap_unary(self, behavior: _Behavior, rpc: str, request_id: str) -> _Behavior:
-        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def unary(request: Any, context: Context) -> Any:
             started = time.perf_counter()
             try:
                 token = bind_call(self._call(context, rpc, request_id))
@@ -96,7 +98,7 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
         return unary
 
     def _wrap_stream(self, behavior: _Behavior, rpc: str, request_id: str) -> _Behavior:
-        async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
             started = time.perf_counter()
             try:
                 token = bind_call(self._call(context, rpc, request_id))
@@ -121,17 +123,17 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
 
         return stream
 
-    def _call(self, context: grpc.aio.ServicerContext, rpc: str, request_id: str) -> Call:
+    def _call(self, context: Context, rpc: str, request_id: str) -> Call:
         structlog.contextvars.bind_contextvars(request_id=request_id, rpc=rpc)
         caller = self._authenticate(context)
         structlog.contextvars.bind_contextvars(org_id=caller.org.org_id)
         return Call(request_id, rpc, caller, dt.datetime.now(dt.UTC))
 
-    def _authenticate(self, context: grpc.aio.ServicerContext) -> Caller:
-        pems = context.auth_context().get("x509_pem_cert")
-        if not pems:
+    def _authenticate(self, context: Context) -> Caller:
+        pem = next(iter(context.auth_context().get("x509_pem_cert", ())), None)
+        if pem is None:
             raise Unauthenticated("a client certificate issued by the OneCard CA is required")
-        org_id, fingerprint = _identity(pems[0])
+        org_id, fingerprint = _identity(pem)
         org = self._orgs.get(org_id) if org_id else None
         if org is None:
             raise Unauthenticated(
@@ -154,7 +156,7 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):
         structlog.contextvars.clear_contextvars()
 
 
-async def _abort(context: grpc.aio.ServicerContext, exc: GatewayError, request_id: str) -> None:
+async def _abort(context: Context, exc: GatewayError, request_id: str) -> None:
     await context.abort(
         exc.code,
         exc.message,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 
 from gateway.api.onecard.v1 import card_pb2, card_pb2_grpc
@@ -21,7 +23,7 @@ class CardService(card_pb2_grpc.CardServiceServicer):
         self._tokens = tokens
 
     async def IssueCardToken(
-        self, request: card_pb2.IssueCardTokenRequest, context: grpc.aio.ServicerContext
+        self, request: card_pb2.IssueCardTokenRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> card_pb2.IssueCardTokenResponse:
         ask = Ask(
             action="IssueCardToken",
@@ -39,7 +41,7 @@ class CardService(card_pb2_grpc.CardServiceServicer):
         return await self._pipeline.run(current_call(), ask, mint)
 
     async def VerifyCard(
-        self, request: card_pb2.VerifyCardRequest, context: grpc.aio.ServicerContext
+        self, request: card_pb2.VerifyCardRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> card_pb2.VerifyCardResponse:
         ask = Ask(
             action="VerifyCard",

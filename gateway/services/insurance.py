@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 
 from gateway.api.onecard.v1 import insurance_pb2, insurance_pb2_grpc
@@ -41,7 +43,7 @@ class InsuranceService(insurance_pb2_grpc.InsuranceServiceServicer):
     async def GetInsuranceStatus(
         self,
         request: insurance_pb2.GetInsuranceStatusRequest,
-        context: grpc.aio.ServicerContext,
+        context: grpc.aio.ServicerContext[Any, Any],
     ) -> insurance_pb2.GetInsuranceStatusResponse:
         ask = Ask(
             action="GetInsuranceStatus",

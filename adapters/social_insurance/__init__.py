@@ -1,0 +1,24 @@
+"""Social insurance and card registry back end: JSON over HTTP shaped like "1101 person info".
+
+``SocialInsuranceClient`` implements ``gateway.ports.CardRegistry`` and ``InsuranceBackend``;
+``start_reference_server`` runs the reference back end on loopback with the synthetic
+population of ``seed``. The wire format, including OneCard's ``CR01`` card registry extension,
+is described in ``wire``.
+"""
+
+from adapters.social_insurance.client import SocialInsuranceClient
+from adapters.social_insurance.reference import (
+    ReferenceServer,
+    build_app,
+    start_reference_server,
+)
+from adapters.social_insurance.seed import Person, Population
+
+__all__ = [
+    "Person",
+    "Population",
+    "ReferenceServer",
+    "SocialInsuranceClient",
+    "build_app",
+    "start_reference_server",
+]

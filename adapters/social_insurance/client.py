@@ -1,0 +1,218 @@
+"""The social insurance adapter: ``CardRegistry`` and ``InsuranceBackend`` over JSON/HTTP.
+
+``SocialInsuranceClient`` owns the HTTP exchange with the back end: one pooled, keep-alive
+``aiohttp.ClientSession`` per client, created lazily inside the running event loop (and bound
+to it); a deadline on every call; the mapping of every failure onto the gateway's error tree:
+
+==========================================================  ======================
+timeout (connect, send, answer or body)                     ``BackendTimeout``
+connection refused or reset, HTTP status other than 200,    ``BackendUnavailable``
+body too large, not JSON, schema mismatch, ``infcode`` -1
+(other than an unknown person), answer for another person
+``infcode`` -1 with "未查询到" (found no such person)          ``CardNotFound``
+==========================================================  ======================
+
+Error messages are fixed texts written for the caller. Failures are logged as structlog events
+(``social_insurance_*``) with the transaction, our ``msgid``, the back end's ``inf_refmsgid``
+(to find the exchange in its own log) and the kind of failure, never the ID number, the name,
+or the back end's ``err_msg`` (platforms echo certificate numbers and names in it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import itertools
+from collections.abc import Callable
+from typing import TypeVar
+
+import aiohttp
+import structlog
+from pydantic import BaseModel, ValidationError
+
+from adapters.social_insurance import wire
+from gateway.errors import BackendTimeout, BackendUnavailable, CardNotFound
+from gateway.ports import CardHolder, PersonInsurance
+
+_log = structlog.get_logger(__name__)
+
+_MAX_BODY_BYTES = 1 << 20
+_OPTER_TYPE = "1"  # operator (经办人)
+_RECER_SYS_CODE = "YBXT"
+_HEADERS = {"Content-Type": "application/json; charset=utf-8", "Accept": "application/json"}
+
+_Answer = TypeVar("_Answer", wire.PersonInfoResponse, wire.CardInfoResponse)
+
+
+class SocialInsuranceClient:
+    """Implements ``gateway.ports.CardRegistry`` (CR01) and ``InsuranceBackend`` (1101)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        fixmedins_code: str = "H00000000000",
+        opter: str = "onecard-gateway",
+        fixmedins_name: str = "OneCard gateway",
+        mdtrtarea_admvs: str = "110000",
+    ) -> None:
+        self._url = base_url.rstrip("/") + wire.PATH
+        self._fixmedins_code = fixmedins_code
+        self._fixmedins_name = fixmedins_name
+        self._mdtrtarea_admvs = mdtrtarea_admvs
+        self._opter = opter
+        self._sequence = itertools.count()
+        self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def resolve(self, id_number: str, *, timeout: float) -> CardHolder:
+        """The card holder and card status of ``id_number`` (CR01)."""
+        answer = await self._exchange(
+            wire.INFNO_CARD_INFO, wire.card_info_query(id_number), wire.parse_card_info, timeout
+        )
+        _require_same_person(answer, answer.output.cardinfo.certno, id_number)
+        return wire.to_card_holder(answer.output.cardinfo)
+
+    async def person_insurance(self, id_number: str, *, timeout: float) -> PersonInsurance:
+        """The insurance schemes of ``id_number`` (1101 person info)."""
+        answer = await self._exchange(
+            wire.INFNO_PERSON_INFO,
+            wire.person_info_query(id_number),
+            wire.parse_person_info,
+            timeout,
+        )
+        _require_same_person(answer, answer.output.baseinfo.certno, id_number)
+        return wire.to_person_insurance(answer.output)
+
+    async def close(self) -> None:
+        """Close the pooled connections; the client opens a new pool if used again."""
+        session, self._session, self._loop = self._session, None, None
+        if session is not None:
+            await session.close()
+
+    # -- one exchange ----------------------------------------------------------------------------
+
+    async def _exchange(
+        self,
+        infno: str,
+        data: BaseModel,
+        parse: Callable[[bytes], _Answer],
+        timeout: float,
+    ) -> _Answer:
+        envelope = self._envelope(infno, data)
+        log = _log.bind(infno=infno, msgid=envelope.msgid)
+        body = await self._post(envelope, timeout, log)
+        head = _validated(wire.parse_head, body, log)
+        log = log.bind(inf_refmsgid=head.inf_refmsgid)
+        if head.not_found:
+            log.info("social_insurance_person_not_found")
+            raise CardNotFound("no card holder is registered for this card number")
+        if not head.ok:
+            log.warning(
+                "social_insurance_refused",
+                infcode=head.infcode,
+                err_msg_chars=len(head.err_msg or ""),
+            )
+            raise BackendUnavailable("social insurance back end refused the request")
+        return _validated(parse, body, log)
+
+    async def _post(
+        self,
+        envelope: wire.RequestEnvelope,
+        timeout: float,
+        log: structlog.typing.FilteringBoundLogger,
+    ) -> bytes:
+        session = self._session_in_running_loop()
+        payload = envelope.model_dump_json().encode()
+        try:
+            async with (
+                asyncio.timeout(timeout),
+                session.post(
+                    self._url,
+                    data=payload,
+                    headers=_HEADERS,
+                    timeout=aiohttp.ClientTimeout(total=timeout),
+                ) as response,
+            ):
+                if response.status != 200:
+                    log.warning("social_insurance_http_error", status=response.status)
+                    raise BackendUnavailable(
+                        f"social insurance back end answered HTTP {response.status}"
+                    )
+                return await _read_body(response, log)
+        except TimeoutError:
+            log.warning("social_insurance_timeout", timeout_s=timeout)
+            raise BackendTimeout(
+                f"social insurance back end did not answer within {timeout:g}s"
+            ) from None
+        except (aiohttp.ClientError, OSError) as exc:
+            log.warning("social_insurance_unreachable", error=type(exc).__name__)
+            raise BackendUnavailable("social insurance back end is unreachable") from None
+
+    def _envelope(self, infno: str, data: BaseModel) -> wire.RequestEnvelope:
+        now = dt.datetime.now()
+        sender = self._fixmedins_code[:12].ljust(12, "0")
+        return wire.RequestEnvelope(
+            infno=infno,
+            msgid=f"{sender}{now:%Y%m%d%H%M%S}{next(self._sequence) % 10_000:04d}",
+            infver=wire.INFVER,
+            opter_type=_OPTER_TYPE,
+            opter=self._opter,
+            opter_name=self._opter,
+            inf_time=now.strftime(wire.INF_TIME_FORMAT),
+            fixmedins_code=self._fixmedins_code,
+            fixmedins_name=self._fixmedins_name,
+            mdtrtarea_admvs=self._mdtrtarea_admvs,
+            recer_sys_code=_RECER_SYS_CODE,
+            input={"data": data.model_dump()},
+        )
+
+    def _session_in_running_loop(self) -> aiohttp.ClientSession:
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=100, keepalive_timeout=30),
+            )
+            self._loop = loop
+        elif self._loop is not loop:
+            raise RuntimeError(
+                "SocialInsuranceClient is bound to the event loop that first used it"
+            )
+        return self._session
+
+
+async def _read_body(
+    response: aiohttp.ClientResponse, log: structlog.typing.FilteringBoundLogger
+) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > _MAX_BODY_BYTES:
+            log.warning("social_insurance_answer_too_large", limit_bytes=_MAX_BODY_BYTES)
+            raise BackendUnavailable("social insurance back end sent an oversized answer")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+_Parsed = TypeVar("_Parsed", bound=BaseModel)
+
+
+def _validated(
+    parse: Callable[[bytes], _Parsed], body: bytes, log: structlog.typing.FilteringBoundLogger
+) -> _Parsed:
+    try:
+        return parse(body)
+    except ValidationError as exc:
+        problems = [
+            ".".join(str(part) for part in error["loc"]) or error["type"]
+            for error in exc.errors(include_url=False, include_input=False)
+        ]
+        log.warning("social_insurance_malformed_answer", problems=problems[:10])
+        raise BackendUnavailable("social insurance back end sent a malformed answer") from None
+
+
+def _require_same_person(answer: wire.ResponseHead, certno: str, id_number: str) -> None:
+    if certno.upper() != id_number.upper():
+        _log.warning("social_insurance_wrong_person", inf_refmsgid=answer.inf_refmsgid)
+        raise BackendUnavailable("social insurance back end answered for a different person")
