@@ -16,10 +16,11 @@ from gateway.api.onecard.v1 import card_pb2, card_pb2_grpc, common_pb2, insuranc
 from gateway.bootstrap import Gateway
 from gateway.cardno import check_character
 from gateway.client import org_channel
+from gateway.client import refusal_reason as reason
 from gateway.keys import load_or_create_secret
 from gateway.ports import CardStatus
 from gateway.tokens import CardTokens
-from tests.integration.calls import insurance_status, issue_token, reason, verify_card
+from tests.integration.calls import insurance_status, issue_token, verify_card
 from tests.integration.conftest import CITIZEN_APP, HOSPITAL, LIBRARY, REGULATOR
 
 pytestmark = pytest.mark.integration

@@ -17,9 +17,10 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from adapters.social_insurance.seed import Population
 from gateway.bootstrap import Gateway
 from gateway.client import org_channel
+from gateway.client import refusal_reason as reason
 from gateway.pki import CertificateAuthority, PkiLayout
 from gateway.ports import CardStatus
-from tests.integration.calls import issue_token, reason
+from tests.integration.calls import issue_token
 from tests.integration.conftest import CITIZEN_APP, HOSPITAL, SUSPENDED
 
 pytestmark = pytest.mark.integration
