@@ -53,7 +53,7 @@ class _Tour:
     async def ask(self, who: str, what: str, call: Callable[[], Awaitable[M]]) -> M | None:
         """Run one step; print ALLOW or REFUSED with the reason; return the response or None."""
         self.step += 1
-        head = f"{self.step:>2}. {who:<14} {what:<44}"
+        head = f"{self.step:>2}. {who:<14} {what:<46}"
         try:
             response = await call()
         except grpc.aio.AioRpcError as err:
