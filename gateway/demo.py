@@ -116,8 +116,13 @@ async def _play(tour: _Tour) -> None:
             for s in status.schemes:
                 state = insurance_pb2.SchemeStatus.Name(s.status).removeprefix("SCHEME_STATUS_")
                 out(f"      {s.insutype} {s.type_name}: {state.lower()} since {s.start_date}")
-            out(f"      disclosed: {', '.join(status.decision.disclosed_fields)}")
-            out("      withheld: employer_name, balance (no policy discloses them to a hospital)")
+            disclosed = set(status.decision.disclosed_fields)
+            withheld = [
+                f.name
+                for f in insurance_pb2.InsuranceScheme.DESCRIPTOR.fields
+                if f"schemes.{f.name}" not in disclosed
+            ]
+            out(f"      withheld by policy: {', '.join(withheld)}")
 
         lib_token = await tour.token(CITIZEN)
         verified = await tour.ask(
