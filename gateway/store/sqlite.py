@@ -4,6 +4,11 @@ Requests hand their writes to the writer thread through a queue; the thread take
 queued, runs it in one transaction, commits (one fsync), and only then resolves each request's
 future. A request therefore never sees its write acknowledged before it is on disk, and many
 concurrent requests share one fsync (group commit, as Trillian's sequencer batches leaves).
+
+Writes go through ``BatchHandler``s: each handler gets all of its queued payloads of one batch
+at once (one ``executemany`` rather than many statements), may finish the batch inside the same
+transaction (``finish_batch``: the audit log signs a checkpoint there), and is told when a
+transaction was rolled back so it can drop in-memory state that never reached the disk.
 """
 
 from __future__ import annotations
@@ -14,38 +19,104 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import structlog
 
 from gateway.errors import StoreUnavailable
 
 T = TypeVar("T")
-Op = Callable[[sqlite3.Connection], Any]
 
 _log = structlog.get_logger(__name__)
-_MAX_BATCH = 1024
+_MAX_BATCH = 2048
 _PRUNE_EVERY_S = 60.0
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS redeemed_tokens (
     token_id   BLOB PRIMARY KEY,
     expires_at INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS redeemed_tokens_expiry ON redeemed_tokens (expires_at);
+
+CREATE TABLE IF NOT EXISTS audit_entries (
+    idx       INTEGER PRIMARY KEY,
+    leaf      BLOB NOT NULL,
+    time      TEXT NOT NULL,
+    org       TEXT NOT NULL,
+    rpc       TEXT NOT NULL,
+    decision  TEXT NOT NULL,
+    basis     TEXT NOT NULL,
+    subject   TEXT NOT NULL,
+    outcome   TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_entries_subject ON audit_entries (subject, idx);
+CREATE INDEX IF NOT EXISTS audit_entries_org ON audit_entries (org, idx);
+CREATE INDEX IF NOT EXISTS audit_entries_time ON audit_entries (time);
+
+CREATE TABLE IF NOT EXISTS audit_nodes (
+    level INTEGER NOT NULL,
+    idx   INTEGER NOT NULL,
+    hash  BLOB NOT NULL,
+    PRIMARY KEY (level, idx)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS audit_checkpoints (
+    size       INTEGER PRIMARY KEY,
+    note       BLOB NOT NULL,
+    created_at TEXT NOT NULL
+);
 """
 _STOP = object()
 
 
-def connect(path: Path) -> sqlite3.Connection:
+class BatchHandler(Protocol):
+    """Runs all queued payloads of one kind inside the writer's transaction."""
+
+    def run_batch(self, conn: sqlite3.Connection, payloads: list[Any]) -> list[Any]:
+        """Write every payload; return one result per payload, in order."""
+        ...
+
+    def finish_batch(self, conn: sqlite3.Connection) -> None:
+        """Last writes of the batch, in the same transaction."""
+        ...
+
+    def rolled_back(self) -> None:
+        """The transaction failed: forget in-memory state derived from this batch."""
+        ...
+
+
+def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     """Open a connection with the durability settings every writer must use."""
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("PRAGMA foreign_keys=ON")
+    if readonly:
+        conn.execute("PRAGMA query_only=ON")
     return conn
+
+
+class _TokenLedger:
+    def run_batch(self, conn: sqlite3.Connection, payloads: list[Any]) -> list[Any]:
+        insert = "INSERT OR IGNORE INTO redeemed_tokens (token_id, expires_at) VALUES (?, ?)"
+        return [conn.execute(insert, payload).rowcount == 1 for payload in payloads]
+
+    def finish_batch(self, conn: sqlite3.Connection) -> None:
+        pass
+
+    def rolled_back(self) -> None:
+        pass
+
+
+class _Ops:
+    def run_batch(self, conn: sqlite3.Connection, payloads: list[Any]) -> list[Any]:
+        return [op(conn) for op in payloads]
+
+    def finish_batch(self, conn: sqlite3.Connection) -> None:
+        pass
+
+    def rolled_back(self) -> None:
+        pass
 
 
 class SqliteStore:
@@ -56,9 +127,12 @@ class SqliteStore:
         self.path = path
         self._conn = connect(path)
         self._migrate()
-        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._closed = False
         self._last_prune = 0.0
+        self._tokens = _TokenLedger()
+        self._ops = _Ops()
+        self._readers = threading.local()
         self._writer = threading.Thread(target=self._run, name="sqlite-writer", daemon=True)
         self._writer.start()
 
@@ -72,26 +146,35 @@ class SqliteStore:
         self._conn.executescript(_SCHEMA)
         self._conn.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
 
+    def reader(self) -> sqlite3.Connection:
+        """A read-only connection for the calling thread (WAL lets readers run beside the writer)."""
+        conn: sqlite3.Connection | None = getattr(self._readers, "conn", None)
+        if conn is None:
+            conn = connect(self.path, readonly=True)
+            self._readers.conn = conn
+        return conn
+
+    async def read(self, query: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``query`` on a reader connection in a worker thread."""
+        return await asyncio.to_thread(lambda: query(self.reader()))
+
     async def redeem_token(self, token_id: bytes, expires_at: int) -> bool:
         """Record a redeemed token id; False if it was already there (a replay)."""
-
-        def op(conn: sqlite3.Connection) -> bool:
-            cur = conn.execute(
-                "INSERT OR IGNORE INTO redeemed_tokens (token_id, expires_at) VALUES (?, ?)",
-                (token_id, expires_at),
-            )
-            return cur.rowcount == 1
-
-        result: bool = await self.write(op)
+        result: bool = await self.submit(self._tokens, (token_id, expires_at))
         return result
 
     async def write(self, op: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``op`` in the next group-committed transaction; return once it is durable."""
+        result: T = await self.submit(self._ops, op)
+        return result
+
+    async def submit(self, handler: BatchHandler, payload: Any) -> Any:
+        """Queue ``payload`` for ``handler``; return its result once the batch is durable."""
         if self._closed:
             raise StoreUnavailable("the gateway is shutting down; retry on another instance")
-        future: Future[T] = Future()
-        self._queue.put((op, future))
-        return await asyncio.wrap_future(future)
+        future = asyncio.get_running_loop().create_future()
+        self._queue.put((handler, payload, future))
+        return await future
 
     async def close(self) -> None:
         """Finish queued writes, stop the writer thread and close the database."""
@@ -103,47 +186,74 @@ class SqliteStore:
         self._conn.close()
 
     def _run(self) -> None:
-        while True:
+        stop = False
+        while not stop:
             item = self._queue.get()
-            batch: list[tuple[Op, Future[Any]]] = []
-            stop = item is _STOP
-            if not stop:
-                batch.append(item)  # type: ignore[arg-type]
-            while len(batch) < _MAX_BATCH and not stop:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is _STOP:
+            batch: list[tuple[BatchHandler, Any, asyncio.Future[Any]]] = []
+            while True:
+                if item is _STOP:
                     stop = True
                 else:
-                    batch.append(nxt)  # type: ignore[arg-type]
+                    batch.append(item)
+                if stop or len(batch) >= _MAX_BATCH:
+                    break
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
             if batch:
                 self._commit(batch)
-            if stop:
-                return
 
-    def _commit(self, batch: list[tuple[Op, Future[Any]]]) -> None:
-        results: list[Any] = []
+    def _commit(self, batch: list[tuple[BatchHandler, Any, asyncio.Future[Any]]]) -> None:
+        groups: dict[BatchHandler, list[int]] = {}
+        for position, (handler, _, _) in enumerate(batch):
+            groups.setdefault(handler, []).append(position)
+        results: list[Any] = [None] * len(batch)
         try:
             self._conn.execute("BEGIN IMMEDIATE")
-            results.extend(op(self._conn) for op, _ in batch)
+            for handler, positions in groups.items():
+                outs = handler.run_batch(self._conn, [batch[p][1] for p in positions])
+                for p, out in zip(positions, outs, strict=True):
+                    results[p] = out
+            for handler in groups:
+                handler.finish_batch(self._conn)
             self._prune_if_due()
             self._conn.execute("COMMIT")
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure fails the whole batch closed
             _log.error("store_commit_failed", error_type=type(exc).__name__, batch=len(batch))
             if self._conn.in_transaction:
                 self._conn.execute("ROLLBACK")
-            for _, future in batch:
-                future.set_exception(
-                    StoreUnavailable("the gateway could not record this request durably; retry")
-                )
+            for handler in groups:
+                handler.rolled_back()
+            error = StoreUnavailable("the gateway could not record this request durably; retry")
+            _resolve([(future, None, error) for _, _, future in batch])
             return
-        for (_, future), result in zip(batch, results, strict=True):
-            future.set_result(result)
+        _resolve([(f, r, None) for (_, _, f), r in zip(batch, results, strict=True)])
 
     def _prune_if_due(self) -> None:
         now = time.time()
         if now - self._last_prune >= _PRUNE_EVERY_S:
             self._conn.execute("DELETE FROM redeemed_tokens WHERE expires_at < ?", (int(now),))
             self._last_prune = now
+
+
+def _resolve(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    """Hand results to the futures' event loops: one wake-up per loop, not per request."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
+    for outcome in outcomes:
+        by_loop.setdefault(outcome[0].get_loop(), []).append(outcome)
+    for loop, items in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_settle, items)
+        except RuntimeError:
+            pass  # the loop is closed: nobody is waiting any more
+
+
+def _settle(items: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for future, result, error in items:
+        if future.cancelled():
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)

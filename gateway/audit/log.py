@@ -1,0 +1,86 @@
+"""The audit log port: what the gateway needs from a durable, verifiable log.
+
+Implementations (SQLite now, PostgreSQL later) sequence entries in one order, persist every
+complete Merkle node with its entry in the same transaction, sign checkpoints, and serve proofs
+from stored nodes in O(log n) reads.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from gateway.audit.record import AuditRecord
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """Where an exchange landed in the log."""
+
+    index: int
+    leaf_hash: bytes
+    origin: str
+    appended_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One stored entry: its index and leaf bytes."""
+
+    index: int
+    leaf: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SearchQuery:
+    """Filters for ``AuditLog.search``; empty fields do not filter."""
+
+    since: str = ""
+    until: str = ""
+    org: str = ""
+    rpc: str = ""
+    decision: str = ""
+    basis: str = ""
+    subject: str = ""
+    after_index: int = -1
+    limit: int = 100
+
+
+class AuditLog(Protocol):
+    """A durable, signed, append-only transparency log of exchanges."""
+
+    origin: str
+
+    async def append(self, record: AuditRecord) -> Receipt:
+        """Sequence and durably store the record; return its receipt."""
+        ...
+
+    async def latest_checkpoint(self) -> bytes | None:
+        """The newest signed checkpoint note, or None before the first one."""
+        ...
+
+    async def checkpoints(self) -> Sequence[tuple[int, bytes]]:
+        """Every signed checkpoint as (size, note), oldest first."""
+        ...
+
+    async def inclusion_proof(self, index: int, size: int) -> tuple[bytes, list[bytes]]:
+        """The leaf hash at ``index`` and its inclusion proof in the tree of ``size``."""
+        ...
+
+    async def consistency_proof(self, size1: int, size2: int) -> list[bytes]:
+        """The consistency proof between two tree sizes."""
+        ...
+
+    async def entries(self, start: int, end: int) -> list[Entry]:
+        """Entries with start <= index < end (end clipped to the log's size)."""
+        ...
+
+    async def search(self, query: SearchQuery) -> list[Entry]:
+        """Entries matching every non-empty filter, in index order."""
+        ...
+
+    async def size(self) -> int:
+        """How many entries are durably stored."""
+        ...
