@@ -20,6 +20,9 @@ from grpc_reflection.v1alpha import reflection
 
 from adapters.social_insurance import SocialInsuranceClient, start_reference_server
 from gateway.api.onecard.v1 import card_pb2, card_pb2_grpc, insurance_pb2, insurance_pb2_grpc
+from gateway.audit.record import Pseudonymizer
+from gateway.audit.signer import Ed25519FileSigner
+from gateway.audit.stage import AuditStage
 from gateway.basis import BasisStage
 from gateway.cards import CardStage
 from gateway.config import Settings
@@ -34,6 +37,7 @@ from gateway.policy import PolicyEngine
 from gateway.services.card import CardService
 from gateway.services.insurance import InsuranceService
 from gateway.store import SqliteStore
+from gateway.store.sqlite_audit import SqliteAuditLog
 from gateway.tokens import CardTokens
 
 _log = structlog.get_logger(__name__)
@@ -60,9 +64,11 @@ class Gateway:
     social_insurance_url: str
     pki: PkiLayout
     store: SqliteStore
+    audit_log: SqliteAuditLog
     _health: Any
     _shutdown_grace_s: float
     _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    _stopped: bool = False
 
     @property
     def target(self) -> str:
@@ -70,6 +76,9 @@ class Gateway:
 
     async def stop(self, grace: float | None = None) -> None:
         """Refuse new calls, let in-flight ones finish within ``grace`` seconds, then close."""
+        if self._stopped:
+            return
+        self._stopped = True
         await self._health.enter_graceful_shutdown()
         await self.server.stop(self._shutdown_grace_s if grace is None else grace)
         for close in reversed(self._closers):
@@ -90,6 +99,13 @@ def _pki(settings: Settings) -> PkiLayout:
     return layout
 
 
+def _audit_signer(path: Path, origin: str) -> Ed25519FileSigner:
+    if path.exists():
+        return Ed25519FileSigner(path, origin)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return Ed25519FileSigner.generate(path, origin)
+
+
 def _read(path: Path) -> bytes:
     try:
         return path.read_bytes()
@@ -106,8 +122,16 @@ async def start_gateway(settings: Settings) -> Gateway:
 
     store = SqliteStore(settings.data_dir / "onecard.db")
     closers.append(store.close)
+    keys = settings.data_dir / "keys"
+    signer = _audit_signer(keys / "audit-log.key", settings.audit_origin)
+    (settings.data_dir / "audit-log.pub").write_text(signer.verifier_key() + "\n")
+    audit_log = SqliteAuditLog(
+        store, signer, checkpoint_interval_s=settings.audit_checkpoint_interval_s
+    )
+    closers.append(audit_log.checkpoint_now)
+    pseudonymize = Pseudonymizer(load_or_create_secret(keys / "audit-pseudonym.key"))
     tokens = CardTokens(
-        load_or_create_secret(settings.data_dir / "keys" / "token.key"),
+        load_or_create_secret(keys / "token.key"),
         store,
         ttl=dt.timedelta(seconds=settings.token_ttl_s),
     )
@@ -126,11 +150,12 @@ async def start_gateway(settings: Settings) -> Gateway:
         BasisStage(tokens),
         policy,
         metrics,
+        pseudonymize,
         tz=dt.timezone(dt.timedelta(hours=settings.utc_offset_hours)),
     )
 
     server = grpc.aio.server(
-        interceptors=[GatewayInterceptor(orgs, metrics)],
+        interceptors=[GatewayInterceptor(orgs, metrics, AuditStage(audit_log))],
         options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.so_reuseport", 0),
@@ -184,6 +209,7 @@ async def start_gateway(settings: Settings) -> Gateway:
         social_insurance_url=backend_url,
         pki=pki,
         store=store,
+        audit_log=audit_log,
         _health=health_servicer,
         _shutdown_grace_s=settings.shutdown_grace_s,
         _closers=closers,

@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     max_message_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
     utc_offset_hours: int = Field(8, ge=-12, le=14, description="time zone policies see")
     shutdown_grace_s: float = Field(5.0, ge=0, le=120)
+    audit_origin: str = Field(
+        "onecard.local/audit", description="the log's name in its checkpoints (C2SP origin)"
+    )
+    audit_checkpoint_interval_s: float = Field(1.0, ge=0, le=3600)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "json"
 

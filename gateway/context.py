@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import contextvars
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from gateway.audit.record import Trail
 from gateway.orgs import Org
 
 
@@ -29,6 +30,7 @@ class Call:
     rpc: str
     caller: Caller
     received_at: dt.datetime
+    trail: Trail = field(default_factory=Trail)
 
 
 _current: contextvars.ContextVar[Call] = contextvars.ContextVar("onecard_call")

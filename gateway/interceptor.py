@@ -22,6 +22,8 @@ from typing import Any, TypeAlias
 import grpc
 import structlog
 
+from gateway.audit.record import Trail
+from gateway.audit.stage import AuditStage, attach_receipt
 from gateway.context import Call, Caller, bind_call, reset_call
 from gateway.errors import GatewayError, OrgSuspended, Unauthenticated
 from gateway.metrics import Metrics
@@ -29,6 +31,7 @@ from gateway.orgs import OrgRegistry, OrgStatus
 from gateway.pki import cert_fingerprint, org_id_from_cert
 
 _log = structlog.get_logger("gateway.rpc")
+_AUDITED_PREFIX = "onecard.v1."
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _Behavior = Callable[..., Any]
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
@@ -38,9 +41,10 @@ Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Authenticates callers and maps errors to statuses for every RPC."""
 
-    def __init__(self, orgs: OrgRegistry, metrics: Metrics) -> None:
+    def __init__(self, orgs: OrgRegistry, metrics: Metrics, audit: AuditStage | None) -> None:
         self._orgs = orgs
         self._metrics = metrics
+        self._audit = audit
 
     async def intercept_service(
         self,
@@ -74,10 +78,20 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         return handler  # client streaming: none of our services use it
 
     def _wrap_unary(self, behavior: _Behavior, rpc: str, request_id: str) -> _Behavior:
+        audited = self._audit is not None and rpc.startswith(_AUDITED_PREFIX)
+
         async def unary(request: Any, context: Context) -> Any:
             started = time.perf_counter()
+            received_at = dt.datetime.now(dt.UTC)
+            structlog.contextvars.bind_contextvars(request_id=request_id, rpc=rpc)
+            org_id, fingerprint = _peer_identity(context)
+            trail = Trail()
+            org_type = ""
+            response = None
             try:
-                token = bind_call(self._call(context, rpc, request_id))
+                caller = self._authenticate(org_id, fingerprint)
+                org_type = caller.org.org_type.value
+                token = bind_call(Call(request_id, rpc, caller, received_at, trail))
                 try:
                     response = await behavior(request, context)
                 finally:
@@ -85,14 +99,41 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             except grpc.aio.AbortError:
                 raise
             except GatewayError as exc:
-                error = exc
+                error: GatewayError | None = exc
             except Exception as exc:
                 error = _internal(exc)
             else:
+                error = None
+            trailers: tuple[tuple[str, str], ...] = ()
+            if audited:
+                try:
+                    receipt = await self._audit.record(  # type: ignore[union-attr]
+                        received_at=received_at,
+                        request_id=request_id,
+                        rpc=rpc,
+                        org=org_id or "",
+                        org_type=org_type,
+                        cert_sha256=fingerprint,
+                        trail=trail,
+                        outcome=error.code.name if error else "OK",
+                        reason=error.reason if error else "",
+                        response=response if error is None else None,
+                        latency_us=int((time.perf_counter() - started) * 1e6),
+                    )
+                except GatewayError as exc:
+                    error, response = exc, None
+                else:
+                    if error is None and response is not None:
+                        attach_receipt(response, receipt)
+                    trailers = (
+                        ("onecard-audit-index", str(receipt.index)),
+                        ("onecard-audit-leaf-hash", receipt.leaf_hash.hex()),
+                    )
+            if error is None:
                 self._finish(rpc, started, "OK", "")
                 return response
             self._finish(rpc, started, error.code.name, error.reason)
-            await _abort(context, error, request_id)
+            await _abort(context, error, request_id, trailers)
             return None  # unreachable: abort raises
 
         return unary
@@ -125,15 +166,12 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
 
     def _call(self, context: Context, rpc: str, request_id: str) -> Call:
         structlog.contextvars.bind_contextvars(request_id=request_id, rpc=rpc)
-        caller = self._authenticate(context)
-        structlog.contextvars.bind_contextvars(org_id=caller.org.org_id)
+        caller = self._authenticate(*_peer_identity(context))
         return Call(request_id, rpc, caller, dt.datetime.now(dt.UTC))
 
-    def _authenticate(self, context: Context) -> Caller:
-        pem = next(iter(context.auth_context().get("x509_pem_cert", ())), None)
-        if pem is None:
+    def _authenticate(self, org_id: str | None, fingerprint: str) -> Caller:
+        if not fingerprint:
             raise Unauthenticated("a client certificate issued by the OneCard CA is required")
-        org_id, fingerprint = _identity(pem)
         org = self._orgs.get(org_id) if org_id else None
         if org is None:
             raise Unauthenticated(
@@ -142,6 +180,7 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             )
         if org.status is not OrgStatus.ACTIVE:
             raise OrgSuspended(f"organisation {org.org_id} is {org.status.value}")
+        structlog.contextvars.bind_contextvars(org_id=org.org_id)
         return Caller(org, fingerprint)
 
     def _finish(self, rpc: str, started: float, code: str, reason: str) -> None:
@@ -156,12 +195,29 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         structlog.contextvars.clear_contextvars()
 
 
-async def _abort(context: Context, exc: GatewayError, request_id: str) -> None:
+async def _abort(
+    context: Context,
+    exc: GatewayError,
+    request_id: str,
+    extra_trailers: tuple[tuple[str, str], ...] = (),
+) -> None:
     await context.abort(
         exc.code,
         exc.message,
-        trailing_metadata=(("onecard-reason", exc.reason), ("onecard-request-id", request_id)),
+        trailing_metadata=(
+            ("onecard-reason", exc.reason),
+            ("onecard-request-id", request_id),
+            *extra_trailers,
+        ),
     )
+
+
+def _peer_identity(context: Context) -> tuple[str | None, str]:
+    """The org id the client certificate names and its SHA-256 ("" without a certificate)."""
+    pem = next(iter(context.auth_context().get("x509_pem_cert", ())), None)
+    if pem is None:
+        return None, ""
+    return _identity(pem)
 
 
 @lru_cache(maxsize=1024)

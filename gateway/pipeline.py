@@ -35,6 +35,7 @@ class Ask:
     card_number: str
     purpose: str
     basis: BasisClaim
+    backend: str = ""
 
 
 class Pipeline:
@@ -46,9 +47,11 @@ class Pipeline:
         basis: BasisStage,
         policy: PolicyEngine,
         metrics: Metrics,
+        pseudonymize: Callable[[str], str],
         *,
         tz: dt.tzinfo,
     ) -> None:
+        self._pseudonymize = pseudonymize
         self._cards = cards
         self._basis = basis
         self._policy = policy
@@ -62,9 +65,14 @@ class Pipeline:
         fetch: Callable[[ResolvedCard], Awaitable[R]],
     ) -> R:
         """Take ``ask`` through every stage; return the disclosed response or raise."""
+        trail = call.trail
+        trail.purpose = ask.purpose
         card = await self._cards.resolve(ask.card_number)
+        trail.subject = self._pseudonymize(card.holder.holder_id)
         basis = await self._basis.establish(ask.basis, card)
+        trail.basis, trail.basis_ref = basis.kind.value, basis.reference
         decision = self._decide(call, ask, card, basis.kind.value)
+        trail.backend = ask.backend
         response = await fetch(card)
         disclose(response, decision.disclose)
         _stamp(response, decision)
@@ -87,7 +95,11 @@ class Pipeline:
                 hour=call.received_at.astimezone(self._tz).hour,
             )
         )
-        self._metrics.decisions.labels(ask.action, "allow" if decision.allowed else "deny").inc()
+        outcome = "allow" if decision.allowed else "deny"
+        self._metrics.decisions.labels(ask.action, outcome).inc()
+        call.trail.decision = outcome
+        call.trail.policies = decision.policy_ids
+        call.trail.policy_set = decision.policy_set_sha256
         if not decision.allowed:
             raise PolicyDenied(_denial_message(ask, org.org_type.value, decision))
         return decision

@@ -50,6 +50,7 @@ class InsuranceService(insurance_pb2_grpc.InsuranceServiceServicer):
             card_number=request.card.card_number,
             purpose=_convert.purpose(request.purpose),
             basis=_convert.basis_claim(request.basis),
+            backend="social_insurance",
         )
 
         async def fetch(card: ResolvedCard) -> insurance_pb2.GetInsuranceStatusResponse:

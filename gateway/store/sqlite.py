@@ -14,6 +14,7 @@ transaction was rolled back so it can drop in-memory state that never reached th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import sqlite3
 import threading
@@ -147,7 +148,7 @@ class SqliteStore:
         self._conn.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
 
     def reader(self) -> sqlite3.Connection:
-        """A read-only connection for the calling thread (WAL lets readers run beside the writer)."""
+        """A read-only connection for this thread (in WAL mode readers run beside the writer)."""
         conn: sqlite3.Connection | None = getattr(self._readers, "conn", None)
         if conn is None:
             conn = connect(self.path, readonly=True)
@@ -219,7 +220,7 @@ class SqliteStore:
                 handler.finish_batch(self._conn)
             self._prune_if_due()
             self._conn.execute("COMMIT")
-        except Exception as exc:  # noqa: BLE001 - any failure fails the whole batch closed
+        except Exception as exc:
             _log.error("store_commit_failed", error_type=type(exc).__name__, batch=len(batch))
             if self._conn.in_transaction:
                 self._conn.execute("ROLLBACK")
@@ -243,10 +244,8 @@ def _resolve(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None
     for outcome in outcomes:
         by_loop.setdefault(outcome[0].get_loop(), []).append(outcome)
     for loop, items in by_loop.items():
-        try:
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
             loop.call_soon_threadsafe(_settle, items)
-        except RuntimeError:
-            pass  # the loop is closed: nobody is waiting any more
 
 
 def _settle(items: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:

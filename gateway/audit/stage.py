@@ -1,0 +1,89 @@
+"""The audit stage: every exchange, allowed or refused, becomes one durable log entry.
+
+The interceptor calls ``record`` once per onecard RPC, after the service answered or refused and
+before anything is released. If the entry cannot be made durable, the caller gets UNAVAILABLE and
+no data (fail closed).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+
+import structlog
+from google.protobuf.message import Message
+
+from gateway.audit.log import AuditLog, Receipt
+from gateway.audit.record import AuditRecord, Trail, rfc3339
+from gateway.errors import StoreUnavailable
+
+_log = structlog.get_logger(__name__)
+
+
+class AuditStage:
+    """Turns finished calls into audit records and appends them."""
+
+    def __init__(self, log: AuditLog) -> None:
+        self.log = log
+
+    async def record(
+        self,
+        *,
+        received_at: dt.datetime,
+        request_id: str,
+        rpc: str,
+        org: str,
+        org_type: str,
+        cert_sha256: str,
+        trail: Trail,
+        outcome: str,
+        reason: str,
+        response: Message | None,
+        latency_us: int,
+    ) -> Receipt:
+        released = (
+            hashlib.sha256(response.SerializeToString(deterministic=True)).hexdigest()
+            if response is not None
+            else ""
+        )
+        entry = AuditRecord(
+            time=rfc3339(received_at),
+            request_id=request_id,
+            org=org,
+            org_type=org_type,
+            cert_sha256=cert_sha256,
+            rpc=rpc,
+            outcome=outcome,
+            reason=reason,
+            released_sha256=released,
+            latency_us=latency_us,
+            purpose=trail.purpose,
+            basis=trail.basis,
+            basis_ref=trail.basis_ref,
+            emergency=trail.emergency,
+            subject=trail.subject,
+            decision=trail.decision,
+            policies=trail.policies,
+            policy_set=trail.policy_set,
+            backend=trail.backend,
+        )
+        try:
+            return await self.log.append(entry)
+        except StoreUnavailable:
+            raise
+        except Exception as exc:
+            _log.error("audit_append_failed", error_type=type(exc).__name__)
+            raise StoreUnavailable(
+                "the exchange could not be written to the audit log; nothing was released"
+            ) from None
+
+
+def attach_receipt(response: Message, receipt: Receipt) -> None:
+    """Fill the response's ``receipt`` field, if it has one."""
+    if "receipt" not in response.DESCRIPTOR.fields_by_name:
+        return
+    field = response.receipt  # type: ignore[attr-defined]
+    field.leaf_index = receipt.index
+    field.leaf_hash = receipt.leaf_hash
+    field.log_origin = receipt.origin
+    field.appended_at.FromDatetime(receipt.appended_at)
