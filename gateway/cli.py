@@ -108,6 +108,26 @@ def _policy_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _audit_export(args: argparse.Namespace) -> int:
+    from gateway.audit.export import export_log
+
+    settings = load_settings(args.config)
+    summary = export_log(
+        settings.data_dir / "onecard.db",
+        args.out,
+        origin=settings.audit_origin,
+        fhir_file=args.fhir,
+    )
+    print(
+        f"exported {summary.entries} entries and {summary.checkpoints} signed checkpoints "
+        f"to {summary.directory}"
+    )
+    if args.fhir:
+        print(f"FHIR R4 AuditEvent resources (JSON lines) in {args.fhir}")
+    print(f"verifier key: {settings.data_dir / 'audit-log.pub'}")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="onecard", description="OneCard data-sharing gateway")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -129,6 +149,15 @@ def _parser() -> argparse.ArgumentParser:
     init.add_argument("--dir", type=Path, required=True)
     init.add_argument("--force", action="store_true", help="replace an existing CA")
     init.set_defaults(func=_pki_init)
+
+    audit = sub.add_parser("audit", help="the audit log").add_subparsers(
+        dest="audit", required=True
+    )
+    export = audit.add_parser("export", help="write entries and checkpoints for offline checks")
+    export.add_argument("--config", type=Path, help="the gateway's configuration file")
+    export.add_argument("--out", type=Path, required=True, help="directory to write")
+    export.add_argument("--fhir", type=Path, help="also write FHIR AuditEvents to this file")
+    export.set_defaults(func=_audit_export)
 
     policy = sub.add_parser("policy", help="access policies").add_subparsers(
         dest="policy", required=True

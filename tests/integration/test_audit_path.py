@@ -14,8 +14,9 @@ import pytest
 from adapters.social_insurance.seed import Population
 from gateway.api.onecard.v1 import card_pb2, card_pb2_grpc, common_pb2
 from gateway.audit.checkpoint import open_checkpoint
+from gateway.audit.export import export_log
 from gateway.audit.note import Verifier, VerifierSet
-from gateway.audit.proof import verify_inclusion
+from gateway.audit.proof import root_of, verify_inclusion
 from gateway.audit.rfc6962 import hash_leaf
 from gateway.bootstrap import Gateway
 from gateway.client import org_channel
@@ -179,3 +180,34 @@ async def test_no_raw_card_number_or_name_in_the_database(
         assert person.id_number.encode() not in blob
         assert person.name.encode() not in blob
         assert person.psn_no.encode() not in blob  # the holder id only appears as a pseudonym
+
+
+async def test_export_writes_every_leaf_and_signed_checkpoint(
+    gateway_factory: Callable[..., Any], pki: PkiLayout, population: Population, tmp_path: Path
+) -> None:
+    gateway: Gateway = await gateway_factory(audit_checkpoint_interval_s=0)
+    person = population.first(card_status=CardStatus.NORMAL)
+    async with org_channel(gateway.target, pki, CITIZEN_APP) as app:
+        for _ in range(3):
+            await issue_token(app, person.id_number)
+    await gateway.stop(0)
+    out = tmp_path / "export"
+    summary = export_log(
+        tmp_path / "data" / "onecard.db", out, origin="onecard.local/audit",
+        fhir_file=tmp_path / "fhir.jsonl",
+    )  # fmt: skip
+    assert (summary.entries, summary.checkpoints) == (3, 3)
+    lines = (out / "entries.jsonl").read_bytes().splitlines()
+    assert [json.loads(line)["i"] for line in lines] == [0, 1, 2]
+    public_key = (tmp_path / "data" / "audit-log.pub").read_text().strip()
+    verifiers = VerifierSet([Verifier.parse(public_key)])
+    last = open_checkpoint(
+        (out / "checkpoints" / "000000000003.note").read_bytes(), verifiers, "onecard.local/audit"
+    )
+    assert last.root_hash == root_of([hash_leaf(line) for line in lines])
+    events = [json.loads(x) for x in (tmp_path / "fhir.jsonl").read_text().splitlines()]
+    assert [e["resourceType"] for e in events] == ["AuditEvent"] * 3
+    blob = b"".join(
+        p.read_bytes() for p in [*out.rglob("*"), tmp_path / "fhir.jsonl"] if p.is_file()
+    )
+    assert person.id_number.encode() not in blob and person.name.encode() not in blob
