@@ -19,7 +19,14 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from adapters.social_insurance import SocialInsuranceClient, start_reference_server
-from gateway.api.onecard.v1 import card_pb2, card_pb2_grpc, insurance_pb2, insurance_pb2_grpc
+from gateway.api.onecard.v1 import (
+    audit_pb2,
+    audit_pb2_grpc,
+    card_pb2,
+    card_pb2_grpc,
+    insurance_pb2,
+    insurance_pb2_grpc,
+)
 from gateway.audit.record import Pseudonymizer
 from gateway.audit.signer import Ed25519FileSigner
 from gateway.audit.stage import AuditStage
@@ -34,6 +41,7 @@ from gateway.orgs import OrgRegistry
 from gateway.pipeline import Pipeline
 from gateway.pki import PkiLayout, ensure_pki
 from gateway.policy import PolicyEngine
+from gateway.services.audit import AuditService
 from gateway.services.card import CardService
 from gateway.services.insurance import InsuranceService
 from gateway.store import SqliteStore
@@ -45,6 +53,7 @@ _log = structlog.get_logger(__name__)
 HealthServicer = health.aio.HealthServicer  # type: ignore[attr-defined]
 
 SERVICE_NAMES = (
+    audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
     card_pb2.DESCRIPTOR.services_by_name["CardService"].full_name,
     insurance_pb2.DESCRIPTOR.services_by_name["InsuranceService"].full_name,
 )
@@ -162,6 +171,16 @@ async def start_gateway(settings: Settings) -> Gateway:
         ],
     )
     card_pb2_grpc.add_CardServiceServicer_to_server(CardService(pipeline, tokens), server)
+    audit_pb2_grpc.add_AuditServiceServicer_to_server(
+        AuditService(
+            pipeline,
+            audit_log,
+            social_insurance,
+            pseudonymize,
+            timeout=settings.backend_timeout_s,
+        ),
+        server,
+    )
     insurance_pb2_grpc.add_InsuranceServiceServicer_to_server(
         InsuranceService(pipeline, social_insurance, timeout=settings.backend_timeout_s), server
     )

@@ -78,6 +78,32 @@ class Pipeline:
         _stamp(response, decision)
         return response
 
+    def authorize_statutory(self, call: Call, action: str) -> Decision:
+        """The policy stage alone, for a regulator's oversight of the log (no citizen data)."""
+        call.trail.purpose, call.trail.basis = "HCOMPL", "statutory"
+        org = call.caller.org
+        return self._record(
+            call,
+            action,
+            self._policy.decide(
+                PolicyRequest(
+                    org_id=org.org_id,
+                    org_type=org.org_type.value,
+                    org_district=org.district,
+                    org_status=org.status.value,
+                    action=action,
+                    holder_id="onecard",
+                    holder_district="",
+                    card_status="",
+                    purpose="HCOMPL",
+                    basis="statutory",
+                    hour=call.received_at.astimezone(self._tz).hour,
+                    resource_type="AuditLog",
+                )
+            ),
+            "HCOMPL",
+        )
+
     def _decide(self, call: Call, ask: Ask, card: ResolvedCard, basis: str) -> Decision:
         org = call.caller.org
         decision = self._policy.decide(
@@ -95,23 +121,24 @@ class Pipeline:
                 hour=call.received_at.astimezone(self._tz).hour,
             )
         )
+        return self._record(call, ask.action, decision, ask.purpose)
+
+    def _record(self, call: Call, action: str, decision: Decision, purpose: str) -> Decision:
         outcome = "allow" if decision.allowed else "deny"
-        self._metrics.decisions.labels(ask.action, outcome).inc()
+        self._metrics.decisions.labels(action, outcome).inc()
         call.trail.decision = outcome
         call.trail.policies = decision.policy_ids
         call.trail.policy_set = decision.policy_set_sha256
         if not decision.allowed:
-            raise PolicyDenied(_denial_message(ask, org.org_type.value, decision))
+            org_type = call.caller.org.org_type.value
+            raise PolicyDenied(_denial_message(action, purpose, org_type, decision))
         return decision
 
 
-def _denial_message(ask: Ask, org_type: str, decision: Decision) -> str:
+def _denial_message(action: str, purpose: str, org_type: str, decision: Decision) -> str:
     if decision.policy_ids:
-        return f"{ask.action} denied by policy {', '.join(decision.policy_ids)}"
-    return (
-        f"{ask.action} denied: no policy permits a {org_type} with purpose {ask.purpose} "
-        "on this basis"
-    )
+        return f"{action} denied by policy {', '.join(decision.policy_ids)}"
+    return f"{action} denied: no policy permits a {org_type} with purpose {purpose} on this basis"
 
 
 def _stamp(response: Message, decision: Decision) -> None:

@@ -45,6 +45,7 @@ class PolicyRequest:
     purpose: str
     basis: str
     hour: int
+    resource_type: str = "CardHolder"
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +154,7 @@ def _cedar_request(req: PolicyRequest) -> dict[str, Any]:
     return {
         "principal": _uid("Org", req.org_id),
         "action": _uid("Action", req.action),
-        "resource": _uid("CardHolder", req.holder_id),
+        "resource": _uid(req.resource_type, req.holder_id),
         "context": {"purpose": req.purpose, "basis": req.basis, "hour": req.hour},
     }
 
@@ -170,8 +171,12 @@ def _entities(req: PolicyRequest) -> list[dict[str, Any]]:
             "parents": [],
         },
         {
-            "uid": _uid("CardHolder", req.holder_id),
-            "attrs": {"issuing_district": req.holder_district, "card_status": req.card_status},
+            "uid": _uid(req.resource_type, req.holder_id),
+            "attrs": (
+                {"issuing_district": req.holder_district, "card_status": req.card_status}
+                if req.resource_type == "CardHolder"
+                else {}
+            ),
             "parents": [],
         },
     ]

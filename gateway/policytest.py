@@ -44,6 +44,7 @@ class PolicyCase(BaseModel):
     card_status: str = "normal"
     holder_district: str = "110105"
     hour: int = 10
+    resource: Literal["CardHolder", "AuditLog"] = "CardHolder"
     policies: list[str] | None = None
     disclose: list[str] | None = None
 
@@ -60,6 +61,7 @@ class PolicyCase(BaseModel):
             purpose=self.purpose,
             basis=self.basis,
             hour=self.hour,
+            resource_type=self.resource,
         )
 
 

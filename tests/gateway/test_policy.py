@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.api.onecard.v1 import card_pb2, insurance_pb2
+from gateway.api.onecard.v1 import audit_pb2, card_pb2, insurance_pb2
 from gateway.config import REPO_POLICIES
 from gateway.disclosure import unknown_paths
 from gateway.policy import PolicyEngine, PolicyRequest, PolicySetInvalid, policy_set_digest
@@ -12,6 +12,8 @@ from gateway.policytest import load_cases, run_case
 
 CASES = load_cases(REPO_POLICIES / "tests")
 RESPONSES = {
+    "GetCheckpoint": audit_pb2.GetCheckpointResponse.DESCRIPTOR,
+    "SearchEntries": audit_pb2.SearchEntriesResponse.DESCRIPTOR,
     "IssueCardToken": card_pb2.IssueCardTokenResponse.DESCRIPTOR,
     "VerifyCard": card_pb2.VerifyCardResponse.DESCRIPTOR,
     "GetInsuranceStatus": insurance_pb2.GetInsuranceStatusResponse.DESCRIPTOR,
