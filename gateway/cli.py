@@ -128,6 +128,43 @@ def _audit_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _audit_verify(args: argparse.Namespace) -> int:
+    from gateway.audit.note import Verifier, VerifierSet
+    from gateway.audit.verify import verify_export
+
+    keys: list[str] = []
+    for path in args.key:
+        keys.extend(line.strip() for line in path.read_text().splitlines() if line.strip())
+    verifiers = VerifierSet([Verifier.parse(k) for k in keys])
+
+    def progress(done: int, total: int) -> None:
+        of = f" of {total}" if total else ""
+        print(f"  verified {done}{of} entries...", file=sys.stderr)
+
+    report = verify_export(
+        args.export, verifiers, origin=args.origin, progress=progress, workers=args.workers
+    )
+    rate = report.entries / report.elapsed_s if report.elapsed_s else 0.0
+    if report.problem is not None:
+        where = (
+            f"first bad entry: {report.problem.index}: " if report.problem.index is not None else ""
+        )
+        print(f"FAILED: {where}{report.problem.message}")
+        return 1
+    latest = report.latest
+    print(
+        f"OK: {report.entries} entries, {report.checkpoints} signed checkpoints verified "
+        f"({rate:,.0f} entries/s)"
+    )
+    if latest is not None:
+        print(
+            f"latest checkpoint: {latest.origin} size {latest.size} root {latest.root_hash.hex()}"
+        )
+    if report.beyond_latest:
+        print(f"{report.beyond_latest} newer entries are chained but not yet in a checkpoint")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="onecard", description="OneCard data-sharing gateway")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -158,6 +195,15 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--out", type=Path, required=True, help="directory to write")
     export.add_argument("--fhir", type=Path, help="also write FHIR AuditEvents to this file")
     export.set_defaults(func=_audit_export)
+    verify = audit.add_parser("verify", help="verify an export offline with the log's public key")
+    verify.add_argument("export", type=Path, help="directory written by onecard audit export")
+    verify.add_argument(
+        "--key", type=Path, action="append", required=True,
+        help="file with verifier keys (one per line); repeat for rotated keys",
+    )  # fmt: skip
+    verify.add_argument("--origin", help="the log's origin (default: the checkpoints' own)")
+    verify.add_argument("--workers", type=int, default=1, help="processes to hash with")
+    verify.set_defaults(func=_audit_verify)
 
     policy = sub.add_parser("policy", help="access policies").add_subparsers(
         dest="policy", required=True

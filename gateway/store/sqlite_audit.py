@@ -40,7 +40,7 @@ class SqliteAuditLog:
         self._signer = signer
         self._interval = checkpoint_interval_s
         self._range, self._prev, self._checkpointed = self._load(store.reader())
-        self._last_checkpoint = 0.0
+        self._last_checkpoint = float("-inf")  # the first batch after a start is checkpointed
 
     # -- writing (the writer thread) -------------------------------------------------------
 

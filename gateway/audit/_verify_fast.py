@@ -1,0 +1,209 @@
+"""The hot loops of the offline verifier: checking and hashing leaf lines, building the tree.
+
+Private to ``verify``. Nothing here names a problem: a loop stops at the first line that is
+not exactly what it expects, and ``verify`` works out what is wrong with it.
+
+- ``hash_lines`` checks each line's fixed prefix ``{"i":<p>,"prev":"<hex>","r":`` against
+  the expected bytes (one bytes formatting and one ``startswith`` per entry, no JSON parse)
+  and its closing ``}``, and appends its RFC 6962 leaf hash.
+- ``Tree`` folds leaf hashes into the root. Leaves are grouped in aligned chunks of
+  ``CHUNK`` leaves; inside the current chunk each level is extended a whole batch at a time
+  (one list comprehension per level, instead of a per-leaf stack loop), and a completed
+  chunk's root is appended to a ``CompactRange`` whose leaves are chunk roots. Chunks are
+  aligned perfect subtrees, so that upper tree is exactly the top of the real one.
+- ``read_lines`` streams a file in blocks, split into lines without their ``"\\n"``.
+- ``scan_range`` is the worker of the parallel mode: it checks and hashes the lines that
+  start in one byte range of ``entries.jsonl``, taking the first line's index and ``prev``
+  on trust; the parent checks they continue the previous range.
+"""
+
+from __future__ import annotations
+
+import binascii
+import hashlib
+import re
+from collections.abc import Iterator
+from typing import BinaryIO, NamedTuple
+
+from gateway.audit.compact import CompactRange
+from gateway.audit.rfc6962 import HASH_SIZE, LEAF_PREFIX, NODE_PREFIX
+
+__all__ = [
+    "BLOCK_SIZE",
+    "CHUNK",
+    "ZERO_HEX",
+    "RangeResult",
+    "Tree",
+    "hash_lines",
+    "read_lines",
+    "scan_range",
+    "split_hashes",
+]
+
+CHUNK_BITS = 12
+CHUNK = 1 << CHUNK_BITS
+"""Leaves per aligned chunk of the tree."""
+
+BLOCK_SIZE = 1 << 20
+"""Bytes read from the entries file at a time."""
+
+ZERO_HEX = b"0" * (2 * HASH_SIZE)
+"""The ``prev`` of entry 0."""
+
+_PREFIX = b'{"i":%d,"prev":"%b","r":'
+_PREFIX_RE = re.compile(rb'\{"i":(0|[1-9][0-9]*),"prev":"([0-9a-f]{64})","r":')
+_CLOSE = ord("}")
+_LEAF = bytes([LEAF_PREFIX])
+_NODE = bytes([NODE_PREFIX])
+_sha256 = hashlib.sha256
+
+
+def hash_lines(
+    lines: list[bytes], p: int, prev_hex: bytes, out: list[bytes]
+) -> tuple[int, bytes, bool]:
+    """Check and hash ``lines`` as entries ``p, p+1, ...``; append their leaf hashes to ``out``.
+
+    Returns the next index, the hex leaf hash of the last good line, and whether every line
+    was good. On a bad line, it stops there: the index returned is that line's.
+    """
+    sha256, hexlify, append = _sha256, binascii.hexlify, out.append
+    prefix, leaf, close = _PREFIX, _LEAF, _CLOSE
+    for line in lines:
+        if not line.startswith(prefix % (p, prev_hex)) or line[-1] != close:
+            return p, prev_hex, False
+        digest = sha256(leaf + line).digest()
+        append(digest)
+        prev_hex = hexlify(digest)
+        p += 1
+    return p, prev_hex, True
+
+
+def _pair_up(lower: list[bytes], upper: list[bytes]) -> bool:
+    """Append to ``upper`` the parents of the pairs of ``lower`` it lacks; return if any."""
+    start = 2 * len(upper)
+    end = start + ((len(lower) - start) & ~1)
+    if end == start:
+        return False
+    sha256, node = _sha256, _NODE
+    upper.extend(
+        [
+            sha256(node + left + right).digest()
+            for left, right in zip(lower[start:end:2], lower[start + 1 : end : 2], strict=True)
+        ]
+    )
+    return True
+
+
+class Tree:
+    """The Merkle tree of a growing sequence of leaf hashes, with the root at any size."""
+
+    __slots__ = ("_levels", "_top")
+
+    def __init__(self) -> None:
+        self._top = CompactRange()
+        self._levels: list[list[bytes]] = [[] for _ in range(CHUNK_BITS + 1)]
+
+    @property
+    def size(self) -> int:
+        return self._top.size * CHUNK + len(self._levels[0])
+
+    def extend(self, leaf_hashes: list[bytes]) -> None:
+        """Append leaf hashes, in order."""
+        levels = self._levels
+        leaves = levels[0]
+        done = 0
+        while done < len(leaf_hashes):
+            take = min(CHUNK - len(leaves), len(leaf_hashes) - done)
+            leaves.extend(leaf_hashes[done : done + take])
+            done += take
+            for level in range(CHUNK_BITS):
+                if not _pair_up(levels[level], levels[level + 1]):
+                    break
+            if len(leaves) == CHUNK:
+                self._top.append(levels[CHUNK_BITS][0])
+                for nodes in levels:
+                    nodes.clear()
+
+    def root(self) -> bytes:
+        """Return the root hash of the tree of the current size."""
+        levels = self._levels
+        partial = len(levels[0])
+        if not partial:
+            return self._top.root()
+        # The border of the partial chunk: one complete node per set bit, highest first;
+        # then fold from the right over it and over the border of the chunks before it.
+        border = []
+        pos = 0
+        for level in range(CHUNK_BITS - 1, -1, -1):
+            if partial >> level & 1:
+                border.append(levels[level][pos >> level])
+                pos += 1 << level
+        border[:0] = [h for _, h in self._top.border()]
+        sha256, node = _sha256, _NODE
+        h = border[-1]
+        for left in reversed(border[:-1]):
+            h = sha256(node + left + h).digest()
+        return h
+
+
+def read_lines(f: BinaryIO, block_size: int = BLOCK_SIZE) -> Iterator[tuple[list[bytes], bool]]:
+    """Yield the lines of ``f`` in batches, each line without its ``"\\n"``.
+
+    Each batch comes with whether its lines all ended in a newline: only a last line without
+    one comes alone in a final batch marked ``False``.
+    """
+    rest = b""
+    while True:
+        data = f.read(block_size)
+        if not data:
+            break
+        lines = (rest + data).split(b"\n")
+        rest = lines.pop()
+        if lines:
+            yield lines, True
+    if rest:
+        yield [rest], False
+
+
+def split_hashes(blob: bytes) -> list[bytes]:
+    """Split concatenated 32-byte hashes."""
+    return [blob[i : i + HASH_SIZE] for i in range(0, len(blob), HASH_SIZE)]
+
+
+class RangeResult(NamedTuple):
+    """What a worker found in one byte range of the entries file.
+
+    ``ok`` is false if a line is not exactly what its predecessor implies, or the range ends
+    the file without a newline: the parent then runs the sequential pass to name the problem.
+    """
+
+    ok: bool
+    first_index: int
+    entries: int
+    first_prev_hex: bytes
+    last_hex: bytes
+    leaf_hashes: bytes
+
+
+def scan_range(path: str, start: int, end: int) -> RangeResult:
+    """Check and hash the lines of ``path`` that start in bytes [start, end)."""
+    with open(path, "rb") as f:
+        if start > 0:
+            f.seek(start - 1)
+            if f.read(1) != b"\n":
+                f.readline()  # the line that straddles ``start`` belongs to the range before
+        pos = f.tell()
+        if pos >= end:
+            return RangeResult(True, -1, 0, b"", b"", b"")
+        data = f.read(end - pos)
+        if not data.endswith(b"\n"):
+            data += f.readline()
+    lines = data.split(b"\n")
+    terminated = lines.pop() == b""
+    match = _PREFIX_RE.match(lines[0]) if lines else None
+    if not terminated or match is None:
+        return RangeResult(False, -1, 0, b"", b"", b"")
+    first, first_prev = int(match[1]), match[2]
+    out: list[bytes] = []
+    p, last_hex, ok = hash_lines(lines, first, first_prev, out)
+    return RangeResult(ok, first, p - first, first_prev, last_hex, b"".join(out))

@@ -1,0 +1,400 @@
+"""The offline verifier: check an audit log export with nothing but the regulator's keys.
+
+``verify_export`` reads an export directory (``docs/audit-format.md``) and trusts none of
+it, only the verifier keys passed in. Checks, in order; the first failure is the one reported,
+with the index of the first entry whose tampering can be named:
+
+1. every ``checkpoints/<size>.note`` is signed by a known key, names one origin, and its file
+   name is its tree size (``load_checkpoints``);
+2. ``entries.jsonl`` is streamed in blocks: line ``p`` must start with exactly
+   ``{"i":p,"prev":"<hex leaf hash of entry p-1>","r":`` and end with ``}``. The prefix is
+   compared as bytes, never parsed as JSON. A wrong index means entries were deleted,
+   inserted or reordered; a wrong ``prev`` means entry ``p-1`` was changed;
+3. the tree is built as the leaves go by, and at each checkpoint size ``s`` its root must be
+   the checkpoint's. As every ``prev`` link before ``s`` held, entry ``s-1`` is the one named;
+4. the file must hold at least as many entries as the largest checkpoint; entries beyond it
+   are fine (``VerifyReport.beyond_latest``): they are simply not signed yet.
+
+Consistency between checkpoints is not proved again with RFC 9162 proofs: every checkpoint
+root is recomputed from the one sequence of leaves, so each checkpoint is a prefix of the
+next by construction, and a consistency proof built from these nodes could not fail. That
+keeps the verifier at O(log n) memory and one pass.
+
+``workers > 1`` splits the file into byte ranges checked and hashed in parallel processes
+(``_verify_fast.scan_range``); the parent checks that each range continues the previous one
+and builds the tree. On any anomaly it runs the sequential pass, which names the problem.
+
+``verify_leaves`` runs checks 2 to 4 on leaves from anywhere (entries streamed from a live
+gateway); ``verify_receipt`` checks the inclusion proof of a receipt against a checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import re
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from itertools import islice
+from multiprocessing.pool import AsyncResult
+from pathlib import Path
+
+from gateway.audit import _verify_fast as fast
+from gateway.audit.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    OriginMismatchError,
+    open_checkpoint,
+)
+from gateway.audit.note import BadSignatureError, NoteError, UnknownKeyError, VerifierSet
+from gateway.audit.proof import verify_inclusion
+from gateway.audit.rfc6962 import EMPTY_ROOT
+
+__all__ = [
+    "ExportError",
+    "Problem",
+    "Progress",
+    "VerifyReport",
+    "load_checkpoints",
+    "verify_export",
+    "verify_leaves",
+    "verify_receipt",
+]
+
+Progress = Callable[[int, int], None]
+"""Called with (entries done, total expected or 0) about once per second, and at the end."""
+
+ENTRIES = "entries.jsonl"
+CHECKPOINTS = "checkpoints"
+RANGE_SIZE = 8 << 20
+"""Bytes of the entries file per task in the parallel mode."""
+
+_NOTE_NAME = re.compile(r"([0-9]{12,})\.note")
+_ENTRY_PREFIX = re.compile(rb'\{"i":(0|[1-9][0-9]*),"prev":"([0-9a-f]{64})","r":')
+_NO_CHECKPOINT = 1 << 64  # larger than any tree size
+
+
+@dataclass(frozen=True)
+class Problem:
+    """What is wrong with a log; ``index`` is the first bad entry, when one can be named."""
+
+    index: int | None
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """The outcome of a verification: how much was checked, and the problem found if any."""
+
+    entries: int
+    checkpoints: int
+    latest: Checkpoint | None
+    problem: Problem | None
+    elapsed_s: float
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+    @property
+    def beyond_latest(self) -> int:
+        """Entries after the latest checkpoint: verified as a chain, not yet signed."""
+        return self.entries - (self.latest.size if self.latest else 0)
+
+
+class ExportError(Exception):
+    """The export cannot be verified: ``problem`` says which file and why."""
+
+    def __init__(self, problem: Problem) -> None:
+        super().__init__(problem.message)
+        self.problem = problem
+
+
+def verify_receipt(
+    leaf_index: int, leaf_hash: bytes, checkpoint: Checkpoint, proof: Sequence[bytes]
+) -> None:
+    """Check a receipt's inclusion proof against a checkpoint; raise a ``ProofError`` if bad."""
+    verify_inclusion(leaf_hash, leaf_index, checkpoint.size, proof, checkpoint.root_hash)
+
+
+def load_checkpoints(
+    directory: str | os.PathLike[str], verifiers: VerifierSet, origin: str | None = None
+) -> list[Checkpoint]:
+    """Open every ``checkpoints/*.note`` of an export; return them sorted by tree size.
+
+    Each must be signed by a key of ``verifiers`` and be a checkpoint of ``origin`` (if
+    ``origin`` is None, of the same origin as the others), in a file named after its size.
+    Raises ``ExportError`` naming the first file, in size order, that is not.
+    """
+    folder = Path(directory) / CHECKPOINTS
+    if not folder.is_dir():
+        return []
+    notes = sorted(
+        (p for p in folder.iterdir() if p.suffix == ".note"), key=lambda p: (len(p.name), p.name)
+    )
+    checkpoints: list[Checkpoint] = []
+    first_file = ""
+    for path in notes:
+        name = f"{CHECKPOINTS}/{path.name}"
+        match = _NOTE_NAME.fullmatch(path.name)
+        if match is None:
+            raise ExportError(Problem(None, f"{name}: file name is not the 12-digit tree size"))
+        note = path.read_bytes()
+        want = origin if origin is not None else _claimed_origin(note)
+        try:
+            checkpoint = open_checkpoint(note, verifiers, want)
+        except OriginMismatchError as e:
+            if origin is not None:
+                raise ExportError(Problem(None, f"{name}: {e}")) from None
+            raise ExportError(
+                Problem(None, f"{name}: origin {e.found!r} differs from {want!r} of {first_file}")
+            ) from None
+        except UnknownKeyError:
+            raise ExportError(
+                Problem(None, f"{name}: signed by an unknown key ({_signers(note)})")
+            ) from None
+        except BadSignatureError as e:
+            raise ExportError(
+                Problem(None, f"{name}: {e}: the checkpoint was changed after signing, or forged")
+            ) from None
+        except (NoteError, CheckpointError) as e:
+            raise ExportError(Problem(None, f"{name}: {e}")) from None
+        if f"{checkpoint.size:012d}" != match[1]:
+            raise ExportError(
+                Problem(None, f"{name}: holds the checkpoint of tree size {checkpoint.size}")
+            )
+        if origin is None:
+            origin, first_file = checkpoint.origin, name
+        checkpoints.append(checkpoint)
+    return checkpoints
+
+
+def verify_export(
+    directory: str | os.PathLike[str],
+    verifiers: VerifierSet,
+    *,
+    origin: str | None = None,
+    progress: Progress | None = None,
+    workers: int = 1,
+) -> VerifyReport:
+    """Verify an export directory against the regulator's keys; see the module docstring."""
+    started = time.perf_counter()
+    try:
+        checkpoints = load_checkpoints(directory, verifiers, origin)
+    except ExportError as e:
+        return VerifyReport(0, 0, None, e.problem, time.perf_counter() - started)
+    path = Path(directory) / ENTRIES
+    if not path.is_file():
+        run = _Run(checkpoints, progress, 0, started)
+        return run.report(Problem(None, f"{ENTRIES}: no such file"))
+    total = _expected_total(Path(directory), checkpoints)
+    if workers > 1:
+        run = _Run(checkpoints, progress, total, started)
+        problem = _run_parallel(run, path, workers)
+        if not isinstance(problem, _Fallback):
+            return run.report(problem)
+    run = _Run(checkpoints, progress, total, started)
+    with path.open("rb") as f:
+        return run.report(run.feed_lines(fast.read_lines(f)))
+
+
+def verify_leaves(
+    leaves: Iterable[bytes],
+    checkpoints: Sequence[Checkpoint],
+    *,
+    progress: Progress | None = None,
+    total: int = 0,
+) -> VerifyReport:
+    """Verify leaf bytes (entries 0, 1, ...) against already opened checkpoints (checks 2-4)."""
+    run = _Run(sorted(checkpoints, key=lambda c: c.size), progress, total, time.perf_counter())
+    return run.report(run.feed_lines((batch, True) for batch in _batches(leaves)))
+
+
+class _Fallback:
+    """The parallel pass saw something wrong: the sequential pass must name it."""
+
+
+class _Run:
+    """One verification pass: the chain and tree so far, and the checkpoints still ahead."""
+
+    def __init__(
+        self,
+        checkpoints: Sequence[Checkpoint],
+        progress: Progress | None,
+        total: int,
+        started: float,
+    ) -> None:
+        self.checkpoints = checkpoints
+        self.p = 0
+        self.prev_hex = fast.ZERO_HEX
+        self._tree = fast.Tree()
+        self._next = 0  # index in ``checkpoints`` of the next one to compare
+        self._progress = progress
+        self._total = total
+        self._started = started
+        self._tick = time.monotonic() + 1.0
+
+    def report(self, problem: Problem | None) -> VerifyReport:
+        if problem is None:
+            problem = self._check_checkpoints() or self._missing()
+        if self._progress is not None:
+            self._progress(self.p, self._total)
+        latest = self.checkpoints[-1] if self.checkpoints else None
+        elapsed = time.perf_counter() - self._started
+        return VerifyReport(self.p, len(self.checkpoints), latest, problem, elapsed)
+
+    def feed_lines(self, batches: Iterable[tuple[list[bytes], bool]]) -> Problem | None:
+        """Check and add batches of lines; return the first problem, if any."""
+        for lines, terminated in batches:
+            out: list[bytes] = []
+            start = self.p
+            p, prev_hex, ok = fast.hash_lines(lines, start, self.prev_hex, out)
+            problem = self.add_hashes(out)
+            if problem is not None:
+                return problem
+            self.prev_hex = prev_hex
+            if not ok:
+                return _diagnose(lines[p - start], p, prev_hex)
+            if not terminated:
+                return Problem(p - 1, f"entry {p - 1}: truncated: the file ends without a newline")
+            self.report_progress()
+        return None
+
+    def add_hashes(self, hashes: list[bytes]) -> Problem | None:
+        """Add leaf hashes that passed the line checks, comparing every checkpoint on the way."""
+        tree, done, n = self._tree, 0, len(hashes)
+        while self._next_size() - self.p <= n - done:
+            take = self._next_size() - self.p
+            tree.extend(hashes[done : done + take])
+            done += take
+            self.p += take
+            problem = self._check_checkpoints()
+            if problem is not None:
+                return problem
+        if done < n:
+            tree.extend(hashes[done:] if done else hashes)
+            self.p += n - done
+        return None
+
+    def _next_size(self) -> int:
+        cps, i = self.checkpoints, self._next
+        return cps[i].size if i < len(cps) else _NO_CHECKPOINT
+
+    def _check_checkpoints(self) -> Problem | None:
+        """Compare the checkpoints of the current size with the tree's root."""
+        cps = self.checkpoints
+        while self._next < len(cps) and cps[self._next].size == self.p:
+            size = self.p
+            root = self._tree.root() if size else EMPTY_ROOT
+            if root != cps[self._next].root_hash:
+                if size == 0:
+                    return Problem(None, "checkpoint 0 does not hold the root of the empty tree")
+                return Problem(
+                    size - 1,
+                    f"entry {size - 1} does not match checkpoint {size}: the entries before "
+                    f"it are chained to it, but the tree root is {root.hex()}, not the signed "
+                    f"{cps[self._next].root_hash.hex()}",
+                )
+            self._next += 1
+        return None
+
+    def _missing(self) -> Problem | None:
+        if self.checkpoints and self.checkpoints[-1].size > self.p:
+            size = self.checkpoints[-1].size
+            return Problem(self.p, f"entries {self.p}..{size - 1} are missing (checkpoint {size})")
+        return None
+
+    def report_progress(self) -> None:
+        if self._progress is not None and time.monotonic() >= self._tick:
+            self._progress(self.p, self._total)
+            self._tick = time.monotonic() + 1.0
+
+
+def _diagnose(line: bytes, p: int, prev_hex: bytes) -> Problem:
+    """Name what is wrong with line ``p``, which failed the fast check."""
+    match = _ENTRY_PREFIX.match(line)
+    if match is None:
+        return Problem(p, f'entry {p}: malformed: does not start with {{"i":{p},"prev":"..."')
+    index = int(match[1])
+    if index != p:
+        return Problem(
+            p, f"entry {p}: holds index {index}: entries were deleted, inserted or reordered"
+        )
+    if match[2] != prev_hex:
+        if p == 0:
+            return Problem(0, "entry 0: malformed: its prev is not 64 zeros")
+        return Problem(
+            p - 1, f"entry {p - 1} was changed: entry {p} recorded a different hash for it"
+        )
+    return Problem(p, f"entry {p}: malformed: does not end with }}")
+
+
+def _run_parallel(run: _Run, path: Path, workers: int) -> Problem | _Fallback | None:
+    """Check and hash byte ranges in worker processes, feeding ``run`` in order."""
+    size = path.stat().st_size
+    tasks = (
+        (str(path), start, min(start + RANGE_SIZE, size)) for start in range(0, size, RANGE_SIZE)
+    )
+    # spawn, not fork: the caller may be a threaded process (a gateway, a test runner).
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        # A bounded window of ranges in flight keeps memory flat if the parent falls behind.
+        window: deque[AsyncResult[fast.RangeResult]] = deque(
+            pool.apply_async(fast.scan_range, task) for task in islice(tasks, 2 * workers)
+        )
+        while window:
+            result = window.popleft().get()
+            task = next(tasks, None)
+            if task is not None:
+                window.append(pool.apply_async(fast.scan_range, task))
+            if result.ok and result.entries == 0:
+                continue  # the range held no line start
+            if not result.ok or (result.first_index, result.first_prev_hex) != (
+                run.p,
+                run.prev_hex,
+            ):
+                return _Fallback()
+            problem = run.add_hashes(fast.split_hashes(result.leaf_hashes))
+            if problem is not None:
+                return problem
+            run.prev_hex = result.last_hex
+            run.report_progress()
+    return None
+
+
+def _batches(leaves: Iterable[bytes], size: int = 4096) -> Iterator[list[bytes]]:
+    it = iter(leaves)
+    while batch := list(islice(it, size)):
+        yield batch
+
+
+def _expected_total(directory: Path, checkpoints: Sequence[Checkpoint]) -> int:
+    """Entries expected, for progress only: log.json's size (untrusted) or the latest size."""
+    try:
+        size = json.loads((directory / "log.json").read_text())["size"]
+        if isinstance(size, int) and size >= 0:
+            return size
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return checkpoints[-1].size if checkpoints else 0
+
+
+def _claimed_origin(note: bytes) -> str:
+    """The origin line a note claims, before it is verified."""
+    return note.split(b"\n", 1)[0].decode("utf-8", "replace")
+
+
+def _signers(note: bytes) -> str:
+    """Describe the keys named in a note's signature lines, for an unknown-key message."""
+    text = note.decode("utf-8", "replace")
+    names = [
+        line[2:].split(" ", 1)[0]
+        for line in text[text.rfind("\n\n") + 2 :].splitlines()
+        if line.startswith("\u2014 ")
+    ]
+    return "signatures by " + ", ".join(names) if names else "no signature lines"
