@@ -51,7 +51,7 @@ def _demo(args: argparse.Namespace) -> int:
     from gateway.demo import run_demo
 
     logs.configure("warning", "console")
-    asyncio.run(run_demo())
+    asyncio.run(run_demo(data_dir=args.data_dir))
     return 0
 
 
@@ -173,9 +173,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", type=Path, help="TOML configuration file")
     serve.set_defaults(func=_serve)
 
-    sub.add_parser("demo", help="start everything on loopback and run a tour").set_defaults(
-        func=_demo
-    )
+    demo = sub.add_parser("demo", help="start everything on loopback and run a tour")
+    demo.add_argument("--data-dir", type=Path, help="keep the database and keys here")
+    demo.set_defaults(func=_demo)
 
     backends = sub.add_parser("backends", help="run the reference back ends")
     backends.add_argument("--port", type=int, default=8101, help="port on 127.0.0.1")

@@ -9,11 +9,12 @@ reference back end.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import Message
@@ -58,11 +59,17 @@ class _Tour:
             response = await call()
         except grpc.aio.AioRpcError as err:
             reason = refusal_reason(err)
-            self.out(f"{head} REFUSED {err.code().name} ({reason}): {err.details()}")
+            trailers: Any = err.trailing_metadata() or ()
+            index = next((v for k, v in trailers if k == "onecard-audit-index"), "?")
+            self.out(
+                f"{head} REFUSED {err.code().name} ({reason}): {err.details()} [audit #{index}]"
+            )
             return None
         decision = getattr(response, "decision", None)
         ids = ", ".join(decision.policy_ids) if decision is not None else ""
-        self.out(f"{head} ALLOW   by {ids}")
+        receipt = getattr(response, "receipt", None)
+        index = receipt.leaf_index if receipt is not None else "?"
+        self.out(f"{head} ALLOW   by {ids} [audit #{index}]")
         return response
 
     async def token(self, card_number: str) -> str:
@@ -193,7 +200,11 @@ async def run_demo(out: _Print = print, data_dir: Path | None = None) -> None:
     """Start everything on loopback, play the tour, stop everything."""
     with tempfile.TemporaryDirectory(prefix="onecard-demo-") as tmp:
         settings = load_settings(
-            data_dir=data_dir or Path(tmp), listen_port=0, metrics_port=0, shutdown_grace_s=1.0
+            data_dir=data_dir or Path(tmp),
+            audit_checkpoint_interval_s=0,
+            listen_port=0,
+            metrics_port=0,
+            shutdown_grace_s=1.0,
         )
         gateway = await start_gateway(settings)
         try:
@@ -207,7 +218,19 @@ async def run_demo(out: _Print = print, data_dir: Path | None = None) -> None:
             await _play(_Tour(gateway, out))
         finally:
             await gateway.stop()
+        size = await _log_size(settings.data_dir)
+        out("")
+        out(f"audit log: {size} entries, every exchange above, allowed or refused")
+        if data_dir is not None:
+            out(f"kept in {data_dir}: onecard audit export --out DIR, then onecard audit verify")
 
 
 def main() -> None:
     asyncio.run(run_demo())
+
+
+async def _log_size(data_dir: Path) -> int:
+
+    with sqlite3.connect(data_dir / "onecard.db") as conn:
+        (size,) = conn.execute("SELECT count(*) FROM audit_entries").fetchone()
+    return int(size)
