@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from collections.abc import Sequence
 
 import structlog
 from google.protobuf.message import Message
@@ -38,14 +39,9 @@ class AuditStage:
         trail: Trail,
         outcome: str,
         reason: str,
-        response: Message | None,
+        released: Message | Sequence[Message] | None,
         latency_us: int,
     ) -> Receipt:
-        released = (
-            hashlib.sha256(response.SerializeToString(deterministic=True)).hexdigest()
-            if response is not None
-            else ""
-        )
         entry = AuditRecord(
             time=rfc3339(received_at),
             request_id=request_id,
@@ -55,7 +51,7 @@ class AuditStage:
             rpc=rpc,
             outcome=outcome,
             reason=reason,
-            released_sha256=released,
+            released_sha256=released_digest(released),
             latency_us=latency_us,
             purpose=trail.purpose,
             basis=trail.basis,
@@ -76,6 +72,23 @@ class AuditStage:
             raise StoreUnavailable(
                 "the exchange could not be written to the audit log; nothing was released"
             ) from None
+
+
+def released_digest(released: Message | Sequence[Message] | None) -> str:
+    """Hex SHA-256 of what the call released, before its receipt was attached ("" if nothing).
+
+    A unary response is hashed as its deterministic serialisation; a stream as the sequence of
+    its messages framed the way gRPC frames them (0x00, 4-byte big-endian length, bytes).
+    """
+    if released is None:
+        return ""
+    if isinstance(released, Message):
+        return hashlib.sha256(released.SerializeToString(deterministic=True)).hexdigest()
+    digest = hashlib.sha256()
+    for message in released:
+        data = message.SerializeToString(deterministic=True)
+        digest.update(b"\x00" + len(data).to_bytes(4, "big") + data)
+    return digest.hexdigest()
 
 
 def attach_receipt(response: Message, receipt: Receipt) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -19,6 +20,8 @@ from gateway.pipeline import Pipeline
 from gateway.ports import CardRegistry
 
 _MAX_PAGE = 1000
+MAX_ENTRIES_PER_CALL = 10_000
+_CHUNK = 1000
 
 
 class NoCheckpointYet(GatewayError):
@@ -26,6 +29,13 @@ class NoCheckpointYet(GatewayError):
 
     code = grpc.StatusCode.FAILED_PRECONDITION
     reason = "no_checkpoint"
+
+
+class BeyondTheLog(GatewayError):
+    """A range that starts past the log's last entry."""
+
+    code = grpc.StatusCode.OUT_OF_RANGE
+    reason = "beyond_log"
 
 
 class AuditService(audit_pb2_grpc.AuditServiceServicer):
@@ -94,6 +104,30 @@ class AuditService(audit_pb2_grpc.AuditServiceServicer):
         except OutOfRangeError as exc:
             raise InvalidRequest(str(exc)) from None
         return audit_pb2.GetConsistencyProofResponse(hashes=proof)
+
+    async def GetEntries(
+        self, request: audit_pb2.GetEntriesRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[audit_pb2.GetEntriesResponse]:
+        self._pipeline.authorize_statutory(current_call(), "GetEntries")
+        start, end = request.start_index, request.end_index
+        if end <= start:
+            raise InvalidRequest("end_index must be greater than start_index")
+        if end - start > MAX_ENTRIES_PER_CALL:
+            raise InvalidRequest(
+                f"at most {MAX_ENTRIES_PER_CALL} entries per call: ask for "
+                f"[{start}, {start + MAX_ENTRIES_PER_CALL}) and page on from there"
+            )
+        size = await self._log.size()
+        if start >= size:
+            raise BeyondTheLog(f"start_index {start} is past the end of the log ({size} entries)")
+        entries = await self._log.entries(start, min(end, size))
+        for at in range(0, len(entries), _CHUNK):
+            yield audit_pb2.GetEntriesResponse(
+                entries=[
+                    audit_pb2.AuditEntry(index=e.index, leaf=e.leaf)
+                    for e in entries[at : at + _CHUNK]
+                ]
+            )
 
     async def SearchEntries(
         self, request: audit_pb2.SearchEntriesRequest, context: grpc.aio.ServicerContext[Any, Any]

@@ -13,6 +13,7 @@ from gateway.policytest import load_cases, run_case
 CASES = load_cases(REPO_POLICIES / "tests")
 RESPONSES = {
     "GetCheckpoint": audit_pb2.GetCheckpointResponse.DESCRIPTOR,
+    "GetEntries": audit_pb2.GetEntriesResponse.DESCRIPTOR,
     "SearchEntries": audit_pb2.SearchEntriesResponse.DESCRIPTOR,
     "IssueCardToken": card_pb2.IssueCardTokenResponse.DESCRIPTOR,
     "VerifyCard": card_pb2.VerifyCardResponse.DESCRIPTOR,

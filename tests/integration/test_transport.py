@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import urllib.request
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -175,6 +176,7 @@ async def test_a_hanging_backend_is_deadline_exceeded(
     assert info.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
     assert "did not answer" in (info.value.details() or "")
     assert elapsed < 5  # bounded by the back-end deadline, not by the test's patience
+    assert await _outcomes(gw) == [("DEADLINE_EXCEEDED", "backend_timeout")]
 
 
 async def test_a_backend_that_is_down_is_unavailable(
@@ -192,3 +194,10 @@ async def test_a_backend_that_is_down_is_unavailable(
             await issue_token(app, person.id_number)
     assert info.value.code() is grpc.StatusCode.UNAVAILABLE
     assert str(port) not in (info.value.details() or "")
+    assert await _outcomes(gw) == [("UNAVAILABLE", "backend_unavailable")]
+
+
+async def _outcomes(gw: Gateway) -> list[tuple[str, str]]:
+    """(outcome, reason) of every audit entry: a back-end failure is logged like any refusal."""
+    records = [json.loads(e.leaf)["r"] for e in await gw.audit_log.entries(0, 1 << 62)]
+    return [(r["outcome"], r["reason"]) for r in records]

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from gateway.api.onecard.v1 import common_pb2 as onecard_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16onecard/v1/audit.proto\x12\nonecard.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17onecard/v1/common.proto\"\x16\n\x14GetCheckpointRequest\"\x93\x01\n\x15GetCheckpointResponse\x12\x19\n\x11signed_checkpoint\x18\x01 \x01(\x0c\x12\x0e\n\x06origin\x18\x02 \x01(\t\x12\x11\n\ttree_size\x18\x03 \x01(\x04\x12\x11\n\troot_hash\x18\x04 \x01(\x0c\x12)\n\x07receipt\x18\x05 \x01(\x0b\x32\x18.onecard.v1.AuditReceipt\"A\n\x18GetInclusionProofRequest\x12\x12\n\nleaf_index\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\"i\n\x19GetInclusionProofResponse\x12\x11\n\tleaf_hash\x18\x01 \x01(\x0c\x12\x0e\n\x06hashes\x18\x02 \x03(\x0c\x12)\n\x07receipt\x18\x03 \x01(\x0b\x32\x18.onecard.v1.AuditReceipt\"@\n\x1aGetConsistencyProofRequest\x12\x11\n\tfrom_size\x18\x01 \x01(\x04\x12\x0f\n\x07to_size\x18\x02 \x01(\x04\"X\n\x1bGetConsistencyProofResponse\x12\x0e\n\x06hashes\x18\x01 \x03(\x0c\x12)\n\x07receipt\x18\x02 \x01(\x0b\x32\x18.onecard.v1.AuditReceipt\"\x89\x02\n\x14SearchEntriesRequest\x12)\n\x05since\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06org_id\x18\x03 \x01(\t\x12\x0b\n\x03rpc\x18\x04 \x01(\t\x12\x10\n\x08\x64\x65\x63ision\x18\x05 \x01(\t\x12\r\n\x05\x62\x61sis\x18\x06 \x01(\t\x12!\n\x04\x63\x61rd\x18\x07 \x01(\x0b\x32\x13.onecard.v1.CardRef\x12\x13\n\x0b\x61\x66ter_index\x18\x08 \x01(\x04\x12\x12\n\nfirst_page\x18\t \x01(\x08\x12\x11\n\tpage_size\x18\n \x01(\r\")\n\nAuditEntry\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04leaf\x18\x02 \x01(\x0c\"k\n\x15SearchEntriesResponse\x12\'\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x16.onecard.v1.AuditEntry\x12)\n\x07receipt\x18\x02 \x01(\x0b\x32\x18.onecard.v1.AuditReceipt2\x84\x03\n\x0c\x41uditService\x12T\n\rGetCheckpoint\x12 .onecard.v1.GetCheckpointRequest\x1a!.onecard.v1.GetCheckpointResponse\x12`\n\x11GetInclusionProof\x12$.onecard.v1.GetInclusionProofRequest\x1a%.onecard.v1.GetInclusionProofResponse\x12\x66\n\x13GetConsistencyProof\x12&.onecard.v1.GetConsistencyProofRequest\x1a\'.onecard.v1.GetConsistencyProofResponse\x12T\n\rSearchEntries\x12 .onecard.v1.SearchEntriesRequest\x1a!.onecard.v1.SearchEntriesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16onecard/v1/audit.proto\x12\nonecard.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17onecard/v1/common.proto\"\x16\n\x14GetCheckpointRequest\"\x93\x01\n\x15GetCheckpointResponse\x12\x19\n\x11signed_checkpoint\x18\x01 \x01(\x0c\x12\x0e\n\x06origin\x18\x02 \x01(\t\x12\x11\n\ttree_size\x18\x03 \x01(\x04\x12\x11\n\troot_hash\x18\x04 \x01(\x0c\x12)\n\x07receipt\x18\x05 \x01(\x0b\x32\x18.onecard.v1.AuditReceipt\"A\n\x18GetInclusionProofRequest\x12\x12\n\nleaf_index\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\"i\n\x19GetInclusionProofResponse\x12\x11\n\tleaf_hash\x18\x01 \x01(\x0c\x12\x0e\n\x06hashes\x18\x02 \x03(\x0c\x12)\n\x07receipt\x18\x03 \x01(\x0b\x32\x18.onecard.v1.AuditReceipt\"@\n\x1aGetConsistencyProofRequest\x12\x11\n\tfrom_size\x18\x01 \x01(\x04\x12\x0f\n\x07to_size\x18\x02 \x01(\x04\"X\n\x1bGetConsistencyProofResponse\x12\x0e\n\x06hashes\x18\x01 \x03(\x0c\x12)\n\x07receipt\x18\x02 \x01(\x0b\x32\x18.onecard.v1.AuditReceipt\";\n\x11GetEntriesRequest\x12\x13\n\x0bstart_index\x18\x01 \x01(\x04\x12\x11\n\tend_index\x18\x02 \x01(\x04\"h\n\x12GetEntriesResponse\x12\'\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x16.onecard.v1.AuditEntry\x12)\n\x07receipt\x18\x02 \x01(\x0b\x32\x18.onecard.v1.AuditReceipt\"\x89\x02\n\x14SearchEntriesRequest\x12)\n\x05since\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06org_id\x18\x03 \x01(\t\x12\x0b\n\x03rpc\x18\x04 \x01(\t\x12\x10\n\x08\x64\x65\x63ision\x18\x05 \x01(\t\x12\r\n\x05\x62\x61sis\x18\x06 \x01(\t\x12!\n\x04\x63\x61rd\x18\x07 \x01(\x0b\x32\x13.onecard.v1.CardRef\x12\x13\n\x0b\x61\x66ter_index\x18\x08 \x01(\x04\x12\x12\n\nfirst_page\x18\t \x01(\x08\x12\x11\n\tpage_size\x18\n \x01(\r\")\n\nAuditEntry\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04leaf\x18\x02 \x01(\x0c\"k\n\x15SearchEntriesResponse\x12\'\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x16.onecard.v1.AuditEntry\x12)\n\x07receipt\x18\x02 \x01(\x0b\x32\x18.onecard.v1.AuditReceipt2\xd3\x03\n\x0c\x41uditService\x12T\n\rGetCheckpoint\x12 .onecard.v1.GetCheckpointRequest\x1a!.onecard.v1.GetCheckpointResponse\x12`\n\x11GetInclusionProof\x12$.onecard.v1.GetInclusionProofRequest\x1a%.onecard.v1.GetInclusionProofResponse\x12\x66\n\x13GetConsistencyProof\x12&.onecard.v1.GetConsistencyProofRequest\x1a\'.onecard.v1.GetConsistencyProofResponse\x12M\n\nGetEntries\x12\x1d.onecard.v1.GetEntriesRequest\x1a\x1e.onecard.v1.GetEntriesResponse0\x01\x12T\n\rSearchEntries\x12 .onecard.v1.SearchEntriesRequest\x1a!.onecard.v1.SearchEntriesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,12 +45,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_end=508
   _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_start=510
   _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_end=598
-  _globals['_SEARCHENTRIESREQUEST']._serialized_start=601
-  _globals['_SEARCHENTRIESREQUEST']._serialized_end=866
-  _globals['_AUDITENTRY']._serialized_start=868
-  _globals['_AUDITENTRY']._serialized_end=909
-  _globals['_SEARCHENTRIESRESPONSE']._serialized_start=911
-  _globals['_SEARCHENTRIESRESPONSE']._serialized_end=1018
-  _globals['_AUDITSERVICE']._serialized_start=1021
-  _globals['_AUDITSERVICE']._serialized_end=1409
+  _globals['_GETENTRIESREQUEST']._serialized_start=600
+  _globals['_GETENTRIESREQUEST']._serialized_end=659
+  _globals['_GETENTRIESRESPONSE']._serialized_start=661
+  _globals['_GETENTRIESRESPONSE']._serialized_end=765
+  _globals['_SEARCHENTRIESREQUEST']._serialized_start=768
+  _globals['_SEARCHENTRIESREQUEST']._serialized_end=1033
+  _globals['_AUDITENTRY']._serialized_start=1035
+  _globals['_AUDITENTRY']._serialized_end=1076
+  _globals['_SEARCHENTRIESRESPONSE']._serialized_start=1078
+  _globals['_SEARCHENTRIESRESPONSE']._serialized_end=1185
+  _globals['_AUDITSERVICE']._serialized_start=1188
+  _globals['_AUDITSERVICE']._serialized_end=1655
 # @@protoc_insertion_point(module_scope)

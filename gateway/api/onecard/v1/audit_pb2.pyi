@@ -62,6 +62,22 @@ class GetConsistencyProofResponse(_message.Message):
     receipt: _common_pb2.AuditReceipt
     def __init__(self, hashes: _Optional[_Iterable[bytes]] = ..., receipt: _Optional[_Union[_common_pb2.AuditReceipt, _Mapping]] = ...) -> None: ...
 
+class GetEntriesRequest(_message.Message):
+    __slots__ = ("start_index", "end_index")
+    START_INDEX_FIELD_NUMBER: _ClassVar[int]
+    END_INDEX_FIELD_NUMBER: _ClassVar[int]
+    start_index: int
+    end_index: int
+    def __init__(self, start_index: _Optional[int] = ..., end_index: _Optional[int] = ...) -> None: ...
+
+class GetEntriesResponse(_message.Message):
+    __slots__ = ("entries", "receipt")
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    RECEIPT_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[AuditEntry]
+    receipt: _common_pb2.AuditReceipt
+    def __init__(self, entries: _Optional[_Iterable[_Union[AuditEntry, _Mapping]]] = ..., receipt: _Optional[_Union[_common_pb2.AuditReceipt, _Mapping]] = ...) -> None: ...
+
 class SearchEntriesRequest(_message.Message):
     __slots__ = ("since", "until", "org_id", "rpc", "decision", "basis", "card", "after_index", "first_page", "page_size")
     SINCE_FIELD_NUMBER: _ClassVar[int]

@@ -50,6 +50,11 @@ class AuditServiceStub:
                 request_serializer=onecard_dot_v1_dot_audit__pb2.GetConsistencyProofRequest.SerializeToString,
                 response_deserializer=onecard_dot_v1_dot_audit__pb2.GetConsistencyProofResponse.FromString,
                 _registered_method=True)
+        self.GetEntries = channel.unary_stream(
+                '/onecard.v1.AuditService/GetEntries',
+                request_serializer=onecard_dot_v1_dot_audit__pb2.GetEntriesRequest.SerializeToString,
+                response_deserializer=onecard_dot_v1_dot_audit__pb2.GetEntriesResponse.FromString,
+                _registered_method=True)
         self.SearchEntries = channel.unary_unary(
                 '/onecard.v1.AuditService/SearchEntries',
                 request_serializer=onecard_dot_v1_dot_audit__pb2.SearchEntriesRequest.SerializeToString,
@@ -82,6 +87,14 @@ class AuditServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetEntries(self, request, context):
+        """GetEntries streams the entries in [start_index, end_index), in index order, at most 10,000
+        per call (page on from the last index received). The end is clipped to the log's size.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SearchEntries(self, request, context):
         """SearchEntries finds entries by time, org, RPC, decision, basis or citizen.
         """
@@ -106,6 +119,11 @@ def add_AuditServiceServicer_to_server(servicer, server):
                     servicer.GetConsistencyProof,
                     request_deserializer=onecard_dot_v1_dot_audit__pb2.GetConsistencyProofRequest.FromString,
                     response_serializer=onecard_dot_v1_dot_audit__pb2.GetConsistencyProofResponse.SerializeToString,
+            ),
+            'GetEntries': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetEntries,
+                    request_deserializer=onecard_dot_v1_dot_audit__pb2.GetEntriesRequest.FromString,
+                    response_serializer=onecard_dot_v1_dot_audit__pb2.GetEntriesResponse.SerializeToString,
             ),
             'SearchEntries': grpc.unary_unary_rpc_method_handler(
                     servicer.SearchEntries,
@@ -195,6 +213,33 @@ class AuditService:
             '/onecard.v1.AuditService/GetConsistencyProof',
             onecard_dot_v1_dot_audit__pb2.GetConsistencyProofRequest.SerializeToString,
             onecard_dot_v1_dot_audit__pb2.GetConsistencyProofResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetEntries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/onecard.v1.AuditService/GetEntries',
+            onecard_dot_v1_dot_audit__pb2.GetEntriesRequest.SerializeToString,
+            onecard_dot_v1_dot_audit__pb2.GetEntriesResponse.FromString,
             options,
             channel_credentials,
             insecure,
