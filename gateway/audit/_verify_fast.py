@@ -14,7 +14,10 @@ not exactly what it expects, and ``verify`` works out what is wrong with it.
 - ``read_lines`` streams a file in blocks, split into lines without their ``"\\n"``.
 - ``scan_range`` is the worker of the parallel mode: it checks and hashes the lines that
   start in one byte range of ``entries.jsonl``, taking the first line's index and ``prev``
-  on trust; the parent checks they continue the previous range.
+  on trust (the parent checks they continue the previous range), and folds the leaf hashes
+  into the roots of the aligned perfect subtrees that cover the range, split at checkpoint
+  sizes (``subtree_roots``). The parent appends those few roots to a ``CompactRange``: all
+  the hashing of the tree happens in the workers.
 """
 
 from __future__ import annotations
@@ -22,10 +25,12 @@ from __future__ import annotations
 import binascii
 import hashlib
 import re
-from collections.abc import Iterator
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterator, Sequence
+from itertools import pairwise
 from typing import BinaryIO, NamedTuple
 
-from gateway.audit.compact import CompactRange
+from gateway.audit.compact import CompactRange, range_nodes
 from gateway.audit.rfc6962 import HASH_SIZE, LEAF_PREFIX, NODE_PREFIX
 
 __all__ = [
@@ -37,7 +42,8 @@ __all__ = [
     "hash_lines",
     "read_lines",
     "scan_range",
-    "split_hashes",
+    "set_cuts",
+    "subtree_roots",
 ]
 
 CHUNK_BITS = 12
@@ -165,9 +171,32 @@ def read_lines(f: BinaryIO, block_size: int = BLOCK_SIZE) -> Iterator[tuple[list
         yield [rest], False
 
 
-def split_hashes(blob: bytes) -> list[bytes]:
-    """Split concatenated 32-byte hashes."""
-    return [blob[i : i + HASH_SIZE] for i in range(0, len(blob), HASH_SIZE)]
+def subtree_roots(
+    first: int, leaf_hashes: list[bytes], cuts: Sequence[int]
+) -> list[tuple[int, bytes]]:
+    """(level, root) of the aligned perfect subtrees covering leaves [first, first + n).
+
+    Left to right, split at every size in ``cuts`` (sorted) inside the range, so that a
+    ``CompactRange`` fed these roots passes through each of those sizes.
+    """
+    end = first + len(leaf_hashes)
+    bounds = [first, *cuts[bisect_right(cuts, first) : bisect_left(cuts, end)], end]
+    roots = []
+    for begin, stop in pairwise(bounds):
+        for node in range_nodes(begin, stop):
+            low, high = node.coverage()
+            roots.append((node.level, _perfect_root(leaf_hashes[low - first : high - first])))
+    return roots
+
+
+def _perfect_root(hashes: list[bytes]) -> bytes:
+    sha256, node = _sha256, _NODE
+    while len(hashes) > 1:
+        hashes = [
+            sha256(node + left + right).digest()
+            for left, right in zip(hashes[::2], hashes[1::2], strict=True)
+        ]
+    return hashes[0]
 
 
 class RangeResult(NamedTuple):
@@ -182,7 +211,16 @@ class RangeResult(NamedTuple):
     entries: int
     first_prev_hex: bytes
     last_hex: bytes
-    leaf_hashes: bytes
+    subtrees: list[tuple[int, bytes]]
+
+
+_cuts: tuple[int, ...] = ()
+
+
+def set_cuts(cuts: Sequence[int]) -> None:
+    """Tell a worker process the checkpoint sizes (its pool's initializer)."""
+    global _cuts  # noqa: PLW0603 - one value per worker process, set once
+    _cuts = tuple(cuts)
 
 
 def scan_range(path: str, start: int, end: int) -> RangeResult:
@@ -194,7 +232,7 @@ def scan_range(path: str, start: int, end: int) -> RangeResult:
                 f.readline()  # the line that straddles ``start`` belongs to the range before
         pos = f.tell()
         if pos >= end:
-            return RangeResult(True, -1, 0, b"", b"", b"")
+            return RangeResult(True, -1, 0, b"", b"", [])
         data = f.read(end - pos)
         if not data.endswith(b"\n"):
             data += f.readline()
@@ -202,8 +240,19 @@ def scan_range(path: str, start: int, end: int) -> RangeResult:
     terminated = lines.pop() == b""
     match = _PREFIX_RE.match(lines[0]) if lines else None
     if not terminated or match is None:
-        return RangeResult(False, -1, 0, b"", b"", b"")
+        return RangeResult(False, -1, 0, b"", b"", [])
     first, first_prev = int(match[1]), match[2]
-    out: list[bytes] = []
-    p, last_hex, ok = hash_lines(lines, first, first_prev, out)
-    return RangeResult(ok, first, p - first, first_prev, last_hex, b"".join(out))
+    # Lines up to the latest checkpoint are only hashed: if the roots match the signed
+    # checkpoints, they are the very leaves the gateway signed, prefixes and chain included
+    # (and if a root does not match, the sequential pass finds the line). Lines after it are
+    # signed by nothing yet, so their chain is checked line by line.
+    signed = max(0, min(len(lines), (_cuts[-1] if _cuts else 0) - first))
+    sha256, leaf = _sha256, _LEAF
+    out = [sha256(leaf + line).digest() for line in lines[:signed]]
+    prev_hex = binascii.hexlify(out[-1]) if signed else first_prev
+    p, last_hex, ok = hash_lines(lines[signed:], first + signed, prev_hex, out)
+    if not ok:
+        return RangeResult(False, first, p - first, first_prev, last_hex, [])
+    return RangeResult(
+        True, first, p - first, first_prev, last_hex, subtree_roots(first, out, _cuts)
+    )

@@ -133,19 +133,36 @@ class CompactRange:
         The first node returned is the leaf itself (level 0); each following one is the
         parent of the previous, up to the highest perfect subtree the leaf completes.
         """
-        _check_hash(leaf_hash)
         index = self._size
-        completed = [(NodeID(0, index), leaf_hash)]
+        return [(NodeID(level, index >> level), h) for level, h in enumerate(self.push(leaf_hash))]
+
+    def push(self, leaf_hash: bytes) -> list[bytes]:
+        """``append`` without the node ids: the hashes of the completed nodes, level 0 first.
+
+        Leaf ``i`` completes the nodes (level, i >> level) for level 0 up to the number of
+        trailing one bits of ``i``: node (level, k) is completed by leaf ((k + 1) << level) - 1.
+        """
+        return self.push_subtree(0, leaf_hash)
+
+    def push_subtree(self, level: int, root: bytes) -> list[bytes]:
+        """Append a perfect subtree of 2**level leaves, given its root hash.
+
+        The current size must be a multiple of 2**level (the subtree is aligned, as every
+        node of ``range_nodes`` is). Returns the hashes of the nodes completed, ``root`` first.
+        """
+        _check_hash(root)
+        if self._size & ((1 << level) - 1):
+            raise ValueError(f"a subtree of level {level} is not aligned at size {self._size}")
+        index = self._size >> level
+        completed = [root]
         hashes = self._hashes
-        h = leaf_hash
-        level = 0
+        h = root
         while index & 1:
             h = _sha256(_NODE + hashes.pop() + h).digest()
             index >>= 1
-            level += 1
-            completed.append((NodeID(level, index), h))
+            completed.append(h)
         hashes.append(h)
-        self._size += 1
+        self._size += 1 << level
         return completed
 
     def extend(self, leaf_hashes: Iterable[bytes]) -> list[tuple[NodeID, bytes]]:

@@ -10,16 +10,15 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from gateway.audit.record import AuditRecord
 
 
-@dataclass(frozen=True, slots=True)
-class Receipt:
-    """Where an exchange landed in the log."""
+class Receipt(NamedTuple):
+    """Where an exchange landed in the log (a tuple: one is built per append)."""
 
-    index: int
+    index: int  # type: ignore[assignment]  # shadows tuple.index: the name the API uses
     leaf_hash: bytes
     origin: str
     appended_at: dt.datetime

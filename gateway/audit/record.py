@@ -12,7 +12,8 @@ import datetime as dt
 import hashlib
 import hmac
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
+from json.encoder import encode_basestring_ascii as _quote
 
 RECORD_VERSION = 1
 ZERO_HASH = bytes(32)
@@ -59,11 +60,25 @@ class AuditRecord:
     v: int = RECORD_VERSION
 
     def body(self) -> bytes:
-        """The canonical JSON of this record."""
-        return canonical_json({name: getattr(self, name) for name in _FIELDS})
+        """The canonical JSON of this record: ``canonical_json`` of its fields, byte for byte.
 
-
-_FIELDS = tuple(f.name for f in fields(AuditRecord))
+        Written out by hand because it runs once per exchange on the event loop: this is
+        about four times faster than building a dict for ``json.dumps``. The keys are in
+        sorted order; strings go through the C escaper ``json.dumps`` itself uses.
+        """
+        q = _quote
+        return (
+            f'{{"backend":{q(self.backend)},"basis":{q(self.basis)},'
+            f'"basis_ref":{q(self.basis_ref)},"cert_sha256":{q(self.cert_sha256)},'
+            f'"decision":{q(self.decision)},"emergency":{"true" if self.emergency else "false"},'
+            f'"latency_us":{int(self.latency_us)},"org":{q(self.org)},'
+            f'"org_type":{q(self.org_type)},"outcome":{q(self.outcome)},'
+            f'"policies":[{",".join(map(q, self.policies))}],'
+            f'"policy_set":{q(self.policy_set)},"purpose":{q(self.purpose)},'
+            f'"reason":{q(self.reason)},"released_sha256":{q(self.released_sha256)},'
+            f'"request_id":{q(self.request_id)},"rpc":{q(self.rpc)},'
+            f'"subject":{q(self.subject)},"time":{q(self.time)},"v":{int(self.v)}}}'
+        ).encode("ascii")
 
 
 def canonical_json(value: object) -> bytes:

@@ -20,9 +20,12 @@ root is recomputed from the one sequence of leaves, so each checkpoint is a pref
 next by construction, and a consistency proof built from these nodes could not fail. That
 keeps the verifier at O(log n) memory and one pass.
 
-``workers > 1`` splits the file into byte ranges checked and hashed in parallel processes
-(``_verify_fast.scan_range``); the parent checks that each range continues the previous one
-and builds the tree. On any anomaly it runs the sequential pass, which names the problem.
+``workers > 1`` splits the file into byte ranges hashed in parallel processes
+(``_verify_fast.scan_range``), which fold their leaves into subtree roots; the parent checks
+that each range continues the previous one and joins the roots. Up to the latest checkpoint the
+workers only hash: roots equal to the signed ones prove those leaves byte for byte, index and
+``prev`` included. After it they check the chain line by line. On any anomaly, a root that does
+not match included, the sequential pass runs and names the first bad entry.
 
 ``verify_leaves`` runs checks 2 to 4 on leaves from anywhere (entries streamed from a live
 gateway); ``verify_receipt`` checks the inclusion proof of a receipt against a checkpoint.
@@ -49,6 +52,7 @@ from gateway.audit.checkpoint import (
     OriginMismatchError,
     open_checkpoint,
 )
+from gateway.audit.compact import CompactRange
 from gateway.audit.note import BadSignatureError, NoteError, UnknownKeyError, VerifierSet
 from gateway.audit.proof import verify_inclusion
 from gateway.audit.rfc6962 import EMPTY_ROOT
@@ -234,6 +238,7 @@ class _Run:
         self.p = 0
         self.prev_hex = fast.ZERO_HEX
         self._tree = fast.Tree()
+        self._joined: CompactRange | None = None  # the parallel pass joins subtree roots
         self._next = 0  # index in ``checkpoints`` of the next one to compare
         self._progress = progress
         self._total = total
@@ -282,6 +287,20 @@ class _Run:
             self.p += n - done
         return None
 
+    def add_subtrees(self, subtrees: list[tuple[int, bytes]]) -> Problem | None:
+        """Add the roots of consecutive aligned subtrees (the parallel pass)."""
+        if self._joined is None:
+            self._joined = CompactRange()
+        joined = self._joined
+        for level, root in subtrees:
+            joined.push_subtree(level, root)
+            self.p += 1 << level
+            if self._next_size() == self.p:
+                problem = self._check_checkpoints()
+                if problem is not None:
+                    return problem
+        return None
+
     def _next_size(self) -> int:
         cps, i = self.checkpoints, self._next
         return cps[i].size if i < len(cps) else _NO_CHECKPOINT
@@ -291,7 +310,8 @@ class _Run:
         cps = self.checkpoints
         while self._next < len(cps) and cps[self._next].size == self.p:
             size = self.p
-            root = self._tree.root() if size else EMPTY_ROOT
+            tree = self._joined if self._joined is not None else self._tree
+            root = tree.root() if size else EMPTY_ROOT
             if root != cps[self._next].root_hash:
                 if size == 0:
                     return Problem(None, "checkpoint 0 does not hold the root of the empty tree")
@@ -342,7 +362,8 @@ def _run_parallel(run: _Run, path: Path, workers: int) -> Problem | _Fallback | 
         (str(path), start, min(start + RANGE_SIZE, size)) for start in range(0, size, RANGE_SIZE)
     )
     # spawn, not fork: the caller may be a threaded process (a gateway, a test runner).
-    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+    cuts = [c.size for c in run.checkpoints]
+    with multiprocessing.get_context("spawn").Pool(workers, fast.set_cuts, (cuts,)) as pool:
         # A bounded window of ranges in flight keeps memory flat if the parent falls behind.
         window: deque[AsyncResult[fast.RangeResult]] = deque(
             pool.apply_async(fast.scan_range, task) for task in islice(tasks, 2 * workers)
@@ -359,9 +380,8 @@ def _run_parallel(run: _Run, path: Path, workers: int) -> Problem | _Fallback | 
                 run.prev_hex,
             ):
                 return _Fallback()
-            problem = run.add_hashes(fast.split_hashes(result.leaf_hashes))
-            if problem is not None:
-                return problem
+            if run.add_subtrees(result.subtrees) is not None:
+                return _Fallback()  # the chain was not checked: the sequential pass names it
             run.prev_hex = result.last_hex
             run.report_progress()
     return None

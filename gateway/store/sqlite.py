@@ -25,14 +25,14 @@ from typing import Any, Protocol, TypeVar
 
 import structlog
 
-from gateway.errors import StoreUnavailable
+from gateway.errors import SetupError, StoreUnavailable
 
 T = TypeVar("T")
 
 _log = structlog.get_logger(__name__)
 _MAX_BATCH = 2048
 _PRUNE_EVERY_S = 60.0
-_SCHEMA_VERSION = 2
+_SCHEMA_VERSION = 3
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS redeemed_tokens (
     token_id   BLOB PRIMARY KEY,
@@ -40,9 +40,18 @@ CREATE TABLE IF NOT EXISTS redeemed_tokens (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS redeemed_tokens_expiry ON redeemed_tokens (expires_at);
 
+-- The log itself: each entry's leaf bytes, and the hashes of the Merkle nodes the entry
+-- completes (level 0, its leaf hash, first; node (level, k) is completed by entry
+-- ((k + 1) << level) - 1, so every node is stored exactly once, in the row that completed it).
 CREATE TABLE IF NOT EXISTS audit_entries (
+    idx   INTEGER PRIMARY KEY,
+    nodes BLOB NOT NULL,
+    leaf  BLOB NOT NULL
+);
+
+-- The search index: derived from the leaves, written after them (see sqlite_audit).
+CREATE TABLE IF NOT EXISTS audit_search (
     idx       INTEGER PRIMARY KEY,
-    leaf      BLOB NOT NULL,
     time      TEXT NOT NULL,
     org       TEXT NOT NULL,
     rpc       TEXT NOT NULL,
@@ -51,16 +60,9 @@ CREATE TABLE IF NOT EXISTS audit_entries (
     subject   TEXT NOT NULL,
     outcome   TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS audit_entries_subject ON audit_entries (subject, idx);
-CREATE INDEX IF NOT EXISTS audit_entries_org ON audit_entries (org, idx);
-CREATE INDEX IF NOT EXISTS audit_entries_time ON audit_entries (time);
-
-CREATE TABLE IF NOT EXISTS audit_nodes (
-    level INTEGER NOT NULL,
-    idx   INTEGER NOT NULL,
-    hash  BLOB NOT NULL,
-    PRIMARY KEY (level, idx)
-) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS audit_search_subject ON audit_search (subject, idx);
+CREATE INDEX IF NOT EXISTS audit_search_org ON audit_search (org, idx);
+CREATE INDEX IF NOT EXISTS audit_search_time ON audit_search (time);
 
 CREATE TABLE IF NOT EXISTS audit_checkpoints (
     size       INTEGER PRIMARY KEY,
@@ -69,6 +71,7 @@ CREATE TABLE IF NOT EXISTS audit_checkpoints (
 );
 """
 _STOP = object()
+_WAKE = object()  # wakes the writer thread without a write
 
 
 class BatchHandler(Protocol):
@@ -134,15 +137,22 @@ class SqliteStore:
         self._tokens = _TokenLedger()
         self._ops = _Ops()
         self._readers = threading.local()
+        self._idle: list[Callable[[sqlite3.Connection], bool]] = []
         self._writer = threading.Thread(target=self._run, name="sqlite-writer", daemon=True)
         self._writer.start()
 
     def _migrate(self) -> None:
         (version,) = self._conn.execute("PRAGMA user_version").fetchone()
         if version > _SCHEMA_VERSION:
-            raise RuntimeError(
+            raise SetupError(
                 f"{self.path}: database schema version {version} is newer than this gateway "
                 f"({_SCHEMA_VERSION}); upgrade the gateway"
+            )
+        if 0 < version < _SCHEMA_VERSION:
+            raise SetupError(
+                f"{self.path}: database schema version {version} is from a development build "
+                f"whose audit log layout was replaced before any release; move the data "
+                f"directory aside (or delete it) and start again"
             )
         self._conn.executescript(_SCHEMA)
         self._conn.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
@@ -177,6 +187,16 @@ class SqliteStore:
         self._queue.put((handler, payload, future))
         return await future
 
+    def when_idle(self, task: Callable[[sqlite3.Connection], bool]) -> None:
+        """Run ``task`` in the writer thread whenever no write is waiting.
+
+        For derived data only (a search index that can be rebuilt from the log): ``task`` runs
+        its own transaction, which commits without an fsync (synchronous=NORMAL; the next
+        durable commit makes it durable too), and returns True while it has more to do.
+        """
+        self._idle.append(task)
+        self._queue.put(_WAKE)
+
     async def close(self) -> None:
         """Finish queued writes, stop the writer thread and close the database."""
         if self._closed:
@@ -189,12 +209,16 @@ class SqliteStore:
     def _run(self) -> None:
         stop = False
         while not stop:
-            item = self._queue.get()
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                self._run_idle()
+                item = self._queue.get()
             batch: list[tuple[BatchHandler, Any, asyncio.Future[Any]]] = []
             while True:
                 if item is _STOP:
                     stop = True
-                else:
+                elif item is not _WAKE:
                     batch.append(item)
                 if stop or len(batch) >= _MAX_BATCH:
                     break
@@ -204,6 +228,22 @@ class SqliteStore:
                     break
             if batch:
                 self._commit(batch)
+
+    def _run_idle(self) -> None:
+        """Run idle tasks until they are done or a write arrives."""
+        if not self._idle:
+            return
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        try:
+            for task in self._idle:
+                while self._queue.empty() and task(self._conn):
+                    pass
+        except Exception as exc:
+            _log.error("store_idle_task_failed", error_type=type(exc).__name__)
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+        finally:
+            self._conn.execute("PRAGMA synchronous=FULL")
 
     def _commit(self, batch: list[tuple[BatchHandler, Any, asyncio.Future[Any]]]) -> None:
         groups: dict[BatchHandler, list[int]] = {}

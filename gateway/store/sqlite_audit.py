@@ -2,17 +2,28 @@
 
 Appends go through the store's writer thread (group commit). For each batch the writer assigns
 indexes in queue order, builds each leaf once (``record.leaf_bytes``), extends the compact range,
-and writes the entries and every newly completed node in the same transaction; it signs a
-checkpoint when the configured interval has passed. If the transaction fails, the in-memory
-range is reloaded from the database, so memory never runs ahead of the disk.
+and writes each entry with the hashes of the Merkle nodes it completes, in one row, in the same
+transaction; it signs a checkpoint when the configured interval has passed. If the transaction
+fails, the in-memory range is reloaded from the database, so memory never runs ahead of the disk.
+
+Node (level, k) lives in the row of entry ((k + 1) << level) - 1, at byte 32 * level of its
+``nodes``: a proof reads its O(log n) nodes by primary key in one statement.
+
+The search index (``audit_search``) is derived from the leaves and kept off the durable path:
+the writer thread fills it when no append is waiting (and within any batch once 20,000 rows are
+pending), in transactions without an fsync. After a crash it is rebuilt from the leaves past its
+last row. ``search`` first brings it up to date, so a search sees every appended entry.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import sqlite3
 import time
+from collections import deque
 from collections.abc import Sequence
+from itertools import islice
 from typing import Any
 
 from gateway.audit.checkpoint import Checkpoint, sign_checkpoint
@@ -20,15 +31,21 @@ from gateway.audit.compact import CompactRange, NodeID, border_ids
 from gateway.audit.log import Entry, Receipt, SearchQuery
 from gateway.audit.proof import OutOfRangeError, consistency_proof, inclusion_proof
 from gateway.audit.record import ZERO_HASH, AuditRecord, leaf_bytes, rfc3339
-from gateway.audit.rfc6962 import hash_leaf
+from gateway.audit.rfc6962 import HASH_SIZE, hash_leaf
 from gateway.audit.signer import Signer
 from gateway.store.sqlite import SqliteStore
 
-_INSERT_ENTRY = (
-    "INSERT INTO audit_entries (idx, leaf, time, org, rpc, decision, basis, subject, outcome)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT_ENTRY = "INSERT INTO audit_entries (idx, nodes, leaf) VALUES (?, ?, ?)"
+_INSERT_SEARCH = (
+    "INSERT OR REPLACE INTO audit_search"
+    " (idx, time, org, rpc, decision, basis, subject, outcome) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
-_INSERT_NODE = "INSERT INTO audit_nodes (level, idx, hash) VALUES (?, ?, ?)"
+_SEARCH = "SELECT e.idx, e.leaf FROM audit_search s JOIN audit_entries e ON e.idx = s.idx"
+_SEARCH_FIELDS = ("time", "org", "rpc", "decision", "basis", "subject", "outcome")
+_INDEX_CHUNK = 5000  # search rows per idle transaction
+_MAX_PENDING = 20_000  # beyond this, a batch indexes inside its own transaction
+_CATCH_UP = object()  # a payload that asks the writer to bring the search index up to date
+_SearchRow = tuple[int, str, str, str, str, str, str, str]
 
 
 class SqliteAuditLog:
@@ -41,35 +58,94 @@ class SqliteAuditLog:
         self._interval = checkpoint_interval_s
         self._range, self._prev, self._checkpointed = self._load(store.reader())
         self._last_checkpoint = float("-inf")  # the first batch after a start is checkpointed
+        self._pending: deque[_SearchRow] = deque()  # appended, not yet in audit_search
+        self._indexed = _indexed_size(store.reader())
+        store.when_idle(self._index_when_idle)
 
     # -- writing (the writer thread) -------------------------------------------------------
 
     def run_batch(self, conn: sqlite3.Connection, payloads: list[Any]) -> list[Any]:
-        entries = []
-        nodes: list[tuple[int, int, bytes]] = []
-        receipts = []
+        rows = []
+        receipts: list[Receipt | None] = []
+        push, pending, origin = self._range.push, self._pending.append, self.origin
+        prev = self._prev
         now = dt.datetime.now(dt.UTC)
-        for record, body in payloads:
+        catch_up = False
+        for payload in payloads:
+            if payload is _CATCH_UP:
+                catch_up = True
+                receipts.append(None)
+                continue
+            record, body = payload
             index = self._range.size
-            leaf = leaf_bytes(index, self._prev, body)
-            leaf_hash = hash_leaf(leaf)
-            nodes.extend((n.level, n.index, h) for n, h in self._range.append(leaf_hash))
-            entries.append(
-                (index, leaf, record.time, record.org, record.rpc, record.decision,
-                 record.basis, record.subject, record.outcome)
-            )  # fmt: skip
-            receipts.append(Receipt(index, leaf_hash, self.origin, now))
-            self._prev = leaf_hash
-        conn.executemany(_INSERT_ENTRY, entries)
-        conn.executemany(_INSERT_NODE, nodes)
+            leaf = leaf_bytes(index, prev, body)
+            prev = hash_leaf(leaf)
+            rows.append((index, b"".join(push(prev)), leaf))
+            pending((index, record.time, record.org, record.rpc, record.decision,
+                     record.basis, record.subject, record.outcome))  # fmt: skip
+            receipts.append(Receipt(index, prev, origin, now))
+        self._prev = prev
+        conn.executemany(_INSERT_ENTRY, rows)
+        if catch_up:
+            self._index_all(conn)
         return receipts
 
     def finish_batch(self, conn: sqlite3.Connection) -> None:
         if time.monotonic() - self._last_checkpoint >= self._interval:
             self._checkpoint(conn)
+        if len(self._pending) > _MAX_PENDING:
+            self._index_all(conn)
 
     def rolled_back(self) -> None:
-        self._range, self._prev, self._checkpointed = self._load(self._store.reader())
+        reader = self._store.reader()
+        self._range, self._prev, self._checkpointed = self._load(reader)
+        self._last_checkpoint = float("-inf")  # a checkpoint of this batch may be lost
+        self._indexed = _indexed_size(reader)
+        size = self._range.size
+        self._pending = deque(row for row in self._pending if row[0] < size)
+
+    # -- the search index (the writer thread) ----------------------------------------------
+
+    def _index(self, conn: sqlite3.Connection, limit: int) -> bool:
+        """Write search rows for up to ``limit`` entries from ``_indexed`` on; True if more remain.
+
+        Rows come from memory for entries this process appended, and from the leaves for any
+        entries before those (a backlog after a restart).
+        """
+        pending = self._pending
+        while pending and pending[0][0] < self._indexed:
+            pending.popleft()
+        upto = pending[0][0] if pending else self._range.size
+        if self._indexed < upto:
+            leaves = conn.execute(
+                "SELECT idx, leaf FROM audit_entries WHERE idx >= ? AND idx < ? ORDER BY idx"
+                " LIMIT ?",
+                (self._indexed, upto, limit),
+            ).fetchall()
+            rows = [_search_row(idx, leaf) for idx, leaf in leaves]
+        else:
+            rows = list(islice(pending, limit))
+        if rows:
+            conn.executemany(_INSERT_SEARCH, rows)
+            self._indexed = rows[-1][0] + 1
+        return self._indexed < self._range.size
+
+    def _index_all(self, conn: sqlite3.Connection) -> None:
+        while self._index(conn, _INDEX_CHUNK):
+            pass
+
+    def _index_when_idle(self, conn: sqlite3.Connection) -> bool:
+        if self._indexed >= self._range.size:
+            return False
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            more = self._index(conn, _INDEX_CHUNK)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            self._indexed = _indexed_size(conn)
+            raise
+        return more
 
     def _checkpoint(self, conn: sqlite3.Connection) -> None:
         size = self._range.size
@@ -121,6 +197,8 @@ class SqliteAuditLog:
         return [(int(size), bytes(note)) for size, note in rows]
 
     async def inclusion_proof(self, index: int, size: int) -> tuple[bytes, list[bytes]]:
+        if not 0 <= index < size:
+            raise OutOfRangeError(f"leaf index {index} is not in a tree of size {size}")
         await self._check_size(size)
 
         def prove(conn: sqlite3.Connection) -> tuple[bytes, list[bytes]]:
@@ -143,25 +221,24 @@ class SqliteAuditLog:
         return [Entry(int(i), bytes(leaf)) for i, leaf in rows]
 
     async def search(self, query: SearchQuery) -> list[Entry]:
-        clauses = ["idx > ?"]
+        await self._store.submit(self, _CATCH_UP)  # index every entry appended so far
+        clauses = ["s.idx > ?"]
         args: list[object] = [query.after_index]
         for column, value in (
             ("org", query.org), ("rpc", query.rpc), ("decision", query.decision),
             ("basis", query.basis), ("subject", query.subject),
         ):  # fmt: skip
             if value:
-                clauses.append(f"{column} = ?")
+                clauses.append(f"s.{column} = ?")
                 args.append(value)
         if query.since:
-            clauses.append("time >= ?")
+            clauses.append("s.time >= ?")
             args.append(query.since)
         if query.until:
-            clauses.append("time < ?")
+            clauses.append("s.time < ?")
             args.append(query.until)
-        sql = (
-            f"SELECT idx, leaf FROM audit_entries WHERE {' AND '.join(clauses)}"  # noqa: S608 - fixed column names, values bound
-            " ORDER BY idx LIMIT ?"
-        )
+        where = " AND ".join(clauses)  # fixed column names; every value is bound
+        sql = f"{_SEARCH} WHERE {where} ORDER BY s.idx LIMIT ?"
         args.append(query.limit)
         rows = await self._store.read(lambda c: c.execute(sql, args).fetchall())
         return [Entry(int(i), bytes(leaf)) for i, leaf in rows]
@@ -189,16 +266,29 @@ class _Reader:
 
 
 def _read_nodes(conn: sqlite3.Connection, ids: Sequence[NodeID]) -> list[bytes]:
-    if not ids:
-        return []
-    values = ",".join("(?, ?)" for _ in ids)
-    args = [v for node in ids for v in node]
-    rows = conn.execute(
-        f"SELECT level, idx, hash FROM audit_nodes WHERE (level, idx) IN (VALUES {values})",  # noqa: S608 - placeholders only
-        args,
-    ).fetchall()
-    found = {(level, idx): bytes(h) for level, idx, h in rows}
-    try:
-        return [found[(node.level, node.index)] for node in ids]
-    except KeyError as missing:
-        raise LookupError(f"audit node {missing} is not stored: the database is damaged") from None
+    """The stored hashes of ``ids``, in order, read by primary key in one statement per 500."""
+    found: dict[int, bytes] = {}
+    rows = sorted({((node.index + 1) << node.level) - 1 for node in ids})
+    for at in range(0, len(rows), 500):
+        chunk = rows[at : at + 500]
+        sql = f"SELECT idx, nodes FROM audit_entries WHERE idx IN ({','.join('?' * len(chunk))})"  # noqa: S608 - placeholders only
+        found.update((idx, bytes(nodes)) for idx, nodes in conn.execute(sql, chunk))
+    hashes = []
+    for node in ids:
+        nodes = found.get(((node.index + 1) << node.level) - 1, b"")
+        h = nodes[node.level * HASH_SIZE : (node.level + 1) * HASH_SIZE]
+        if len(h) != HASH_SIZE:
+            raise LookupError(f"audit node {tuple(node)} is not stored: the database is damaged")
+        hashes.append(h)
+    return hashes
+
+
+def _indexed_size(conn: sqlite3.Connection) -> int:
+    """How many entries the search index covers (it is always a prefix of the log)."""
+    (size,) = conn.execute("SELECT coalesce(max(idx) + 1, 0) FROM audit_search").fetchone()
+    return int(size)
+
+
+def _search_row(idx: int, leaf: bytes) -> _SearchRow:
+    record = json.loads(leaf)["r"]
+    return (idx, *(str(record.get(name, "")) for name in _SEARCH_FIELDS))  # type: ignore[return-value]

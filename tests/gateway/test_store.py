@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.errors import StoreUnavailable
+from gateway.errors import SetupError, StoreUnavailable
 from gateway.store import SqliteStore
 
 
@@ -53,5 +53,5 @@ def test_a_database_from_a_newer_gateway_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "onecard.db"
     with sqlite3.connect(path) as conn:
         conn.execute("PRAGMA user_version=99")
-    with pytest.raises(RuntimeError, match="newer than this gateway"):
+    with pytest.raises(SetupError, match="newer than this gateway"):
         SqliteStore(path)

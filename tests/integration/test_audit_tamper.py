@@ -102,8 +102,7 @@ async def test_an_inserted_entry_is_named(
         logged,
         "UPDATE audit_entries SET idx = idx + 1000 WHERE idx >= 9",
         "UPDATE audit_entries SET idx = idx - 999 WHERE idx >= 1000",
-        "INSERT INTO audit_entries SELECT 9, leaf, time, org, rpc, decision, basis, subject,"
-        " outcome FROM audit_entries WHERE idx = 8",
+        "INSERT INTO audit_entries SELECT 9, nodes, leaf FROM audit_entries WHERE idx = 8",
     )
     assert "FAILED: first bad entry: 9:" in _export_and_verify(logged, tmp_path, capsys)
 

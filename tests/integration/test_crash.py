@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
 import signal
-import socket
 import sqlite3
-import sys
 from pathlib import Path
 
 import grpc
@@ -26,29 +23,14 @@ from gateway.audit.note import Verifier, VerifierSet
 from gateway.audit.proof import root_of
 from gateway.audit.rfc6962 import hash_leaf
 from gateway.client import org_channel
-from gateway.pki import PkiLayout, ensure_pki
+from gateway.pki import ensure_pki
 from gateway.ports import CardStatus
 from tests.integration.conftest import CITIZEN_APP
+from tests.integration.served import free_port, serve_env, start
 
 pytestmark = pytest.mark.integration
 ROUNDS = 4
 WRITERS = 16
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def _start(env: dict[str, str], pki: PkiLayout, port: int) -> asyncio.subprocess.Process:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway.cli", "serve",
-        env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
-    async with org_channel(f"127.0.0.1:{port}", pki, CITIZEN_APP) as ch:
-        await asyncio.wait_for(ch.channel_ready(), timeout=30)
-    return proc
 
 
 async def test_sigkill_under_load_loses_no_released_entry(
@@ -56,15 +38,8 @@ async def test_sigkill_under_load_loses_no_released_entry(
 ) -> None:
     data = tmp_path / "data"
     pki = ensure_pki(data / "pki")
-    port = _free_port()
-    env = dict(
-        os.environ,
-        ONECARD_DATA_DIR=str(data),
-        ONECARD_LISTEN_PORT=str(port),
-        ONECARD_METRICS_PORT=str(_free_port()),
-        ONECARD_AUDIT_CHECKPOINT_INTERVAL_S="0",
-        ONECARD_LOG_LEVEL="warning",
-    )
+    port = free_port()
+    env = serve_env(data, port, audit_checkpoint_interval_s="0", log_level="warning")
     card = common_pb2.CardRef(card_number=population.first(card_status=CardStatus.NORMAL).id_number)
     received: dict[int, bytes] = {}
     rng = random.Random(1101)
@@ -79,7 +54,7 @@ async def test_sigkill_under_load_loses_no_released_entry(
             received[response.receipt.leaf_index] = response.receipt.leaf_hash
 
     for _ in range(ROUNDS):
-        proc = await _start(env, pki, port)
+        proc = await start(env, pki, port)
         async with org_channel(f"127.0.0.1:{port}", pki, CITIZEN_APP) as ch:
             stub = card_pb2_grpc.CardServiceStub(ch)
             tasks = [asyncio.create_task(writer(stub)) for _ in range(WRITERS)]
@@ -89,7 +64,7 @@ async def test_sigkill_under_load_loses_no_released_entry(
             await asyncio.gather(*tasks)
 
     # One clean start and stop: the log reopens after the last crash and signs a checkpoint.
-    proc = await _start(env, pki, port)
+    proc = await start(env, pki, port)
     proc.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(proc.wait(), timeout=30) == 0
 
