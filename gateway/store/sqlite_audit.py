@@ -199,17 +199,15 @@ class SqliteAuditLog:
     async def inclusion_proof(self, index: int, size: int) -> tuple[bytes, list[bytes]]:
         if not 0 <= index < size:
             raise OutOfRangeError(f"leaf index {index} is not in a tree of size {size}")
-        await self._check_size(size)
 
         def prove(conn: sqlite3.Connection) -> tuple[bytes, list[bytes]]:
-            reader = _Reader(conn)
+            reader = _Reader(conn, size)
             return reader.read_nodes([NodeID(0, index)])[0], inclusion_proof(reader, index, size)
 
         return await self._store.read(prove)
 
     async def consistency_proof(self, size1: int, size2: int) -> list[bytes]:
-        await self._check_size(size2)
-        return await self._store.read(lambda c: consistency_proof(_Reader(c), size1, size2))
+        return await self._store.read(lambda c: consistency_proof(_Reader(c, size2), size1, size2))
 
     async def entries(self, start: int, end: int) -> list[Entry]:
         rows = await self._store.read(
@@ -244,25 +242,25 @@ class SqliteAuditLog:
         return [Entry(int(i), bytes(leaf)) for i, leaf in rows]
 
     async def size(self) -> int:
-        row = await self._store.read(
-            lambda c: c.execute("SELECT coalesce(max(idx) + 1, 0) FROM audit_entries").fetchone()
-        )
-        return int(row[0])
-
-    async def _check_size(self, size: int) -> None:
-        current = await self.size()
-        if size > current:
-            raise OutOfRangeError(f"tree size {size} is larger than the log ({current} entries)")
+        return await self._store.read(_size)
 
 
 class _Reader:
-    """``proof.NodeReader`` over the stored nodes: one query per proof."""
+    """``proof.NodeReader`` over the stored nodes of a tree of ``size``: one query per proof."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, size: int) -> None:
+        current = _size(conn)  # the log only grows: nodes below this size never change
+        if size > current:
+            raise OutOfRangeError(f"tree size {size} is larger than the log ({current} entries)")
         self._conn = conn
 
     def read_nodes(self, ids: Sequence[NodeID]) -> list[bytes]:
         return _read_nodes(self._conn, ids)
+
+
+def _size(conn: sqlite3.Connection) -> int:
+    (size,) = conn.execute("SELECT coalesce(max(idx) + 1, 0) FROM audit_entries").fetchone()
+    return int(size)
 
 
 def _read_nodes(conn: sqlite3.Connection, ids: Sequence[NodeID]) -> list[bytes]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -77,3 +78,14 @@ def channel(gateway: Gateway) -> Callable[[str], grpc.aio.Channel]:
         return org_channel(gateway.target, gateway.pki, org_id)
 
     return open_channel
+
+
+@pytest.fixture
+async def started() -> AsyncIterator[list[asyncio.subprocess.Process]]:
+    """Processes a test started with ``start``: any still running at the end are killed."""
+    procs: list[asyncio.subprocess.Process] = []
+    yield procs
+    for proc in procs:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

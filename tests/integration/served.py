@@ -33,13 +33,18 @@ def serve_env(data: Path, port: int, **settings: str) -> dict[str, str]:
 
 
 async def start(
-    env: dict[str, str], pki: PkiLayout, port: int, output: IO[bytes] | None = None
+    started: list[asyncio.subprocess.Process],
+    env: dict[str, str],
+    pki: PkiLayout,
+    port: int,
+    output: IO[bytes] | None = None,
 ) -> asyncio.subprocess.Process:
     """Start ``onecard serve``; return once it accepts mutual-TLS connections."""
     sink = output if output is not None else asyncio.subprocess.DEVNULL
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "gateway.cli", "serve", env=env, stdout=sink, stderr=sink
     )
+    started.append(proc)
     async with org_channel(f"127.0.0.1:{port}", pki, CITIZEN_APP) as ch:
         await asyncio.wait_for(ch.channel_ready(), timeout=30)
     return proc

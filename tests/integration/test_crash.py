@@ -34,7 +34,7 @@ WRITERS = 16
 
 
 async def test_sigkill_under_load_loses_no_released_entry(
-    tmp_path: Path, population: Population
+    tmp_path: Path, population: Population, started: list[asyncio.subprocess.Process]
 ) -> None:
     data = tmp_path / "data"
     pki = ensure_pki(data / "pki")
@@ -54,7 +54,7 @@ async def test_sigkill_under_load_loses_no_released_entry(
             received[response.receipt.leaf_index] = response.receipt.leaf_hash
 
     for _ in range(ROUNDS):
-        proc = await start(env, pki, port)
+        proc = await start(started, env, pki, port)
         async with org_channel(f"127.0.0.1:{port}", pki, CITIZEN_APP) as ch:
             stub = card_pb2_grpc.CardServiceStub(ch)
             tasks = [asyncio.create_task(writer(stub)) for _ in range(WRITERS)]
@@ -64,7 +64,7 @@ async def test_sigkill_under_load_loses_no_released_entry(
             await asyncio.gather(*tasks)
 
     # One clean start and stop: the log reopens after the last crash and signs a checkpoint.
-    proc = await start(env, pki, port)
+    proc = await start(started, env, pki, port)
     proc.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(proc.wait(), timeout=30) == 0
 

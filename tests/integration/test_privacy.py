@@ -33,7 +33,10 @@ UNKNOWN = "110105194912310038"  # well formed, not a citizen of the reference ba
 
 
 async def test_no_card_number_or_name_in_the_database_export_logs_or_metrics(
-    tmp_path: Path, population: Population, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    population: Population,
+    capsys: pytest.CaptureFixture[str],
+    started: list[asyncio.subprocess.Process],
 ) -> None:
     data = tmp_path / "data"
     pki = ensure_pki(data / "pki")
@@ -51,7 +54,7 @@ async def test_no_card_number_or_name_in_the_database_export_logs_or_metrics(
             await call  # type: ignore[misc]
 
     with (tmp_path / "gateway.log").open("wb") as log_file:
-        proc = await start(env, pki, port, log_file)
+        proc = await start(started, env, pki, port, log_file)
         async with (
             org_channel(target, pki, CITIZEN_APP) as app,
             org_channel(target, pki, HOSPITAL) as hosp,
