@@ -21,12 +21,17 @@ from google.protobuf.message import Message
 
 from adapters.social_insurance.seed import Population
 from gateway.api.onecard.v1 import (
+    audit_pb2,
+    audit_pb2_grpc,
     card_pb2,
     card_pb2_grpc,
     common_pb2,
     insurance_pb2,
     insurance_pb2_grpc,
 )
+from gateway.audit.checkpoint import open_checkpoint
+from gateway.audit.note import Verifier, VerifierSet
+from gateway.audit.proof import verify_inclusion
 from gateway.bootstrap import Gateway, start_gateway
 from gateway.client import org_channel, refusal_reason
 from gateway.config import load_settings
@@ -36,6 +41,7 @@ HOSPITAL = "hosp-bj-001"
 LIBRARY = "lib-bj-001"
 CITIZEN_APP = "app-ecard-001"
 SUSPENDED_LIBRARY = "lib-bj-009"
+REGULATOR = "reg-nhsa-001"
 CITIZEN = "11010519491231002X"
 
 M = TypeVar("M", bound=Message)
@@ -46,6 +52,7 @@ _Print = Callable[[str], None]
 class _Tour:
     gateway: Gateway
     out: _Print
+    verifier_key: Path
     step: int = 0
 
     def channel(self, org_id: str) -> grpc.aio.Channel:
@@ -66,10 +73,10 @@ class _Tour:
             )
             return None
         decision = getattr(response, "decision", None)
-        ids = ", ".join(decision.policy_ids) if decision is not None else ""
+        by = f"by {', '.join(decision.policy_ids)} " if decision is not None else ""
         receipt = getattr(response, "receipt", None)
         index = receipt.leaf_index if receipt is not None else "?"
-        self.out(f"{head} ALLOW   by {ids} [audit #{index}]")
+        self.out(f"{head} ALLOW   {by}[audit #{index}]")
         return response
 
     async def token(self, card_number: str) -> str:
@@ -194,6 +201,50 @@ async def _play(tour: _Tour) -> None:
                 card_pb2.VerifyCardRequest(card=card, purpose=common_pb2.PURPOSE_LIBRARY_SERVICE)
             ),
         )
+    if status is not None:
+        await _regulator_checks_receipt(tour, status.receipt)
+
+
+async def _regulator_checks_receipt(tour: _Tour, receipt: common_pb2.AuditReceipt) -> None:
+    """The regulator proves that the hospital's exchange is in the signed log."""
+    out = tour.out
+    verifiers = VerifierSet([Verifier.parse(tour.verifier_key.read_text().strip())])
+    async with tour.channel(REGULATOR) as reg:
+        audit = audit_pb2_grpc.AuditServiceStub(reg)
+        head = await tour.ask(
+            "regulator",
+            "GetCheckpoint (the signed tree head)",
+            lambda: audit.GetCheckpoint(audit_pb2.GetCheckpointRequest()),
+        )
+        if head is None:
+            return
+        checkpoint = open_checkpoint(head.signed_checkpoint, verifiers, head.origin)
+        out(
+            f"      {checkpoint.size} entries, root {checkpoint.root_hash.hex()[:16]}..., "
+            f"signature verified with {tour.verifier_key.name}"
+        )
+        proof = await tour.ask(
+            "regulator",
+            f"GetInclusionProof for the hospital's #{receipt.leaf_index}",
+            lambda: audit.GetInclusionProof(
+                audit_pb2.GetInclusionProofRequest(
+                    leaf_index=receipt.leaf_index, tree_size=checkpoint.size
+                )
+            ),
+        )
+        if proof is None:
+            return
+        verify_inclusion(
+            receipt.leaf_hash,
+            receipt.leaf_index,
+            checkpoint.size,
+            list(proof.hashes),
+            checkpoint.root_hash,
+        )
+        out(
+            f"      receipt #{receipt.leaf_index} is in the signed tree: "
+            f"{len(proof.hashes)} hashes lead from its leaf to the root"
+        )
 
 
 async def run_demo(out: _Print = print, data_dir: Path | None = None) -> None:
@@ -215,12 +266,16 @@ async def run_demo(out: _Print = print, data_dir: Path | None = None) -> None:
             )
             out(f"development PKI in {gateway.pki.directory}")
             out("")
-            await _play(_Tour(gateway, out))
+            tour = _Tour(gateway, out, settings.data_dir / "audit-log.pub")
+            await _play(tour)
         finally:
             await gateway.stop()
         size = await _log_size(settings.data_dir)
         out("")
-        out(f"audit log: {size} entries, every exchange above, allowed or refused")
+        out(
+            f"audit log: {size} entries, one per exchange, allowed or refused: the {tour.step} "
+            f"above and the {size - tour.step} fresh tokens they used"
+        )
         if data_dir is not None:
             out(f"kept in {data_dir}: onecard audit export --out DIR, then onecard audit verify")
 
