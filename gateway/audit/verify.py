@@ -144,6 +144,7 @@ def load_checkpoints(
     )
     checkpoints: list[Checkpoint] = []
     first_file = ""
+    given = origin is not None
     for path in notes:
         name = f"{CHECKPOINTS}/{path.name}"
         match = _NOTE_NAME.fullmatch(path.name)
@@ -154,7 +155,7 @@ def load_checkpoints(
         try:
             checkpoint = open_checkpoint(note, verifiers, want)
         except OriginMismatchError as e:
-            if origin is not None:
+            if given or not first_file:  # the caller's origin, not another file's
                 raise ExportError(Problem(None, f"{name}: {e}")) from None
             raise ExportError(
                 Problem(None, f"{name}: origin {e.found!r} differs from {want!r} of {first_file}")
@@ -173,7 +174,7 @@ def load_checkpoints(
             raise ExportError(
                 Problem(None, f"{name}: holds the checkpoint of tree size {checkpoint.size}")
             )
-        if origin is None:
+        if not first_file:
             origin, first_file = checkpoint.origin, name
         checkpoints.append(checkpoint)
     return checkpoints
@@ -292,6 +293,9 @@ class _Run:
         if self._joined is None:
             self._joined = CompactRange()
         joined = self._joined
+        problem = self._check_checkpoints()  # one at the size the range starts at: size 0
+        if problem is not None:
+            return problem
         for level, root in subtrees:
             joined.push_subtree(level, root)
             self.p += 1 << level
@@ -364,26 +368,34 @@ def _run_parallel(run: _Run, path: Path, workers: int) -> Problem | _Fallback | 
     # spawn, not fork: the caller may be a threaded process (a gateway, a test runner).
     cuts = [c.size for c in run.checkpoints]
     with multiprocessing.get_context("spawn").Pool(workers, fast.set_cuts, (cuts,)) as pool:
-        # A bounded window of ranges in flight keeps memory flat if the parent falls behind.
-        window: deque[AsyncResult[fast.RangeResult]] = deque(
-            pool.apply_async(fast.scan_range, task) for task in islice(tasks, 2 * workers)
-        )
-        while window:
-            result = window.popleft().get()
-            task = next(tasks, None)
-            if task is not None:
-                window.append(pool.apply_async(fast.scan_range, task))
-            if result.ok and result.entries == 0:
-                continue  # the range held no line start
-            if not result.ok or (result.first_index, result.first_prev_hex) != (
-                run.p,
-                run.prev_hex,
-            ):
-                return _Fallback()
-            if run.add_subtrees(result.subtrees) is not None:
-                return _Fallback()  # the chain was not checked: the sequential pass names it
-            run.prev_hex = result.last_hex
-            run.report_progress()
+        try:
+            # A bounded window of ranges in flight keeps memory flat if the parent falls behind.
+            window: deque[AsyncResult[fast.RangeResult]] = deque(
+                pool.apply_async(fast.scan_range, task) for task in islice(tasks, 2 * workers)
+            )
+            while window:
+                result = window.popleft().get()
+                task = next(tasks, None)
+                if task is not None:
+                    window.append(pool.apply_async(fast.scan_range, task))
+                if result.ok and result.entries == 0:
+                    continue  # the range held no line start
+                if not result.ok or (result.first_index, result.first_prev_hex) != (
+                    run.p,
+                    run.prev_hex,
+                ):
+                    return _Fallback()
+                if run.add_subtrees(result.subtrees) is not None:
+                    return _Fallback()  # the chain was not checked: the sequential pass names it
+                run.prev_hex = result.last_hex
+                run.report_progress()
+        finally:
+            # Let the ranges in flight finish: a worker terminated while it sends a result
+            # leaves the result queue's lock taken, and Pool.terminate then hangs.
+            pool.close()
+            pool.join()
+    if run.checkpoints and run.p < run.checkpoints[-1].size:
+        return _Fallback()  # lines after the last checkpoint reached were only hashed
     return None
 
 

@@ -1,0 +1,673 @@
+"""The offline verifier on export directories built by hand (``gateway.audit.verify``).
+
+Each export is written in ``tmp_path`` as ``docs/audit-format.md`` lays it out: leaves chained
+with ``leaf_bytes`` in ``entries.jsonl`` and checkpoints signed at chosen sizes. Every verdict
+on an export is checked in the sequential mode and in the parallel mode, with many small byte
+ranges and with one range (the cases that once fooled the parallel mode are among them: a
+checkpoint at size 0, a short file with damage after its last checkpoint).
+Tampering with a gateway's database, end to end through the CLI, is in
+``tests/integration/test_audit_tamper.py``.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import functools
+import io
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+
+from gateway.audit import _verify_fast as fast
+from gateway.audit import verify
+from gateway.audit.checkpoint import Checkpoint, sign_checkpoint
+from gateway.audit.compact import CompactRange
+from gateway.audit.note import VerifierSet
+from gateway.audit.proof import ProofError, root_of
+from gateway.audit.record import ZERO_HASH, canonical_json, leaf_bytes
+from gateway.audit.rfc6962 import hash_leaf
+from gateway.audit.signer import Ed25519FileSigner
+from gateway.audit.verify import (
+    VerifyReport,
+    load_checkpoints,
+    verify_export,
+    verify_leaves,
+    verify_receipt,
+)
+
+ORIGIN = "onecard.example/audit"
+SMALL_RANGE = 300
+"""Bytes per parallel task in these tests: two or three entries."""
+SMALL_BLOCK = 256
+"""Bytes per read of the sequential pass in these tests: one or two entries."""
+
+
+# --- building exports -----------------------------------------------------------------------
+
+
+def chain(n: int) -> list[bytes]:
+    """``n`` leaves chained as the log writes them, with bodies of varied lengths."""
+    leaves: list[bytes] = []
+    prev = ZERO_HASH
+    for i in range(n):
+        body = canonical_json({"request_id": f"req-{i}", "pad": "x" * (i % 5 * 20)})
+        leaves.append(leaf_bytes(i, prev, body))
+        prev = hash_leaf(leaves[-1])
+    return leaves
+
+
+def lines_bytes(lines: list[bytes]) -> bytes:
+    return b"".join(line + b"\n" for line in lines)
+
+
+@dataclass
+class Export:
+    """An export directory and the leaves it was written from, with helpers to damage it."""
+
+    path: Path
+    leaves: list[bytes]
+    signer: Ed25519FileSigner
+
+    @property
+    def entries(self) -> Path:
+        return self.path / "entries.jsonl"
+
+    def root(self, size: int) -> bytes:
+        return root_of([hash_leaf(leaf) for leaf in self.leaves[:size]])
+
+    def note(self, size: int) -> Path:
+        return self.path / "checkpoints" / f"{size:012d}.note"
+
+    def sign(
+        self,
+        size: int,
+        *,
+        root: bytes | None = None,
+        origin: str = ORIGIN,
+        signer: Ed25519FileSigner | None = None,
+    ) -> None:
+        """Write the checkpoint of ``size`` (by default, of the true root)."""
+        checkpoint = Checkpoint(origin, size, self.root(size) if root is None else root)
+        self.note(size).write_bytes(sign_checkpoint(checkpoint, signer or self.signer))
+
+    def lines(self) -> list[bytes]:
+        return self.entries.read_bytes().split(b"\n")[:-1]
+
+    def write_lines(self, lines: list[bytes]) -> None:
+        self.entries.write_bytes(lines_bytes(lines))
+
+
+def make_export(path: Path, signer: Ed25519FileSigner, n: int, sizes: tuple[int, ...]) -> Export:
+    """An untouched export of ``n`` entries with checkpoints at ``sizes``."""
+    export = Export(path, chain(n), signer)
+    (path / "checkpoints").mkdir(parents=True)
+    export.write_lines(export.leaves)
+    for size in sizes:
+        export.sign(size)
+    return export
+
+
+@pytest.fixture(scope="module")
+def signer(tmp_path_factory: pytest.TempPathFactory) -> Ed25519FileSigner:
+    return Ed25519FileSigner.generate(tmp_path_factory.mktemp("keys") / "log.key", ORIGIN)
+
+
+@pytest.fixture(scope="module")
+def verifiers(signer: Ed25519FileSigner) -> VerifierSet:
+    return VerifierSet.parse([signer.verifier_key()])
+
+
+@pytest.fixture
+def export(tmp_path: Path, signer: Ed25519FileSigner) -> Export:
+    """12 entries, checkpoints at 3, 7 and 10: two entries are not signed yet."""
+    return make_export(tmp_path / "export", signer, 12, (3, 7, 10))
+
+
+class Mode(NamedTuple):
+    name: str
+    workers: int
+
+
+@pytest.fixture(
+    params=[Mode("sequential", 1), Mode("parallel", 2), Mode("parallel-one-range", 2)],
+    ids=lambda mode: mode.name,
+)
+def mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Mode:
+    """Each mode of ``verify_export``. Read blocks and parallel ranges are so small that an
+    export of a dozen entries spans many of them, except in "parallel-one-range" (the default
+    range size), where one task sees the whole file and no range boundary checks its chain."""
+    monkeypatch.setattr(
+        fast, "read_lines", functools.partial(fast.read_lines, block_size=SMALL_BLOCK)
+    )
+    mode: Mode = request.param
+    if mode.name != "parallel-one-range":
+        monkeypatch.setattr(verify, "RANGE_SIZE", SMALL_RANGE)
+    return mode
+
+
+def without_time(report: VerifyReport) -> VerifyReport:
+    return dataclasses.replace(report, elapsed_s=0.0)
+
+
+# --- a good export --------------------------------------------------------------------------
+
+GOOD = [
+    pytest.param(0, (), id="empty"),
+    pytest.param(0, (0,), id="empty-with-checkpoint-0"),
+    pytest.param(1, (), id="1-unsigned"),
+    pytest.param(1, (1,), id="1"),
+    pytest.param(3, (1, 2, 3), id="3"),
+    pytest.param(5, (0, 5), id="5"),
+    pytest.param(13, (4, 8, 13), id="13"),
+    pytest.param(37, (1, 16, 20, 31), id="37-with-6-unsigned"),
+    pytest.param(100, (64, 99), id="100-with-1-unsigned"),
+]
+
+
+@pytest.mark.parametrize(("n", "sizes"), GOOD)
+def test_a_good_export_verifies(
+    tmp_path: Path,
+    signer: Ed25519FileSigner,
+    verifiers: VerifierSet,
+    mode: Mode,
+    n: int,
+    sizes: tuple[int, ...],
+) -> None:
+    make_export(tmp_path, signer, n, sizes)
+    report = verify_export(tmp_path, verifiers, workers=mode.workers)
+    assert report.problem is None
+    assert report.ok
+    assert report.entries == n
+    assert report.checkpoints == len(sizes)
+    assert (report.latest.size if report.latest else None) == (sizes[-1] if sizes else None)
+    assert report.beyond_latest == n - (sizes[-1] if sizes else 0)
+
+
+@pytest.mark.parametrize(("n", "sizes"), GOOD)
+def test_parallel_and_sequential_reports_agree(
+    tmp_path: Path,
+    signer: Ed25519FileSigner,
+    verifiers: VerifierSet,
+    monkeypatch: pytest.MonkeyPatch,
+    n: int,
+    sizes: tuple[int, ...],
+) -> None:
+    make_export(tmp_path, signer, n, sizes)
+    sequential = verify_export(tmp_path, verifiers, workers=1)
+    monkeypatch.setattr(verify, "RANGE_SIZE", SMALL_RANGE)
+    parallel = verify_export(tmp_path, verifiers, workers=2)
+    assert without_time(parallel) == without_time(sequential)
+
+
+def test_the_parallel_mode_does_not_fall_back_on_a_good_export(
+    tmp_path: Path,
+    signer: Ed25519FileSigner,
+    verifiers: VerifierSet,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    export = make_export(tmp_path, signer, 37, (1, 16, 20, 31))
+    assert export.entries.stat().st_size > 10 * SMALL_RANGE
+    monkeypatch.setattr(verify, "RANGE_SIZE", SMALL_RANGE)
+
+    def no_sequential_pass(*args: object) -> None:
+        raise AssertionError("the parallel mode fell back to the sequential pass")
+
+    monkeypatch.setattr(verify._Run, "feed_lines", no_sequential_pass)
+    assert verify_export(tmp_path, verifiers, workers=2).ok
+
+
+def test_an_expected_origin_is_accepted(
+    tmp_path: Path, signer: Ed25519FileSigner, verifiers: VerifierSet
+) -> None:
+    make_export(tmp_path, signer, 5, (2, 5))
+    assert verify_export(tmp_path, verifiers, origin=ORIGIN).ok
+
+
+def test_checkpoints_of_another_origin_than_the_expected_one_are_refused(
+    tmp_path: Path, signer: Ed25519FileSigner, verifiers: VerifierSet
+) -> None:
+    make_export(tmp_path, signer, 5, (2, 5))
+    report = verify_export(tmp_path, verifiers, origin="other.example/audit")
+    assert report.problem is not None
+    assert report.problem.index is None
+    assert "000000000002.note" in report.problem.message
+    assert "'other.example/audit'" in report.problem.message
+
+
+# --- damage ---------------------------------------------------------------------------------
+
+Damage = Callable[[Export], None]
+
+
+def rewrite(change: Callable[[list[bytes]], list[bytes]]) -> Damage:
+    """Damage that rewrites ``entries.jsonl`` line by line (each still ending in a newline)."""
+
+    def damage(export: Export) -> None:
+        export.write_lines(change(export.lines()))
+
+    return damage
+
+
+def edited(i: int) -> Damage:
+    """Change the record of entry ``i``, leaving its prefix alone."""
+
+    def change(lines: list[bytes]) -> list[bytes]:
+        return [*lines[:i], lines[i].replace(b'"req-', b'"REQ-'), *lines[i + 1 :]]
+
+    return rewrite(change)
+
+
+def replaced(i: int, line: bytes) -> Damage:
+    return rewrite(lambda lines: [*lines[:i], line, *lines[i + 1 :]])
+
+
+def cut_in_prefix_of_8(export: Export) -> None:
+    """The file ends in the middle of the prefix of entry 8."""
+    export.entries.write_bytes(lines_bytes(export.leaves[:8]) + export.leaves[8][:40])
+
+
+def cut_in_record_of_8(export: Export) -> None:
+    """The file ends one byte before the end of entry 8: the line still ends in a brace
+    (the record's own), so only the missing newline shows that it was cut."""
+    export.entries.write_bytes(lines_bytes(export.leaves[:8]) + export.leaves[8][:-1])
+
+
+def no_final_newline(export: Export) -> None:
+    export.entries.write_bytes(lines_bytes(export.leaves)[:-1])
+
+
+def no_entries_file(export: Export) -> None:
+    export.entries.unlink()
+
+
+def wrong_root_at_7(export: Export) -> None:
+    export.sign(7, root=export.root(6))
+
+
+def wrong_empty_root(export: Export) -> None:
+    export.sign(0, root=hash_leaf(b""))
+
+
+def signed_by_an_unknown_key(export: Export) -> None:
+    intruder = Ed25519FileSigner.generate(export.path.parent / "intruder.key", ORIGIN)
+    export.sign(7, signer=intruder)
+
+
+def another_origin(export: Export) -> None:
+    export.sign(7, origin="other.example/audit")
+
+
+def named_after_another_size(export: Export) -> None:
+    export.note(7).rename(export.note(8))
+
+
+def named_without_12_digits(export: Export) -> None:
+    export.note(7).rename(export.note(7).with_name("7.note"))
+
+
+def checkpoint_0_and_edited_4(export: Export) -> None:
+    """Entry 4 changed, in an export that also holds the (true) checkpoint of size 0."""
+    export.sign(0)
+    edited(4)(export)
+
+
+def swapped_in_a_short_file(export: Export) -> None:
+    """Entries 7 and 8 swapped in a file cut after entry 8, short of checkpoint 10."""
+    lines = export.lines()
+    export.write_lines([*lines[:7], lines[8], lines[7]])
+
+
+def changed_after_signing(export: Export) -> None:
+    note = export.note(7)
+    true_root = base64.b64encode(export.root(7))
+    note.write_bytes(note.read_bytes().replace(true_root, base64.b64encode(export.root(6))))
+
+
+# (damage, first bad entry, part of the message); the export has 12 entries, signed at 3, 7, 10.
+LINE_DAMAGE = [
+    pytest.param(edited(0), 0, "entry 0 was changed", id="edited-0"),
+    pytest.param(edited(4), 4, "entry 4 was changed", id="edited-4"),
+    pytest.param(edited(6), 6, "entry 6 does not match checkpoint 7", id="edited-last-of-7"),
+    pytest.param(edited(10), 10, "entry 10 was changed", id="edited-unsigned"),
+    pytest.param(rewrite(lambda ls: [*ls[:5], *ls[6:]]), 5, "entry 5: holds index 6", id="deleted"),
+    pytest.param(
+        rewrite(lambda ls: [*ls[:9], *ls[10:]]), 9, "entry 9: holds index 10", id="deleted-signed"
+    ),
+    pytest.param(
+        rewrite(lambda ls: [*ls[:2], ls[3], ls[2], *ls[4:]]),
+        2,
+        "entry 2: holds index 3",
+        id="swapped",
+    ),
+    pytest.param(
+        rewrite(lambda ls: [*ls[:8], ls[7], *ls[8:]]), 8, "entry 8: holds index 7", id="inserted"
+    ),
+    pytest.param(
+        rewrite(lambda ls: ls[:8]), 8, "entries 8..9 are missing (checkpoint 10)", id="truncated"
+    ),
+    pytest.param(replaced(5, b"not json"), 5, "entry 5: malformed", id="not-json"),
+    pytest.param(replaced(5, b""), 5, "entry 5: malformed", id="blank-line"),
+    pytest.param(
+        rewrite(lambda ls: [*ls[:5], ls[5].replace(b'"i":5,', b'"i": 5,'), *ls[6:]]),
+        5,
+        "entry 5: malformed",
+        id="broken-prefix",
+    ),
+    pytest.param(
+        rewrite(lambda ls: [ls[0].replace(b'"prev":"0', b'"prev":"1'), *ls[1:]]),
+        0,
+        "entry 0: malformed: its prev is not 64 zeros",
+        id="entry-0-prev",
+    ),
+    pytest.param(
+        rewrite(lambda ls: [line + b"\r" for line in ls]),
+        0,
+        "entry 0: malformed: does not end with }",
+        id="crlf",
+    ),
+    pytest.param(cut_in_prefix_of_8, 8, "entry 8: malformed: does not start", id="cut-in-prefix"),
+    pytest.param(
+        checkpoint_0_and_edited_4, 4, "entry 4 was changed", id="edited-4-with-checkpoint-0"
+    ),
+    pytest.param(swapped_in_a_short_file, 7, "entry 7: holds index 8", id="swapped-in-short-file"),
+]
+ROOT_DAMAGE = [
+    pytest.param(wrong_root_at_7, 6, "entry 6 does not match checkpoint 7", id="wrong-root"),
+    pytest.param(
+        wrong_empty_root, None, "checkpoint 0 does not hold the root", id="wrong-empty-root"
+    ),
+]
+OTHER_DAMAGE = [
+    pytest.param(
+        no_final_newline,
+        11,
+        "entry 11: truncated: the file ends without a newline",
+        id="no-final-newline",
+    ),
+    pytest.param(
+        cut_in_record_of_8,
+        8,
+        "entry 8: truncated: the file ends without a newline",
+        id="cut-in-record",
+    ),
+    pytest.param(no_entries_file, None, "entries.jsonl: no such file", id="no-entries"),
+    pytest.param(
+        signed_by_an_unknown_key,
+        None,
+        "checkpoints/000000000007.note: signed by an unknown key",
+        id="unknown-key",
+    ),
+    pytest.param(
+        another_origin,
+        None,
+        "checkpoints/000000000007.note: origin 'other.example/audit' differs from "
+        "'onecard.example/audit' of checkpoints/000000000003.note",
+        id="another-origin",
+    ),
+    pytest.param(
+        named_after_another_size,
+        None,
+        "checkpoints/000000000008.note: holds the checkpoint of tree size 7",
+        id="misnamed",
+    ),
+    pytest.param(
+        named_without_12_digits,
+        None,
+        "checkpoints/7.note: file name is not the 12-digit tree size",
+        id="short-name",
+    ),
+    pytest.param(
+        changed_after_signing,
+        None,
+        "checkpoints/000000000007.note: invalid signature",
+        id="changed-after-signing",
+    ),
+]
+
+
+@pytest.mark.parametrize(("damage", "index", "message"), LINE_DAMAGE + ROOT_DAMAGE + OTHER_DAMAGE)
+def test_damage_is_named_at_the_first_bad_entry(
+    export: Export,
+    verifiers: VerifierSet,
+    mode: Mode,
+    damage: Damage,
+    index: int | None,
+    message: str,
+) -> None:
+    damage(export)
+    report = verify_export(export.path, verifiers, workers=mode.workers)
+    assert not report.ok
+    assert report.problem is not None
+    assert report.problem.index == index
+    assert message in report.problem.message
+
+
+@pytest.mark.parametrize(("damage", "index", "message"), LINE_DAMAGE + ROOT_DAMAGE)
+def test_verify_leaves_gives_the_verdict_of_verify_export(
+    export: Export,
+    verifiers: VerifierSet,
+    damage: Damage,
+    index: int | None,
+    message: str,
+) -> None:
+    damage(export)
+    leaves = export.entries.read_bytes().split(b"\n")
+    if not leaves[-1]:
+        leaves.pop()
+    checkpoints = load_checkpoints(export.path, verifiers)
+    from_memory = verify_leaves(leaves, checkpoints)
+    from_file = verify_export(export.path, verifiers)
+    assert from_memory.problem is not None
+    assert from_memory.problem.index == index
+    assert from_memory.problem == from_file.problem
+    assert from_memory.entries == from_file.entries
+
+
+def test_verify_leaves_accepts_good_leaves(export: Export, verifiers: VerifierSet) -> None:
+    report = verify_leaves(export.leaves, load_checkpoints(export.path, verifiers))
+    assert without_time(report) == without_time(verify_export(export.path, verifiers))
+    assert report.ok
+    assert report.beyond_latest == 2
+
+
+def test_tree_roots_match_across_chunks_of_the_tree() -> None:
+    """The verifier's tree gives the root of ``root_of`` at sizes around its chunk size."""
+    n = 3 * fast.CHUNK + 5
+    leaves = chain(n)
+    hashes = [hash_leaf(leaf) for leaf in leaves]
+    sizes = [*range(1, 40), fast.CHUNK - 1, fast.CHUNK, fast.CHUNK + 1, 2 * fast.CHUNK + 3, n]
+    checkpoints = [Checkpoint(ORIGIN, size, root_of(hashes[:size])) for size in sizes]
+    report = verify_leaves(leaves, checkpoints)
+    assert report.ok
+    assert report.entries == n
+
+
+# --- the parallel worker and the line reader ------------------------------------------------
+
+
+@pytest.fixture
+def cuts(monkeypatch: pytest.MonkeyPatch) -> Callable[[tuple[int, ...]], None]:
+    """``set_cuts`` in this process, as a pool initializer does in a worker; undone after."""
+    monkeypatch.setattr(fast, "_cuts", ())
+    return fast.set_cuts
+
+
+@pytest.mark.parametrize("sizes", [(), (7,), (7, 13), (0, 1, 2, 3, 20)])
+@pytest.mark.parametrize("range_size", [1, 50, 137, SMALL_RANGE, 1 << 20])
+def test_scan_range_results_join_into_the_tree(
+    tmp_path: Path,
+    cuts: Callable[[tuple[int, ...]], None],
+    range_size: int,
+    sizes: tuple[int, ...],
+) -> None:
+    """Consecutive ranges continue each other; their subtrees stop at every checkpoint size."""
+    cuts(sizes)
+    leaves = chain(20)
+    hashes = [hash_leaf(leaf) for leaf in leaves]
+    path = tmp_path / "entries.jsonl"
+    path.write_bytes(lines_bytes(leaves))
+    size = path.stat().st_size
+    results = [
+        fast.scan_range(str(path), start, min(start + range_size, size))
+        for start in range(0, size, range_size)
+    ]
+    assert all(r.ok for r in results)
+    scanned = [r for r in results if r.entries]
+    starts = [r.first_index for r in scanned]
+    assert starts == [0, *(r.first_index + r.entries for r in scanned[:-1])]
+    tree = CompactRange()
+    roots = {0: tree.root()}
+    for r in scanned:
+        for level, root in r.subtrees:
+            tree.push_subtree(level, root)
+            roots[tree.size] = tree.root()
+    assert tree.size == len(leaves)
+    for n in (*sizes, len(leaves)):
+        assert roots[n] == root_of(hashes[:n])
+
+
+def test_scan_range_checks_lines_only_after_the_latest_checkpoint(
+    tmp_path: Path, cuts: Callable[[tuple[int, ...]], None]
+) -> None:
+    """Below the latest checkpoint only the roots prove the lines; after it, the chain does."""
+    lines = chain(12)
+    path = tmp_path / "entries.jsonl"
+    path.write_bytes(lines_bytes([*lines[:5], b"not an entry", *lines[6:]]))
+    cuts((10,))
+    assert fast.scan_range(str(path), 0, path.stat().st_size).ok
+    cuts((3,))
+    assert not fast.scan_range(str(path), 0, path.stat().st_size).ok
+
+
+def test_scan_range_refuses_a_file_without_final_newline(tmp_path: Path) -> None:
+    path = tmp_path / "entries.jsonl"
+    path.write_bytes(lines_bytes(chain(3))[:-1])
+    assert not fast.scan_range(str(path), 0, path.stat().st_size).ok
+
+
+@pytest.mark.parametrize("block_size", [1, 2, 7, 64, 1 << 20])
+@pytest.mark.parametrize("data", [b"", b"a\n", b"ab\n\ncd\nefg\n", b"ab\ncd", b"abc"])
+def test_read_lines_yields_every_line_once(data: bytes, block_size: int) -> None:
+    """Lines come without their newline; only a last line without one is flagged."""
+    batches = list(fast.read_lines(io.BytesIO(data), block_size))
+    expected = data.split(b"\n")
+    if not expected[-1]:
+        expected.pop()
+    assert [line for lines, _ in batches for line in lines] == expected
+    assert [terminated for _, terminated in batches[:-1]] == [True] * (len(batches) - 1)
+    assert not batches or batches[-1][1] == data.endswith(b"\n")
+
+
+# --- receipts -------------------------------------------------------------------------------
+
+
+def audit_path(m: int, hashes: list[bytes]) -> list[bytes]:
+    """RFC 6962 section 2.1.1 PATH(m, D[n]), by its definition: from the leaf up."""
+    if len(hashes) == 1:
+        return []
+    k = 1 << ((len(hashes) - 1).bit_length() - 1)
+    if m < k:
+        return [*audit_path(m, hashes[:k]), root_of(hashes[k:])]
+    return [*audit_path(m - k, hashes[k:]), root_of(hashes[:k])]
+
+
+@pytest.fixture
+def signed(tmp_path: Path, signer: Ed25519FileSigner, verifiers: VerifierSet) -> Checkpoint:
+    """The checkpoint of 13 entries, as a regulator opens it from an export."""
+    make_export(tmp_path, signer, 13, (13,))
+    return load_checkpoints(tmp_path, verifiers)[-1]
+
+
+class Receipt(NamedTuple):
+    """The arguments of ``verify_receipt``."""
+
+    index: int
+    leaf_hash: bytes
+    checkpoint: Checkpoint
+    proof: list[bytes]
+
+
+HASHES = [hash_leaf(leaf) for leaf in chain(14)]  # chain(13) is chain(14)[:13]
+
+
+def checkpoint_of(size: int) -> Checkpoint:
+    return Checkpoint(ORIGIN, size, root_of(HASHES[:size]))
+
+
+def test_receipts_of_every_entry_verify(signed: Checkpoint) -> None:
+    for i in range(13):
+        verify_receipt(*Receipt(i, HASHES[i], signed, audit_path(i, HASHES[:13])))
+
+
+def flip(h: bytes) -> bytes:
+    return bytes([h[0] ^ 1]) + h[1:]
+
+
+# A receipt for entry 5 of 13, changed. The tree size only sets the shape of the path: a
+# size of the same shape (12, 14) is refused because the root is not that size's.
+RECEIPT_MUTATIONS = [
+    pytest.param(lambda r: r._replace(index=4), id="previous-index"),
+    pytest.param(lambda r: r._replace(index=6), id="next-index"),
+    pytest.param(lambda r: r._replace(index=13), id="index-beyond-the-tree"),
+    pytest.param(lambda r: r._replace(checkpoint=checkpoint_of(12)), id="checkpoint-12"),
+    pytest.param(lambda r: r._replace(checkpoint=checkpoint_of(14)), id="checkpoint-14"),
+    pytest.param(
+        lambda r: r._replace(checkpoint=dataclasses.replace(r.checkpoint, size=8)),
+        id="size-8-with-the-root-of-13",
+    ),
+    pytest.param(
+        lambda r: r._replace(
+            checkpoint=dataclasses.replace(r.checkpoint, root_hash=flip(r.checkpoint.root_hash))
+        ),
+        id="flipped-root",
+    ),
+    pytest.param(lambda r: r._replace(leaf_hash=flip(r.leaf_hash)), id="flipped-leaf-hash"),
+    pytest.param(
+        lambda r: r._replace(proof=[flip(r.proof[0]), *r.proof[1:]]), id="flipped-first-proof-hash"
+    ),
+    pytest.param(
+        lambda r: r._replace(proof=[*r.proof[:-1], flip(r.proof[-1])]), id="flipped-last-proof-hash"
+    ),
+    pytest.param(lambda r: r._replace(proof=r.proof[:-1]), id="short-proof"),
+]
+
+
+@pytest.mark.parametrize("mutate", RECEIPT_MUTATIONS)
+def test_a_wrong_receipt_is_refused(
+    signed: Checkpoint, mutate: Callable[[Receipt], Receipt]
+) -> None:
+    receipt = Receipt(5, HASHES[5], signed, audit_path(5, HASHES[:13]))
+    with pytest.raises(ProofError):
+        verify_receipt(*mutate(receipt))
+
+
+# --- progress -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("log_size", "total"), [(None, 10), (12, 12)])
+def test_progress_ends_with_every_entry_done(
+    export: Export, verifiers: VerifierSet, mode: Mode, log_size: int | None, total: int
+) -> None:
+    """The total is log.json's size if there is one, else the latest checkpoint's size."""
+    if log_size is not None:
+        (export.path / "log.json").write_text(json.dumps({"origin": ORIGIN, "size": log_size}))
+    calls: list[tuple[int, int]] = []
+    report = verify_export(
+        export.path, verifiers, workers=mode.workers, progress=lambda *c: calls.append(c)
+    )
+    assert report.ok
+    assert calls[-1] == (12, total)
+
+
+def test_verify_leaves_reports_progress_against_the_given_total(
+    export: Export, verifiers: VerifierSet
+) -> None:
+    calls: list[tuple[int, int]] = []
+    checkpoints = load_checkpoints(export.path, verifiers)
+    verify_leaves(export.leaves, checkpoints, total=12, progress=lambda *c: calls.append(c))
+    assert calls[-1] == (12, 12)
