@@ -7,6 +7,8 @@ onecard backends [--port N]         run the reference back ends on their own
 onecard pki init --dir DIR          make a development CA and certificates
 onecard policy test [--dir DIR]     run the policy tests (policies/tests/*.toml)
 onecard policy check [--dir DIR]    validate the policy set against its schema
+onecard audit export --out DIR      the audit log's entries and signed checkpoints, to files
+onecard audit verify DIR --key F    verify an export offline (or one receipt: --receipt I:HASH)
 """
 
 from __future__ import annotations
@@ -14,12 +16,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import string
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gateway import logs
 from gateway.config import REPO_POLICIES, load_settings
 from gateway.errors import SetupError
+
+if TYPE_CHECKING:
+    from gateway.audit.note import VerifierSet
+
+_HEX = frozenset(string.hexdigits.lower())
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -136,6 +145,8 @@ def _audit_verify(args: argparse.Namespace) -> int:
     for path in args.key:
         keys.extend(line.strip() for line in path.read_text().splitlines() if line.strip())
     verifiers = VerifierSet([Verifier.parse(k) for k in keys])
+    if args.receipt is not None:
+        return _audit_verify_receipt(args, verifiers)
 
     def progress(done: int, total: int) -> None:
         of = f" of {total}" if total else ""
@@ -163,6 +174,42 @@ def _audit_verify(args: argparse.Namespace) -> int:
     if report.beyond_latest:
         print(f"{report.beyond_latest} newer entries are chained but not yet in a checkpoint")
     return 0
+
+
+def _audit_verify_receipt(args: argparse.Namespace, verifiers: VerifierSet) -> int:
+    from gateway.audit.proof import ProofError
+    from gateway.audit.verify import ExportError, prove_receipt
+
+    index, leaf_hash = args.receipt
+    try:
+        checkpoint, proof, export_matches = prove_receipt(
+            args.export, verifiers, index, leaf_hash, origin=args.origin
+        )
+    except ExportError as e:
+        print(f"FAILED: {e.problem.message}")
+        return 1
+    except ProofError as e:
+        print(f"FAILED: receipt {index} is not in the signed log: {e}")
+        return 1
+    print(
+        f"OK: receipt {index} (leaf hash {leaf_hash.hex()[:16]}...) is in the tree of "
+        f"{checkpoint.size} entries signed as {checkpoint.origin} (root "
+        f"{checkpoint.root_hash.hex()[:16]}...): {len(proof)} proof hashes"
+    )
+    if not export_matches:
+        print(f"FAILED: the export's entry {index} is not the signed one: the export was changed")
+        return 1
+    return 0
+
+
+def _receipt(text: str) -> tuple[int, bytes]:
+    """``INDEX:LEAF_HASH`` (the leaf hash in hex, as in the onecard-audit-leaf-hash trailer)."""
+    index, _, digest = text.partition(":")
+    if index.isdigit() and len(digest) == 64 and all(c in _HEX for c in digest.lower()):
+        return int(index), bytes.fromhex(digest)
+    raise argparse.ArgumentTypeError(
+        "a receipt is INDEX:LEAF_HASH, e.g. 1:2c9f...e4 (the leaf hash as 64 hex digits)"
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -203,6 +250,12 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     verify.add_argument("--origin", help="the log's origin (default: the checkpoints' own)")
     verify.add_argument("--workers", type=int, default=1, help="processes to hash with")
+    verify.add_argument(
+        "--receipt",
+        type=_receipt,
+        metavar="INDEX:LEAF_HASH",
+        help="only prove this receipt against the newest signed checkpoint (inclusion)",
+    )
     verify.set_defaults(func=_audit_verify)
 
     policy = sub.add_parser("policy", help="access policies").add_subparsers(

@@ -28,7 +28,9 @@ workers only hash: roots equal to the signed ones prove those leaves byte for by
 not match included, the sequential pass runs and names the first bad entry.
 
 ``verify_leaves`` runs checks 2 to 4 on leaves from anywhere (entries streamed from a live
-gateway); ``verify_receipt`` checks the inclusion proof of a receipt against a checkpoint.
+gateway); ``verify_receipt`` checks the inclusion proof of a receipt against a checkpoint, and
+``prove_receipt`` builds that proof from an export's leaves, for a regulator who holds a
+receipt and an export but not the gateway.
 """
 
 from __future__ import annotations
@@ -52,10 +54,10 @@ from gateway.audit.checkpoint import (
     OriginMismatchError,
     open_checkpoint,
 )
-from gateway.audit.compact import CompactRange
+from gateway.audit.compact import CompactRange, NodeID
 from gateway.audit.note import BadSignatureError, NoteError, UnknownKeyError, VerifierSet
-from gateway.audit.proof import verify_inclusion
-from gateway.audit.rfc6962 import EMPTY_ROOT
+from gateway.audit.proof import OutOfRangeError, inclusion_proof, root_of, verify_inclusion
+from gateway.audit.rfc6962 import EMPTY_ROOT, hash_leaf
 
 __all__ = [
     "ExportError",
@@ -63,6 +65,7 @@ __all__ = [
     "Progress",
     "VerifyReport",
     "load_checkpoints",
+    "prove_receipt",
     "verify_export",
     "verify_leaves",
     "verify_receipt",
@@ -125,6 +128,60 @@ def verify_receipt(
 ) -> None:
     """Check a receipt's inclusion proof against a checkpoint; raise a ``ProofError`` if bad."""
     verify_inclusion(leaf_hash, leaf_index, checkpoint.size, proof, checkpoint.root_hash)
+
+
+def prove_receipt(
+    directory: str | os.PathLike[str],
+    verifiers: VerifierSet,
+    leaf_index: int,
+    leaf_hash: bytes,
+    *,
+    origin: str | None = None,
+) -> tuple[Checkpoint, list[bytes], bool]:
+    """Prove a receipt against the newest signed checkpoint of an export.
+
+    Only the checkpoint's signature is trusted: the proof is computed from the export's leaves
+    and checked against the signed root (RFC 9162 2.1.3.2), so a changed export cannot make a
+    receipt pass. Returns the checkpoint, the proof, and whether the export's own entry at that
+    index is the receipt's (the proof does not read it: a receipt can be proved even where the
+    export's copy of the entry was changed). Raises ``ExportError`` for an unusable export and
+    a ``ProofError`` if the receipt is not in the signed tree.
+    """
+    checkpoints = load_checkpoints(directory, verifiers, origin)
+    if not checkpoints:
+        raise ExportError(Problem(None, f"{CHECKPOINTS}: no signed checkpoint to prove against"))
+    checkpoint = checkpoints[-1]
+    if not 0 <= leaf_index < checkpoint.size:
+        raise OutOfRangeError(
+            f"receipt index {leaf_index} is not in the newest checkpoint "
+            f"({checkpoint.size} entries)"
+        )
+    hashes: list[bytes] = []
+    with (Path(directory) / ENTRIES).open("rb") as f:
+        for lines, _ in fast.read_lines(f):
+            hashes.extend(hash_leaf(line) for line in lines)
+            if len(hashes) >= checkpoint.size:
+                break
+    del hashes[checkpoint.size :]
+    proof = inclusion_proof(_LeafNodes(hashes), leaf_index, checkpoint.size)
+    verify_receipt(leaf_index, leaf_hash, checkpoint, proof)
+    return checkpoint, proof, hashes[leaf_index] == leaf_hash
+
+
+class _LeafNodes:
+    """``proof.NodeReader`` computing nodes from leaf hashes in memory."""
+
+    def __init__(self, leaf_hashes: list[bytes]) -> None:
+        self._leaves = leaf_hashes
+
+    def read_nodes(self, ids: Sequence[NodeID]) -> list[bytes]:
+        nodes = []
+        for node in ids:
+            low, high = node.coverage()
+            if high > len(self._leaves):
+                raise OutOfRangeError(f"the export holds fewer than {high} entries")
+            nodes.append(root_of(self._leaves[low:high]))
+        return nodes
 
 
 def load_checkpoints(

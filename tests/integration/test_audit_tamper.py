@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from adapters.social_insurance.seed import Population
+from gateway.audit.rfc6962 import hash_leaf
 from gateway.audit.signer import Ed25519FileSigner
 from gateway.bootstrap import Gateway
 from gateway.cli import main
@@ -39,13 +40,18 @@ async def logged(
     return tmp_path / "data"
 
 
-def _export_and_verify(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> str:
+def _export(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
     out = tmp_path / "export"
     shutil.rmtree(out, ignore_errors=True)
-    env_config = tmp_path / "gw.toml"
-    env_config.write_text(f'data_dir = "{data}"\n')
-    assert main(["audit", "export", "--config", str(env_config), "--out", str(out)]) == 0
+    config = tmp_path / "gw.toml"
+    config.write_text(f'data_dir = "{data}"\n')
+    assert main(["audit", "export", "--config", str(config), "--out", str(out)]) == 0
     capsys.readouterr()
+    return out
+
+
+def _export_and_verify(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> str:
+    out = _export(data, tmp_path, capsys)
     code = main(["audit", "verify", str(out), "--key", str(data / "audit-log.pub")])
     text = capsys.readouterr().out
     assert code == (0 if text.startswith("OK") else 1)
@@ -115,3 +121,50 @@ async def test_a_checkpoint_signed_by_an_unknown_key_is_rejected(
     text = _export_and_verify(logged, tmp_path, capsys)
     assert text.startswith("FAILED")
     assert "unknown key" in text
+
+
+def _receipt(data: Path, index: int) -> str:
+    with sqlite3.connect(data / "onecard.db") as conn:
+        (leaf,) = conn.execute("SELECT leaf FROM audit_entries WHERE idx = ?", (index,)).fetchone()
+    return f"{index}:{hash_leaf(bytes(leaf)).hex()}"
+
+
+def _verify_receipt(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], receipt: str
+) -> tuple[int, str]:
+    out = _export(data, tmp_path, capsys)
+    key = str(data / "audit-log.pub")
+    code = main(["audit", "verify", str(out), "--key", key, "--receipt", receipt])
+    return code, capsys.readouterr().out
+
+
+async def test_a_receipt_is_proved_against_the_signed_checkpoint(
+    logged: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, text = _verify_receipt(logged, tmp_path, capsys, _receipt(logged, 4))
+    assert code == 0
+    assert text.startswith("OK: receipt 4 ") and "tree of 12 entries" in text
+
+
+async def test_a_receipt_that_is_not_in_the_log_fails(
+    logged: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    entry_5 = _receipt(logged, 5).split(":")[1]
+    code, text = _verify_receipt(logged, tmp_path, capsys, f"4:{entry_5}")
+    assert code == 1
+    assert text.startswith("FAILED: receipt 4 is not in the signed log")
+
+
+async def test_a_receipt_still_proves_when_the_export_was_changed_and_says_so(
+    logged: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    receipt = _receipt(logged, 4)
+    _sql(
+        logged,
+        "UPDATE audit_entries SET leaf = CAST(replace(leaf, 'IssueCardToken', 'IssueCardTokem')"
+        " AS BLOB) WHERE idx = 4",
+    )
+    code, text = _verify_receipt(logged, tmp_path, capsys, receipt)
+    assert code == 1
+    assert text.startswith("OK: receipt 4 ")
+    assert "FAILED: the export's entry 4 is not the signed one" in text
