@@ -472,6 +472,66 @@ async def test_after_a_rolled_back_batch_the_next_entry_takes_its_index(
     assert open_cp(note, signer) == Checkpoint(ORIGIN, 8, root_of(hashes))
 
 
+async def test_a_checkpoint_lost_with_its_batch_is_signed_by_the_next_one(
+    logs: Logs, signer: Ed25519FileSigner
+) -> None:
+    _, log = logs.open(interval=HOUR)  # only the first batch after a start signs
+    # Make the commit fail after the checkpoint was written: the token ledger's prune runs last.
+    with closing(sqlite3.connect(logs.db, isolation_level=None)) as conn:
+        conn.execute("INSERT INTO redeemed_tokens VALUES (x'00', 1)")
+        conn.execute(
+            "CREATE TRIGGER refuse BEFORE DELETE ON redeemed_tokens"
+            " BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+        )
+    with pytest.raises(StoreUnavailable):
+        await log.append(make_record(0))
+    with closing(sqlite3.connect(logs.db, isolation_level=None)) as conn:
+        conn.execute("DROP TRIGGER refuse")
+
+    await log.append(make_record(1))
+    note = await log.latest_checkpoint()
+    assert note is not None  # now, not an hour later
+    assert open_cp(note, signer).size == 1
+
+
+async def hold_writer(store: SqliteStore) -> tuple[threading.Event, asyncio.Future[None]]:
+    """Block the writer thread inside a transaction until the returned event is set."""
+    started, release = threading.Event(), threading.Event()
+
+    def hold(conn: sqlite3.Connection) -> None:
+        started.set()
+        release.wait(10)
+
+    held = asyncio.ensure_future(store.write(hold))
+    await asyncio.to_thread(started.wait, 10)
+    return release, held
+
+
+async def test_a_search_whose_batch_fails_is_not_left_behind_by_the_index(logs: Logs) -> None:
+    store, log = logs.open()
+
+    def refuse(conn: sqlite3.Connection) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    release0, held0 = await hold_writer(store)
+    appends = [asyncio.ensure_future(log.append(r)) for r in records(3)]
+    inner = asyncio.ensure_future(hold_writer(store))  # one batch: the appends, then a hold
+    await asyncio.sleep(0)
+    release0.set()
+    await held0
+    release1, held1 = await inner
+    # The next batch: the search's request to bring the index up to date, and a failing write.
+    search = asyncio.ensure_future(log.search(SearchQuery()))
+    failing = asyncio.ensure_future(store.write(refuse))
+    await asyncio.sleep(0)
+    release1.set()
+    await held1
+    await asyncio.gather(*appends)
+    outcomes = await asyncio.gather(search, failing, return_exceptions=True)
+    assert all(isinstance(outcome, StoreUnavailable) for outcome in outcomes)
+    assert [e.index for e in await log.search(SearchQuery())] == [0, 1, 2]
+
+
 # -- reading: entries, size, search ----------------------------------------------------------
 
 
