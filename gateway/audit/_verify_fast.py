@@ -223,8 +223,13 @@ def set_cuts(cuts: Sequence[int]) -> None:
     _cuts = tuple(cuts)
 
 
-def scan_range(path: str, start: int, end: int) -> RangeResult:
-    """Check and hash the lines of ``path`` that start in bytes [start, end)."""
+_SLACK = 1 << 16  # bytes read past a range's end to finish its last line, in one read
+_buffer = bytearray()  # one per worker process, reused: no fresh pages for every range
+
+
+def _read_range(path: str, start: int, end: int) -> bytes:
+    """The bytes of the lines of ``path`` that start in [start, end), whole."""
+    global _buffer  # noqa: PLW0603 - the worker's reusable read buffer
     with open(path, "rb") as f:
         if start > 0:
             f.seek(start - 1)
@@ -232,10 +237,24 @@ def scan_range(path: str, start: int, end: int) -> RangeResult:
                 f.readline()  # the line that straddles ``start`` belongs to the range before
         pos = f.tell()
         if pos >= end:
-            return RangeResult(True, -1, 0, b"", b"", [])
-        data = f.read(end - pos)
-        if not data.endswith(b"\n"):
-            data += f.readline()
+            return b""
+        want = end - pos + _SLACK
+        if len(_buffer) < want:
+            _buffer = bytearray(want)
+        view = memoryview(_buffer)
+        got = f.readinto(view[:want])
+        cut = _buffer.find(b"\n", end - pos - 1, got)
+        if cut >= 0:
+            return bytes(view[: cut + 1])
+        data = bytes(view[:got])
+        return data if got < want else data + f.readline()  # the end of the file, or a long line
+
+
+def scan_range(path: str, start: int, end: int) -> RangeResult:
+    """Check and hash the lines of ``path`` that start in bytes [start, end)."""
+    data = _read_range(path, start, end)
+    if not data:
+        return RangeResult(True, -1, 0, b"", b"", [])
     lines = data.split(b"\n")
     terminated = lines.pop() == b""
     match = _PREFIX_RE.match(lines[0]) if lines else None
