@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import string
 import sys
@@ -249,7 +250,12 @@ def _parser() -> argparse.ArgumentParser:
         help="file with verifier keys (one per line); repeat for rotated keys",
     )  # fmt: skip
     verify.add_argument("--origin", help="the log's origin (default: the checkpoints' own)")
-    verify.add_argument("--workers", type=int, default=1, help="processes to hash with")
+    verify.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="processes to hash with (default: one per CPU)",
+    )
     verify.add_argument(
         "--receipt",
         type=_receipt,

@@ -142,7 +142,8 @@ class SqliteAuditLog:
             more = self._index(conn, _INDEX_CHUNK)
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             self._indexed = _indexed_size(conn)
             raise
         return more
