@@ -32,6 +32,7 @@ T = TypeVar("T")
 _log = structlog.get_logger(__name__)
 _MAX_BATCH = 2048
 _PRUNE_EVERY_S = 60.0
+_IDLE_RETRY_S = 5.0  # after an idle task fails, leave it alone this long (no error storm)
 _SCHEMA_VERSION = 3
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS redeemed_tokens (
@@ -138,6 +139,7 @@ class SqliteStore:
         self._ops = _Ops()
         self._readers = threading.local()
         self._idle: list[Callable[[sqlite3.Connection], bool]] = []
+        self._idle_resume_at = 0.0
         self._writer = threading.Thread(target=self._run, name="sqlite-writer", daemon=True)
         self._writer.start()
 
@@ -230,8 +232,8 @@ class SqliteStore:
                 self._commit(batch)
 
     def _run_idle(self) -> None:
-        """Run idle tasks until they are done or a write arrives."""
-        if not self._idle:
+        """Run idle tasks until they are done or a write arrives (not soon after one failed)."""
+        if not self._idle or time.monotonic() < self._idle_resume_at:
             return
         self._conn.execute("PRAGMA synchronous=NORMAL")
         try:
@@ -242,6 +244,7 @@ class SqliteStore:
             _log.error("store_idle_task_failed", error_type=type(exc).__name__)
             if self._conn.in_transaction:
                 self._conn.execute("ROLLBACK")
+            self._idle_resume_at = time.monotonic() + _IDLE_RETRY_S
         finally:
             self._conn.execute("PRAGMA synchronous=FULL")
 
