@@ -94,10 +94,8 @@ async def append_all(log: SqliteAuditLog, recs: Sequence[AuditRecord]) -> list[R
     return list(await asyncio.gather(*(log.append(record) for record in recs)))
 
 
-async def append_in_one_batch(
-    store: SqliteStore, log: SqliteAuditLog, recs: Sequence[AuditRecord]
-) -> list[Receipt | BaseException]:
-    """Queue ``recs`` while the writer thread is held, so that one batch commits them all."""
+async def hold_writer(store: SqliteStore) -> tuple[threading.Event, asyncio.Future[None]]:
+    """Block the writer thread inside a transaction until the returned event is set."""
     started, release = threading.Event(), threading.Event()
 
     def hold(conn: sqlite3.Connection) -> None:
@@ -106,6 +104,14 @@ async def append_in_one_batch(
 
     held = asyncio.ensure_future(store.write(hold))
     await asyncio.to_thread(started.wait, 10)
+    return release, held
+
+
+async def append_in_one_batch(
+    store: SqliteStore, log: SqliteAuditLog, recs: Sequence[AuditRecord]
+) -> list[Receipt | BaseException]:
+    """Queue ``recs`` while the writer thread is held, so that one batch commits them all."""
+    release, held = await hold_writer(store)
     appends = [asyncio.ensure_future(log.append(record)) for record in recs]
     await asyncio.sleep(0)  # every append is now queued behind the held write
     release.set()
@@ -492,19 +498,6 @@ async def test_a_checkpoint_lost_with_its_batch_is_signed_by_the_next_one(
     note = await log.latest_checkpoint()
     assert note is not None  # now, not an hour later
     assert open_cp(note, signer).size == 1
-
-
-async def hold_writer(store: SqliteStore) -> tuple[threading.Event, asyncio.Future[None]]:
-    """Block the writer thread inside a transaction until the returned event is set."""
-    started, release = threading.Event(), threading.Event()
-
-    def hold(conn: sqlite3.Connection) -> None:
-        started.set()
-        release.wait(10)
-
-    held = asyncio.ensure_future(store.write(hold))
-    await asyncio.to_thread(started.wait, 10)
-    return release, held
 
 
 async def test_a_search_whose_batch_fails_is_not_left_behind_by_the_index(logs: Logs) -> None:
