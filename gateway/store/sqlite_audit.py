@@ -161,7 +161,7 @@ class SqliteAuditLog:
         self._last_checkpoint = time.monotonic()
 
     def _load(self, conn: sqlite3.Connection) -> tuple[CompactRange, bytes, int]:
-        (size,) = conn.execute("SELECT coalesce(max(idx) + 1, 0) FROM audit_entries").fetchone()
+        size = _size(conn)
         hashes = _read_nodes(conn, border_ids(size))
         prev = _read_nodes(conn, [NodeID(0, size - 1)])[0] if size else ZERO_HASH
         (checkpointed,) = conn.execute(
