@@ -3,27 +3,38 @@
 Private to ``verify``. Nothing here names a problem: a loop stops at the first line that is
 not exactly what it expects, and ``verify`` works out what is wrong with it.
 
+Lines come in blocks: bytes of lines split at ``"\n"``, read in place (no bytes object per
+line); only a file's last line may lack its ``"\n"``.
+
 - ``hash_lines`` checks each line's fixed prefix ``{"i":<p>,"prev":"<hex>","r":`` against
-  the expected bytes (one bytes formatting and one ``startswith`` per entry, no JSON parse)
-  and its closing ``}``, and appends its RFC 6962 leaf hash.
+  the expected bytes (no JSON parse) and its closing ``}``, and appends its RFC 6962 leaf
+  hash. ``hash_leaves`` only hashes, ``hash_pairs`` hashes pairs of nodes into their parents.
 - ``Tree`` folds leaf hashes into the root. Leaves are grouped in aligned chunks of
   ``CHUNK`` leaves; inside the current chunk each level is extended a whole batch at a time
   (one list comprehension per level, instead of a per-leaf stack loop), and a completed
   chunk's root is appended to a ``CompactRange`` whose leaves are chunk roots. Chunks are
   aligned perfect subtrees, so that upper tree is exactly the top of the real one.
-- ``read_lines`` streams a file in blocks, split into lines without their ``"\\n"``.
+- ``read_blocks`` streams a file in blocks of whole lines.
 - ``scan_range`` is the worker of the parallel mode: it checks and hashes the lines that
   start in one byte range of ``entries.jsonl``, taking the first line's index and ``prev``
   on trust (the parent checks they continue the previous range), and folds the leaf hashes
   into the roots of the aligned perfect subtrees that cover the range, split at checkpoint
   sizes (``subtree_roots``). The parent appends those few roots to a ``CompactRange``: all
   the hashing of the tree happens in the workers.
+
+``hash_leaves``, ``hash_lines`` and ``hash_pairs`` are the per-entry loops. They come from the
+C extension ``gateway.audit._native`` when it is built (``setup.py``), and
+otherwise from the Python functions of the same names prefixed ``py_``, which are the reference
+the extension is tested against (``tests/audit/test_native.py``). ``NATIVE`` says which;
+``ONECARD_AUDIT_NATIVE=0`` in the environment chooses Python (worker processes inherit it).
 """
 
 from __future__ import annotations
 
 import binascii
 import hashlib
+import mmap
+import os
 import re
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterator, Sequence
@@ -36,11 +47,17 @@ from gateway.audit.rfc6962 import HASH_SIZE, LEAF_PREFIX, NODE_PREFIX
 __all__ = [
     "BLOCK_SIZE",
     "CHUNK",
+    "NATIVE",
     "ZERO_HEX",
     "RangeResult",
     "Tree",
+    "hash_leaves",
     "hash_lines",
-    "read_lines",
+    "hash_pairs",
+    "py_hash_leaves",
+    "py_hash_lines",
+    "py_hash_pairs",
+    "read_blocks",
     "scan_range",
     "set_cuts",
     "subtree_roots",
@@ -59,29 +76,78 @@ ZERO_HEX = b"0" * (2 * HASH_SIZE)
 _PREFIX = b'{"i":%d,"prev":"%b","r":'
 _PREFIX_RE = re.compile(rb'\{"i":(0|[1-9][0-9]*),"prev":"([0-9a-f]{64})","r":')
 _CLOSE = ord("}")
+_NEWLINE = ord("\n")
 _LEAF = bytes([LEAF_PREFIX])
 _NODE = bytes([NODE_PREFIX])
 _sha256 = hashlib.sha256
 
 
-def hash_lines(
-    lines: list[bytes], p: int, prev_hex: bytes, out: list[bytes]
-) -> tuple[int, bytes, bool]:
-    """Check and hash ``lines`` as entries ``p, p+1, ...``; append their leaf hashes to ``out``.
+def _lines(block: bytes | memoryview) -> list[bytes]:
+    lines = bytes(block).split(b"\n")
+    if not lines[-1]:
+        lines.pop()  # the block ended with a newline (or was empty)
+    return lines
 
-    Returns the next index, the hex leaf hash of the last good line, and whether every line
-    was good. On a bad line, it stops there: the index returned is that line's.
+
+def py_hash_leaves(block: bytes | memoryview) -> list[bytes]:
+    """The RFC 6962 leaf hash of each line of ``block``."""
+    sha256, leaf = _sha256, _LEAF
+    return [sha256(leaf + line).digest() for line in _lines(block)]
+
+
+def py_hash_lines(
+    block: bytes | memoryview, p: int, prev_hex: bytes, out: list[bytes]
+) -> tuple[int, bytes, int]:
+    """Check and hash the lines of ``block`` as entries ``p, p+1, ...``; append their leaf
+    hashes to ``out``.
+
+    ``prev_hex`` is the 64 hex digits of the leaf hash before line ``p``. Returns the next
+    index, the hex leaf hash of the last good line, and the offset in ``block`` of the first
+    bad line (-1 if every line was good). The index returned is that line's.
     """
+    if p < 0:
+        raise ValueError(f"hash_lines: index {p} is negative")
+    if len(prev_hex) != 2 * HASH_SIZE:
+        raise ValueError(
+            f"hash_lines: prev_hex must be {2 * HASH_SIZE} hex digits, not {len(prev_hex)} bytes"
+        )
     sha256, hexlify, append = _sha256, binascii.hexlify, out.append
     prefix, leaf, close = _PREFIX, _LEAF, _CLOSE
-    for line in lines:
+    at = 0
+    for line in _lines(block):
         if not line.startswith(prefix % (p, prev_hex)) or line[-1] != close:
-            return p, prev_hex, False
+            return p, prev_hex, at
         digest = sha256(leaf + line).digest()
         append(digest)
         prev_hex = hexlify(digest)
         p += 1
-    return p, prev_hex, True
+        at += len(line) + 1
+    return p, prev_hex, -1
+
+
+def py_hash_pairs(hashes: list[bytes], start: int, end: int) -> list[bytes]:
+    """The RFC 6962 parents of the pairs in ``hashes[start:end]`` (32-byte hashes)."""
+    if not 0 <= start <= end <= len(hashes) or (end - start) % 2:
+        raise ValueError(
+            f"hash_pairs: [{start}, {end}) is not an even-sized range of a list of "
+            f"{len(hashes)} hashes"
+        )
+    sha256, node = _sha256, _NODE
+    return [
+        sha256(node + left + right).digest()
+        for left, right in zip(hashes[start:end:2], hashes[start + 1 : end : 2], strict=True)
+    ]
+
+
+try:
+    if os.environ.get("ONECARD_AUDIT_NATIVE", "1") == "0":
+        raise ImportError("the C loops are turned off by ONECARD_AUDIT_NATIVE=0")  # noqa: TRY301
+    from gateway.audit._native import hash_leaves, hash_lines, hash_pairs
+
+    NATIVE = True
+except ImportError:  # not built here (no C compiler or OpenSSL headers), or turned off
+    hash_leaves, hash_lines, hash_pairs = py_hash_leaves, py_hash_lines, py_hash_pairs
+    NATIVE = False
 
 
 def _pair_up(lower: list[bytes], upper: list[bytes]) -> bool:
@@ -90,13 +156,7 @@ def _pair_up(lower: list[bytes], upper: list[bytes]) -> bool:
     end = start + ((len(lower) - start) & ~1)
     if end == start:
         return False
-    sha256, node = _sha256, _NODE
-    upper.extend(
-        [
-            sha256(node + left + right).digest()
-            for left, right in zip(lower[start:end:2], lower[start + 1 : end : 2], strict=True)
-        ]
-    )
+    upper.extend(hash_pairs(lower, start, end))
     return True
 
 
@@ -152,23 +212,20 @@ class Tree:
         return h
 
 
-def read_lines(f: BinaryIO, block_size: int = BLOCK_SIZE) -> Iterator[tuple[list[bytes], bool]]:
-    """Yield the lines of ``f`` in batches, each line without its ``"\\n"``.
+def read_blocks(f: BinaryIO, block_size: int = BLOCK_SIZE) -> Iterator[bytes | memoryview]:
+    """Yield the bytes of ``f`` in blocks of whole lines, each ending with ``"\\n"``.
 
-    Each batch comes with whether its lines all ended in a newline: only a last line without
-    one comes alone in a final batch marked ``False``.
+    Only a last line without a newline comes alone, in a final block without one.
     """
     rest = b""
-    while True:
-        data = f.read(block_size)
-        if not data:
-            break
-        lines = (rest + data).split(b"\n")
-        rest = lines.pop()
-        if lines:
-            yield lines, True
+    while data := f.read(block_size):
+        data = rest + data if rest else data
+        cut = data.rfind(b"\n") + 1
+        rest = data[cut:]
+        if cut:
+            yield memoryview(data)[:cut]
     if rest:
-        yield [rest], False
+        yield rest
 
 
 def subtree_roots(
@@ -190,12 +247,8 @@ def subtree_roots(
 
 
 def _perfect_root(hashes: list[bytes]) -> bytes:
-    sha256, node = _sha256, _NODE
     while len(hashes) > 1:
-        hashes = [
-            sha256(node + left + right).digest()
-            for left, right in zip(hashes[::2], hashes[1::2], strict=True)
-        ]
+        hashes = hash_pairs(hashes, 0, len(hashes))
     return hashes[0]
 
 
@@ -223,31 +276,24 @@ def set_cuts(cuts: Sequence[int]) -> None:
     _cuts = tuple(cuts)
 
 
-_SLACK = 1 << 16  # bytes read past a range's end to finish its last line, in one read
-_buffer = bytearray()  # one per worker process, reused: no fresh pages for every range
+def _read_range(path: str, start: int, end: int) -> bytes | memoryview:
+    """The bytes of the lines of ``path`` that start in [start, end), whole.
 
-
-def _read_range(path: str, start: int, end: int) -> bytes:
-    """The bytes of the lines of ``path`` that start in [start, end), whole."""
-    global _buffer  # noqa: PLW0603 - the worker's reusable read buffer
+    A view of the file mapped into memory: the lines are hashed where the page cache holds
+    them, never copied. (The file must not shrink meanwhile: an export is written once.)
+    """
     with open(path, "rb") as f:
-        if start > 0:
-            f.seek(start - 1)
-            if f.read(1) != b"\n":
-                f.readline()  # the line that straddles ``start`` belongs to the range before
-        pos = f.tell()
-        if pos >= end:
+        if os.fstat(f.fileno()).st_size == 0:
             return b""
-        want = end - pos + _SLACK
-        if len(_buffer) < want:
-            _buffer = bytearray(want)
-        view = memoryview(_buffer)
-        got = f.readinto(view[:want])
-        cut = _buffer.find(b"\n", end - pos - 1, got)
-        if cut >= 0:
-            return bytes(view[: cut + 1])
-        data = bytes(view[:got])
-        return data if got < want else data + f.readline()  # the end of the file, or a long line
+        data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    if start > 0 and data[start - 1] != _NEWLINE:
+        # the line that straddles ``start`` belongs to the range before
+        newline = data.find(b"\n", start)
+        start = newline + 1 if newline >= 0 else len(data)
+    if start >= end:
+        return b""
+    newline = data.find(b"\n", end - 1)
+    return memoryview(data)[start : newline + 1 if newline >= 0 else len(data)]
 
 
 def scan_range(path: str, start: int, end: int) -> RangeResult:
@@ -255,22 +301,13 @@ def scan_range(path: str, start: int, end: int) -> RangeResult:
     data = _read_range(path, start, end)
     if not data:
         return RangeResult(True, -1, 0, b"", b"", [])
-    lines = data.split(b"\n")
-    terminated = lines.pop() == b""
-    match = _PREFIX_RE.match(lines[0]) if lines else None
-    if not terminated or match is None:
+    match = _PREFIX_RE.match(data)
+    if match is None or data[-1] != _NEWLINE:
         return RangeResult(False, -1, 0, b"", b"", [])
-    first, first_prev = int(match[1]), match[2]
-    # Lines up to the latest checkpoint are only hashed: if the roots match the signed
-    # checkpoints, they are the very leaves the gateway signed, prefixes and chain included
-    # (and if a root does not match, the sequential pass finds the line). Lines after it are
-    # signed by nothing yet, so their chain is checked line by line.
-    signed = max(0, min(len(lines), (_cuts[-1] if _cuts else 0) - first))
-    sha256, leaf = _sha256, _LEAF
-    out = [sha256(leaf + line).digest() for line in lines[:signed]]
-    prev_hex = binascii.hexlify(out[-1]) if signed else first_prev
-    p, last_hex, ok = hash_lines(lines[signed:], first + signed, prev_hex, out)
-    if not ok:
+    first, first_prev = int(match[1]), bytes(match[2])
+    out: list[bytes] = []
+    p, last_hex, bad = hash_lines(data, first, first_prev, out)
+    if bad >= 0:
         return RangeResult(False, first, p - first, first_prev, last_hex, [])
     return RangeResult(
         True, first, p - first, first_prev, last_hex, subtree_roots(first, out, _cuts)

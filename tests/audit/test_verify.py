@@ -5,7 +5,8 @@ with ``leaf_bytes`` in ``entries.jsonl`` and checkpoints signed at chosen sizes.
 on an export is checked in the sequential mode and in the parallel mode, with many small byte
 ranges and with one range (the cases that once fooled the parallel mode are among them: a
 checkpoint at size 0, a short file with damage after its last checkpoint).
-Tampering with a gateway's database, end to end through the CLI, is in
+Every test runs twice: with the C extension's loops and with the Python ones (``loops`` in
+``conftest.py``). Tampering with a gateway's database, end to end through the CLI, is in
 ``tests/integration/test_audit_tamper.py``.
 """
 
@@ -39,6 +40,8 @@ from gateway.audit.verify import (
     verify_leaves,
     verify_receipt,
 )
+
+pytestmark = pytest.mark.usefixtures("loops")  # every test with the C loops and the Python ones
 
 ORIGIN = "onecard.example/audit"
 SMALL_RANGE = 300
@@ -142,7 +145,7 @@ def mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Mod
     export of a dozen entries spans many of them, except in "parallel-one-range" (the default
     range size), where one task sees the whole file and no range boundary checks its chain."""
     monkeypatch.setattr(
-        fast, "read_lines", functools.partial(fast.read_lines, block_size=SMALL_BLOCK)
+        fast, "read_blocks", functools.partial(fast.read_blocks, block_size=SMALL_BLOCK)
     )
     mode: Mode = request.param
     if mode.name != "parallel-one-range":
@@ -217,7 +220,7 @@ def test_the_parallel_mode_does_not_fall_back_on_a_good_export(
     def no_sequential_pass(*args: object) -> None:
         raise AssertionError("the parallel mode fell back to the sequential pass")
 
-    monkeypatch.setattr(verify._Run, "feed_lines", no_sequential_pass)
+    monkeypatch.setattr(verify._Run, "feed_blocks", no_sequential_pass)
     assert verify_export(tmp_path, verifiers, workers=2).ok
 
 
@@ -531,17 +534,17 @@ def test_scan_range_results_join_into_the_tree(
         assert roots[n] == root_of(hashes[:n])
 
 
-def test_scan_range_checks_lines_only_after_the_latest_checkpoint(
-    tmp_path: Path, cuts: Callable[[tuple[int, ...]], None]
+@pytest.mark.parametrize("sizes", [(), (3,), (10,), (12,)])
+def test_scan_range_checks_every_line(
+    tmp_path: Path, cuts: Callable[[tuple[int, ...]], None], sizes: tuple[int, ...]
 ) -> None:
-    """Below the latest checkpoint only the roots prove the lines; after it, the chain does."""
+    """Before the latest checkpoint as after it, a line that breaks the chain stops the range."""
     lines = chain(12)
     path = tmp_path / "entries.jsonl"
     path.write_bytes(lines_bytes([*lines[:5], b"not an entry", *lines[6:]]))
-    cuts((10,))
-    assert fast.scan_range(str(path), 0, path.stat().st_size).ok
-    cuts((3,))
-    assert not fast.scan_range(str(path), 0, path.stat().st_size).ok
+    cuts(sizes)
+    result = fast.scan_range(str(path), 0, path.stat().st_size)
+    assert (result.ok, result.entries) == (False, 5)
 
 
 def test_scan_range_refuses_a_file_without_final_newline(tmp_path: Path) -> None:
@@ -552,15 +555,14 @@ def test_scan_range_refuses_a_file_without_final_newline(tmp_path: Path) -> None
 
 @pytest.mark.parametrize("block_size", [1, 2, 7, 64, 1 << 20])
 @pytest.mark.parametrize("data", [b"", b"a\n", b"ab\n\ncd\nefg\n", b"ab\ncd", b"abc"])
-def test_read_lines_yields_every_line_once(data: bytes, block_size: int) -> None:
-    """Lines come without their newline; only a last line without one is flagged."""
-    batches = list(fast.read_lines(io.BytesIO(data), block_size))
-    expected = data.split(b"\n")
-    if not expected[-1]:
-        expected.pop()
-    assert [line for lines, _ in batches for line in lines] == expected
-    assert [terminated for _, terminated in batches[:-1]] == [True] * (len(batches) - 1)
-    assert not batches or batches[-1][1] == data.endswith(b"\n")
+def test_read_blocks_yields_whole_lines(data: bytes, block_size: int) -> None:
+    """Blocks join up to the file; each ends with a newline but a last line without one."""
+    blocks = [bytes(block) for block in fast.read_blocks(io.BytesIO(data), block_size)]
+    assert b"".join(blocks) == data
+    assert all(blocks)
+    assert all(block.endswith(b"\n") for block in blocks[:-1])
+    if blocks and not data.endswith(b"\n"):
+        assert b"\n" not in blocks[-1]  # the unterminated line comes alone
 
 
 # --- receipts -------------------------------------------------------------------------------

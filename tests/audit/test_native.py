@@ -1,0 +1,165 @@
+"""The C loops of the offline verifier (``gateway/audit/_native.c``) against the Python ones.
+
+``_verify_fast.py_*`` are the reference: on random blocks of lines, chains with every kind of
+damage, and odd inputs, the C functions must return exactly what the Python ones return, and
+refuse what they refuse. The leaf and node hashes are also checked against ``rfc6962``.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from gateway.audit import _verify_fast as fast
+from gateway.audit.record import ZERO_HASH, leaf_bytes
+from gateway.audit.rfc6962 import hash_children, hash_leaf
+from tests.audit.conftest import require_native
+
+if fast.NATIVE:
+    from gateway.audit import _native
+else:
+    _native = None
+
+
+@pytest.fixture(autouse=True)
+def native() -> None:
+    require_native()
+
+
+def chain(n: int, first: int = 0, prev: bytes = ZERO_HASH) -> list[bytes]:
+    leaves = []
+    for i in range(first, first + n):
+        leaves.append(leaf_bytes(i, prev, b'{"n":%d,"pad":"%s"}' % (i, b"x" * (i % 7 * 9))))
+        prev = hash_leaf(leaves[-1])
+    return leaves
+
+
+def damaged(rng: random.Random, lines: list[bytes]) -> list[bytes]:
+    """``lines`` with one line broken in one of the ways a file can be."""
+    lines = list(lines)
+    at = rng.randrange(len(lines))
+    line = lines[at]
+    kind = rng.choice(["flip", "drop-close", "empty", "swap", "delete", "truncate", "index"])
+    if kind == "flip":
+        pos = rng.randrange(len(line))
+        lines[at] = line[:pos] + bytes([line[pos] ^ 1 << rng.randrange(7)]) + line[pos + 1 :]
+    elif kind == "drop-close":
+        lines[at] = line[:-1]
+    elif kind == "empty":
+        lines[at] = b""
+    elif kind == "swap" and at + 1 < len(lines):
+        lines[at], lines[at + 1] = lines[at + 1], lines[at]
+    elif kind == "delete":
+        del lines[at]
+    elif kind == "truncate":
+        lines[at] = line[: rng.randrange(len(line))]
+    elif kind == "index":
+        lines[at] = line.replace(b'{"i":', b'{"i":1', 1)
+    return lines
+
+
+def both(name: str, *args: object) -> object:
+    """Call the C and the Python function with equal arguments; they must agree."""
+    c_out: list[bytes] = []
+    py_out: list[bytes] = []
+    c_args = [c_out if a is OUT else a for a in args]
+    py_args = [py_out if a is OUT else a for a in args]
+    c = getattr(_native, name)(*c_args)
+    py = getattr(fast, f"py_{name}")(*py_args)
+    assert c == py
+    assert c_out == py_out
+    return c
+
+
+OUT = object()  # stands for the ``out`` list in ``both``'s arguments
+
+
+def test_hashes_are_rfc_6962() -> None:
+    lines = [b"", b"a", b"\x00\xff" * 100]
+    block = b"\n".join(lines) + b"\n"
+    assert _native.hash_leaves(block) == [hash_leaf(line) for line in lines]
+    assert _native.hash_leaves(b"") == []
+    hashes = [hash_leaf(bytes([i])) for i in range(6)]
+    assert _native.hash_pairs(hashes, 2, 6) == [
+        hash_children(hashes[2], hashes[3]),
+        hash_children(hashes[4], hashes[5]),
+    ]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_hash_leaves_agrees_on_random_blocks(seed: int) -> None:
+    rng = random.Random(seed)
+    lines = [rng.randbytes(rng.randrange(0, 300)).replace(b"\n", b"") for _ in range(30)]
+    block = b"\n".join(lines) + rng.choice([b"\n", b""])
+    assert both("hash_leaves", block)
+    assert both("hash_leaves", memoryview(block)[: rng.randrange(len(block) + 1)]) is not None
+    assert both("hash_leaves", bytearray(block)) is not None
+
+
+@pytest.mark.parametrize("seed", range(200))
+def test_hash_lines_agrees_on_damaged_chains(seed: int) -> None:
+    rng = random.Random(seed)
+    first = rng.choice([0, 1, 9, 10, 99, 12345, 2**62])
+    prev = ZERO_HASH if first == 0 else hash_leaf(b"before")
+    lines = chain(rng.randrange(1, 25), first, prev)
+    if seed % 4:
+        lines = damaged(rng, lines)
+    block = b"".join(line + b"\n" for line in lines)
+    if seed % 5 == 0:
+        block = block[:-1]  # a last line without its newline
+    p, _, bad = both("hash_lines", block, first, prev.hex().encode(), OUT)
+    assert first <= p <= first + len(lines)
+    if bad >= 0:
+        assert block[bad:].startswith(lines[p - first])  # the offset of the line that broke
+
+
+def test_hash_lines_reads_a_view_in_place() -> None:
+    lines = chain(8)
+    block = bytearray(b"".join(line + b"\n" for line in lines))
+    out: list[bytes] = []
+    p, prev_hex, bad = _native.hash_lines(memoryview(block)[: len(block)], 0, b"0" * 64, out)
+    assert (p, bad) == (8, -1)
+    assert out == [hash_leaf(line) for line in lines]
+    assert prev_hex == out[-1].hex().encode()
+
+
+@pytest.mark.parametrize("prev_hex", [b"", b"0" * 63, b"0" * 65])
+def test_hash_lines_refuses_a_prev_that_is_not_64_digits(prev_hex: bytes) -> None:
+    for function in (_native.hash_lines, fast.py_hash_lines):
+        with pytest.raises(ValueError, match="64 hex digits"):
+            function(b"", 0, prev_hex, [])
+
+
+def test_hash_lines_refuses_a_negative_index() -> None:
+    for function in (_native.hash_lines, fast.py_hash_lines):
+        with pytest.raises(ValueError, match="index -1 is negative"):
+            function(b"", -1, b"0" * 64, [])
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_hash_pairs_agrees_on_random_ranges(seed: int) -> None:
+    rng = random.Random(seed)
+    hashes = [rng.randbytes(32) for _ in range(rng.randrange(0, 40))]
+    start = rng.randrange(len(hashes) + 1)
+    end = start + 2 * rng.randrange((len(hashes) - start) // 2 + 1)
+    assert len(both("hash_pairs", hashes, start, end)) == (end - start) // 2
+
+
+@pytest.mark.parametrize(("start", "end"), [(-1, 1), (0, 3), (2, 0), (0, 6), (1, 2)])
+def test_hash_pairs_refuses_a_range_that_is_not_pairs(start: int, end: int) -> None:
+    hashes = [bytes(32)] * 4
+    for function in (_native.hash_pairs, fast.py_hash_pairs):
+        with pytest.raises(ValueError, match="even-sized range"):
+            function(hashes, start, end)
+
+
+def test_bad_arguments_are_type_errors_not_crashes() -> None:
+    with pytest.raises(TypeError):
+        _native.hash_leaves(["not", "a", "block"])
+    with pytest.raises(TypeError):
+        _native.hash_lines("text", 0, b"0" * 64, [])
+    with pytest.raises(TypeError):
+        _native.hash_pairs([b"x" * 32, "y" * 32], 0, 2)
+    with pytest.raises(ValueError, match="hash 1 is not 32 bytes"):
+        _native.hash_pairs([b"x" * 32, b"y" * 31], 0, 2)
