@@ -3,8 +3,8 @@
 Private to ``verify``. Nothing here names a problem: a loop stops at the first line that is
 not exactly what it expects, and ``verify`` works out what is wrong with it.
 
-Lines come in blocks: bytes of lines split at ``"\n"``, read in place (no bytes object per
-line); only a file's last line may lack its ``"\n"``.
+Lines come in blocks: bytes of lines split at ``"\\n"``, read in place (no bytes object per
+line); only a file's last line may lack its ``"\\n"``.
 
 - ``hash_lines`` checks each line's fixed prefix ``{"i":<p>,"prev":"<hex>","r":`` against
   the expected bytes (no JSON parse) and its closing ``}``, and appends its RFC 6962 leaf
@@ -23,9 +23,9 @@ line); only a file's last line may lack its ``"\n"``.
   the hashing of the tree happens in the workers.
 
 ``hash_leaves``, ``hash_lines`` and ``hash_pairs`` are the per-entry loops. They come from the
-C extension ``gateway.audit._native`` when it is built (``setup.py``), and
-otherwise from the Python functions of the same names prefixed ``py_``, which are the reference
-the extension is tested against (``tests/audit/test_native.py``). ``NATIVE`` says which;
+C extension ``gateway.audit._native`` when it is built (``setup.py``), and otherwise from the
+Python functions of the same names prefixed ``py_``, which are the reference the extension is
+tested against (``tests/audit/test_native.py``). ``NATIVE`` says which;
 ``ONECARD_AUDIT_NATIVE=0`` in the environment chooses Python (worker processes inherit it).
 """
 

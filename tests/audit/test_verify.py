@@ -478,6 +478,18 @@ def test_verify_leaves_accepts_good_leaves(export: Export, verifiers: VerifierSe
     assert report.beyond_latest == 2
 
 
+@pytest.mark.parametrize("at", [0, 3, 10])
+def test_verify_leaves_refuses_a_leaf_holding_a_line_break(
+    export: Export, verifiers: VerifierSet, at: int
+) -> None:
+    """Two entries joined by a line break must not pass for one (or the other way round)."""
+    leaves = list(export.leaves)
+    leaves[at : at + 2] = [leaves[at] + b"\n" + leaves[at + 1]]
+    report = verify_leaves(leaves, load_checkpoints(export.path, verifiers))
+    assert report.problem == verify.Problem(at, f"entry {at}: malformed: holds a line break")
+    assert report.entries == at
+
+
 def test_tree_roots_match_across_chunks_of_the_tree() -> None:
     """The verifier's tree gives the root of ``root_of`` at sizes around its chunk size."""
     n = 3 * fast.CHUNK + 5
