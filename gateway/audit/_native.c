@@ -204,6 +204,10 @@ static PyObject *hash_pairs(PyObject *module, PyObject *args) {
         return NULL;
     }
     for (Py_ssize_t i = start; i < end; i += 2) {
+        if (i + 1 >= PyList_GET_SIZE(hashes)) { /* a finalizer run by an allocation shrank it */
+            PyErr_SetString(PyExc_RuntimeError, "hash_pairs: the list shrank while being hashed");
+            goto error;
+        }
         PyObject *left = PyList_GET_ITEM(hashes, i), *right = PyList_GET_ITEM(hashes, i + 1);
         unsigned char digest[HASH_SIZE];
         if (check_bytes(left, "each hash") < 0 || check_bytes(right, "each hash") < 0) goto error;
