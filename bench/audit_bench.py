@@ -110,10 +110,9 @@ def verification(export: Path, verifiers: VerifierSet, workers: int) -> float:
 @contextlib.contextmanager
 def python_loops() -> Iterator[None]:
     """Verify with the Python loops of ``_verify_fast`` (workers read the environment)."""
-    names = ("hash_leaves", "hash_lines", "hash_pairs")
-    saved = {name: getattr(fast, name) for name in names}
+    saved = {name: getattr(fast, name) for name in fast.LOOPS}
     os.environ["ONECARD_AUDIT_NATIVE"] = "0"
-    for name in names:
+    for name in fast.LOOPS:
         setattr(fast, name, getattr(fast, f"py_{name}"))
     try:
         yield

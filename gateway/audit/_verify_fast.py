@@ -47,6 +47,8 @@ from gateway.audit.rfc6962 import HASH_SIZE, LEAF_PREFIX, NODE_PREFIX
 __all__ = [
     "BLOCK_SIZE",
     "CHUNK",
+    "ENTRY_PREFIX",
+    "LOOPS",
     "NATIVE",
     "ZERO_HEX",
     "RangeResult",
@@ -74,7 +76,8 @@ ZERO_HEX = b"0" * (2 * HASH_SIZE)
 """The ``prev`` of entry 0."""
 
 _PREFIX = b'{"i":%d,"prev":"%b","r":'
-_PREFIX_RE = re.compile(rb'\{"i":(0|[1-9][0-9]*),"prev":"([0-9a-f]{64})","r":')
+ENTRY_PREFIX = re.compile(rb'\{"i":(0|[1-9][0-9]*),"prev":"([0-9a-f]{64})","r":')
+"""A leaf line's prefix, parsed: its index and the hex leaf hash before it."""
 _CLOSE = ord("}")
 _NEWLINE = ord("\n")
 _LEAF = bytes([LEAF_PREFIX])
@@ -138,6 +141,9 @@ def py_hash_pairs(hashes: list[bytes], start: int, end: int) -> list[bytes]:
         for left, right in zip(hashes[start:end:2], hashes[start + 1 : end : 2], strict=True)
     ]
 
+
+LOOPS = ("hash_leaves", "hash_lines", "hash_pairs")
+"""The per-entry loops, each in C (``_native``) and in Python (``py_`` + its name)."""
 
 try:
     if os.environ.get("ONECARD_AUDIT_NATIVE", "1") == "0":
@@ -301,7 +307,7 @@ def scan_range(path: str, start: int, end: int) -> RangeResult:
     data = _read_range(path, start, end)
     if not data:
         return RangeResult(True, -1, 0, b"", b"", [])
-    match = _PREFIX_RE.match(data)
+    match = ENTRY_PREFIX.match(data)
     if match is None or data[-1] != _NEWLINE:
         return RangeResult(False, -1, 0, b"", b"", [])
     first, first_prev = int(match[1]), bytes(match[2])

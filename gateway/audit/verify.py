@@ -82,7 +82,6 @@ RANGE_SIZE = 8 << 20
 """Bytes of the entries file per task in the parallel mode."""
 
 _NOTE_NAME = re.compile(r"([0-9]{12,})\.note")
-_ENTRY_PREFIX = re.compile(rb'\{"i":(0|[1-9][0-9]*),"prev":"([0-9a-f]{64})","r":')
 _NO_CHECKPOINT = 1 << 64  # larger than any tree size
 
 
@@ -408,7 +407,7 @@ class _Run:
 
 def _diagnose(line: bytes, p: int, prev_hex: bytes) -> Problem:
     """Name what is wrong with line ``p``, which failed the fast check."""
-    match = _ENTRY_PREFIX.match(line)
+    match = fast.ENTRY_PREFIX.match(line)
     if match is None:
         return Problem(p, f'entry {p}: malformed: does not start with {{"i":{p},"prev":"..."')
     index = int(match[1])

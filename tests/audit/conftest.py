@@ -8,8 +8,6 @@ import pytest
 
 from gateway.audit import _verify_fast as fast
 
-LOOPS = ("hash_leaves", "hash_lines", "hash_pairs")
-
 
 def require_native() -> None:
     """Skip without the C extension, except in CI, which must build it (and fails instead)."""
@@ -28,7 +26,7 @@ def loops(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> st
         require_native()
     else:
         monkeypatch.setenv("ONECARD_AUDIT_NATIVE", "0")  # spawned workers import afresh
-        for name in LOOPS:
+        for name in fast.LOOPS:
             monkeypatch.setattr(fast, name, getattr(fast, f"py_{name}"))
     implementation: str = request.param
     return implementation
