@@ -2,10 +2,11 @@
 
     .venv/bin/python bench/audit_bench.py [--entries 1000000] [--writers 64]
 
-Everything runs on this machine with its baselines measured in the same run: raw SQLite inserts
-of rows of the same size (WAL, synchronous=FULL), committing each row and in transactions of 64,
-for the appends; hashing the same leaves with SHA-256 alone (hashlib, one call per leaf), for the
-verification, which runs with the C loops (``gateway/audit/_native.c``) and the Python ones.
+Everything runs on this machine with its baselines measured in the same run. For the appends
+(of one record over and over, and of varied records, ``varied_records``): raw SQLite inserts of
+rows of the same size (WAL, synchronous=FULL), committing each row and in transactions of 64.
+For the verification, which runs with the C loops (``gateway/audit/_native.c``) and the Python
+ones: hashing the same leaves with SHA-256 alone (hashlib, one call per leaf).
 Appends and verifications are the median of ``--repeat`` runs; quote ratios, not absolutes.
 """
 
@@ -14,12 +15,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import os
+import random
 import shutil
 import statistics
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from gateway.audit import _verify_fast as fast
@@ -54,6 +57,31 @@ RECORD = AuditRecord(
     backend="social_insurance",
 )
 LEAF = leaf_bytes(0, ZERO_HASH, RECORD.body())  # an entry's leaf: what is stored and hashed
+RPCS = (
+    "onecard.v1.InsuranceService/GetInsuranceStatus",
+    "onecard.v1.HealthRecordService/GetSharedRecord",
+    "onecard.v1.LibraryService/ValidateCard",
+    "onecard.v1.TransitService/CheckConcession",
+)
+
+
+def varied_records(count: int = 4096, citizens: int = 10_000) -> list[AuditRecord]:
+    """Records as a busy gateway writes them: 50 organisations, four RPCs, a tenth of them
+    denied, and the pseudonyms of ``citizens`` card holders (so the search index's subject
+    B-tree takes inserts all over, not at one spot)."""
+    rng = random.Random(2026)
+    people = [rng.randbytes(32).hex() for _ in range(citizens)]
+    return [
+        dataclasses.replace(
+            RECORD,
+            request_id=rng.randbytes(16).hex(),
+            org=f"hosp-{rng.randrange(50):03d}",
+            rpc=rng.choice(RPCS),
+            decision="deny" if rng.random() < 0.1 else "allow",
+            subject=rng.choice(people),
+        )
+        for _ in range(count)
+    ]
 
 
 def raw_sqlite(directory: Path, rows: int, batch: int) -> float:
@@ -82,19 +110,22 @@ def leaf_hashes(count: int = 300_000) -> float:
     return count / (time.perf_counter() - started)
 
 
-async def durable_appends(directory: Path, writers: int, per_writer: int) -> float:
-    """Appends/s through SqliteAuditLog with ``writers`` concurrent asyncio tasks."""
+async def durable_appends(
+    directory: Path, writers: int, per_writer: int, records: Sequence[AuditRecord] = (RECORD,)
+) -> float:
+    """Appends/s through SqliteAuditLog with ``writers`` concurrent asyncio tasks, each
+    appending ``records`` in turn from its own starting point."""
     directory = Path(tempfile.mkdtemp(dir=directory))
     store = SqliteStore(directory / "appends.db")
     signer = Ed25519FileSigner.generate(directory / "appends.key", ORIGIN)
     log = SqliteAuditLog(store, signer, checkpoint_interval_s=1.0)
 
-    async def writer() -> None:
-        for _ in range(per_writer):
-            await log.append(RECORD)
+    async def writer(k: int) -> None:
+        for i in range(k * per_writer, (k + 1) * per_writer):
+            await log.append(records[i % len(records)])
 
     started = time.perf_counter()
-    await asyncio.gather(*(writer() for _ in range(writers)))
+    await asyncio.gather(*(writer(k) for k in range(writers)))
     elapsed = time.perf_counter() - started
     await store.close()
     return writers * per_writer / elapsed
@@ -168,16 +199,24 @@ def main() -> None:
     try:
         row1 = statistics.median(raw_sqlite(tmp, 5_000, 1) for _ in range(args.repeat))
         row64 = statistics.median(raw_sqlite(tmp, 128_000, 64) for _ in range(args.repeat))
-        appends = statistics.median(
-            asyncio.run(durable_appends(tmp, args.writers, args.appends // args.writers))
-            for _ in range(args.repeat)
-        )
+        per_writer = args.appends // args.writers
+        varied = varied_records()
+        runs: dict[str, list[float]] = {"one record": [], "varied records": []}
+        for _ in range(args.repeat):  # interleaved, so that a slow spell hits both
+            runs["one record"].append(asyncio.run(durable_appends(tmp, args.writers, per_writer)))
+            runs["varied records"].append(
+                asyncio.run(durable_appends(tmp, args.writers, per_writer, varied))
+            )
         print(f"raw SQLite, commit per row:       {row1:>10,.0f} rows/s")
         print(f"raw SQLite, transactions of 64:   {row64:>10,.0f} rows/s")
-        print(
-            f"durable audit appends, {args.writers} writers: {appends:>10,.0f} appends/s "
-            f"({appends / row1:.1f}x commit-per-row, {appends / row64:.2f}x batches of 64)"
-        )
+        for label, rates in runs.items():
+            appends = statistics.median(rates)
+            print(
+                f"durable audit appends, {args.writers} writers, {label}: "
+                f"{appends:>10,.0f} appends/s ({appends / row1:.1f}x commit-per-row, "
+                f"{appends / row64:.2f}x batches of 64; runs: "
+                f"{', '.join(f'{r:,.0f}' for r in rates)})"
+            )
         started = time.perf_counter()
         key = asyncio.run(build_log(tmp, args.entries))
         print(f"built a log of {args.entries:,} entries in {time.perf_counter() - started:.1f} s")

@@ -1,10 +1,22 @@
-/* The offline verifier's hashing loops in C, hashing with OpenSSL's SHA-256.
+/* The audit log's per-entry hashing loops in C, hashing with OpenSSL's SHA-256.
  *
- * Three functions, each the exact equivalent of a Python function in
- * gateway/audit/_verify_fast.py (which stays the reference and the fallback when this module
- * is not built); tests/audit/test_native.py checks them against each other. They only move the
- * per-entry loop out of the interpreter: a SHA-256 of one 850-byte leaf costs about 0.57 us in
- * OpenSSL, and Python adds about 0.3 us of its own around each hashlib call.
+ * Each function is the exact equivalent of a Python function (which stays the reference and
+ * the fallback when this module is not built); tests/audit/test_native.py checks them against
+ * each other. They only move per-entry loops out of the interpreter: a SHA-256 of one
+ * 850-byte leaf costs about 0.57 us in OpenSSL, and Python adds about 0.3 us of its own around
+ * each hashlib call.
+ *
+ * The writer's, when it sequences a batch of appends (record.py_chain_leaves and
+ * compact.py_push_leaves):
+ *
+ *   chain_leaves(bodies, index, prev)     -> (leaves, hashes): each body wrapped as the leaf
+ *                                            {"i":<index>,"prev":"<hex of prev>","r":<body>},
+ *                                            each leaf's hash the next one's prev
+ *   push_leaves(border, size, hashes)     -> for each leaf hash, the hashes of the Merkle nodes
+ *                                            it completes (its own first), joined; extends the
+ *                                            right border (a list, changed in place)
+ *
+ * The offline verifier's (_verify_fast.py_*):
  *
  *   hash_leaves(block)                    -> [SHA-256(0x00 || line) for each line of block]
  *   hash_lines(block, p, prev_hex, out)   -> (p, prev_hex, bad): checks each line's prefix
@@ -106,6 +118,171 @@ static int append_digest(PyObject *list, const unsigned char digest[HASH_SIZE]) 
     return appended;
 }
 
+static const char hex_digits[] = "0123456789abcdef";
+
+static void to_hex(const unsigned char digest[HASH_SIZE], char hex[HEX_SIZE]) {
+    for (int k = 0; k < HASH_SIZE; k++) {
+        hex[2 * k] = hex_digits[digest[k] >> 4];
+        hex[2 * k + 1] = hex_digits[digest[k] & 15];
+    }
+}
+
+/* A list item that must be bytes of exactly HASH_SIZE bytes. */
+static int check_hash(PyObject *item, const char *what, Py_ssize_t i) {
+    if (check_bytes(item, what) < 0) return -1;
+    if (PyBytes_GET_SIZE(item) != HASH_SIZE) {
+        PyErr_Format(PyExc_ValueError, "%s %zd has %zd bytes, not %d", what, i,
+                     PyBytes_GET_SIZE(item), HASH_SIZE);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *chain_leaves(PyObject *module, PyObject *args) {
+    PyObject *bodies;
+    long long index;
+    const char *prev_in;
+    Py_ssize_t prev_len;
+    if (!PyArg_ParseTuple(args, "O!Ly#:chain_leaves", &PyList_Type, &bodies, &index, &prev_in,
+                          &prev_len))
+        return NULL;
+    if (index < 0) {
+        PyErr_Format(PyExc_ValueError, "chain_leaves: index %lld is negative", index);
+        return NULL;
+    }
+    if (prev_len != HASH_SIZE) {
+        PyErr_Format(PyExc_ValueError, "chain_leaves: prev has %zd bytes, not %d", prev_len,
+                     HASH_SIZE);
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(bodies);
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (check_bytes(PyList_GET_ITEM(bodies, i), "each body") < 0) return NULL;
+    PyObject *leaves = PyList_New(n), *hashes = PyList_New(n);
+    Hasher h;
+    if (leaves == NULL || hashes == NULL || hasher_open(&h) < 0) {
+        Py_XDECREF(leaves);
+        Py_XDECREF(hashes);
+        return NULL;
+    }
+    /* Own the bodies: an allocation below may run a finalizer that changes the list. */
+    PyObject *owned = PyList_GetSlice(bodies, 0, n);
+    if (owned == NULL) goto error;
+    unsigned char digest[HASH_SIZE];
+    memcpy(digest, prev_in, HASH_SIZE);
+    static const char head[] = "{\"i\":", middle[] = ",\"prev\":\"", tail[] = "\",\"r\":";
+    for (Py_ssize_t i = 0; i < n; i++, index++) {
+        PyObject *body = PyList_GET_ITEM(owned, i);
+        char digits[24];
+        int nd = snprintf(digits, sizeof digits, "%lld", index);
+        Py_ssize_t blen = PyBytes_GET_SIZE(body);
+        Py_ssize_t len = 5 + nd + 9 + HEX_SIZE + 6 + blen + 1;
+        PyObject *leaf = PyBytes_FromStringAndSize(NULL, len);
+        if (leaf == NULL) goto error;
+        char *w = PyBytes_AS_STRING(leaf);
+        memcpy(w, head, 5);
+        memcpy(w += 5, digits, (size_t)nd);
+        memcpy(w += nd, middle, 9);
+        to_hex(digest, w += 9);
+        memcpy(w += HEX_SIZE, tail, 6);
+        memcpy(w += 6, PyBytes_AS_STRING(body), (size_t)blen);
+        w[blen] = '}';
+        PyList_SET_ITEM(leaves, i, leaf);
+        if (sha256_3(&h, 0x00, PyBytes_AS_STRING(leaf), len, NULL, 0, digest) < 0) goto error;
+        PyObject *item = PyBytes_FromStringAndSize((const char *)digest, HASH_SIZE);
+        if (item == NULL) goto error;
+        PyList_SET_ITEM(hashes, i, item);
+    }
+    hasher_close(&h);
+    Py_DECREF(owned);
+    return Py_BuildValue("(NN)", leaves, hashes);
+error:
+    hasher_close(&h);
+    Py_XDECREF(owned);
+    Py_DECREF(leaves);
+    Py_DECREF(hashes);
+    return NULL;
+}
+
+static PyObject *push_leaves(PyObject *module, PyObject *args) {
+    PyObject *border, *hashes;
+    long long size;
+    if (!PyArg_ParseTuple(args, "O!LO!:push_leaves", &PyList_Type, &border, &size, &PyList_Type,
+                          &hashes))
+        return NULL;
+    Py_ssize_t have = PyList_GET_SIZE(border);
+    if (size < 0 || have != __builtin_popcountll((unsigned long long)size)) {
+        PyErr_Format(PyExc_ValueError,
+                     "push_leaves: a border of %zd hashes is not that of a tree of size %lld",
+                     have, size);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < have; i++)
+        if (check_hash(PyList_GET_ITEM(border, i), "border hash", i) < 0) return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(hashes);
+    if (size > (1LL << 62) - n) {
+        PyErr_Format(PyExc_OverflowError, "push_leaves: a tree of %lld + %zd is too large",
+                     size, n);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (check_hash(PyList_GET_ITEM(hashes, i), "leaf hash", i) < 0) return NULL;
+    /* Work on a C copy of the border (at most 64 levels) and write it back at the end, so that
+       nothing is half-changed on an error and no finalizer can change it under us. */
+    unsigned char stack[64][HASH_SIZE];
+    Py_ssize_t depth = have;
+    for (Py_ssize_t i = 0; i < have; i++)
+        memcpy(stack[i], PyBytes_AS_STRING(PyList_GET_ITEM(border, i)), HASH_SIZE);
+    unsigned char (*leaf_hashes)[HASH_SIZE] = PyMem_Malloc((size_t)(n ? n : 1) * HASH_SIZE);
+    PyObject *result = PyList_New(n), *fresh = NULL;
+    Hasher h;
+    if (leaf_hashes == NULL || result == NULL || hasher_open(&h) < 0) {
+        PyMem_Free(leaf_hashes);
+        Py_XDECREF(result);
+        return leaf_hashes == NULL ? PyErr_NoMemory() : NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++)
+        memcpy(leaf_hashes[i], PyBytes_AS_STRING(PyList_GET_ITEM(hashes, i)), HASH_SIZE);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned long long at = (unsigned long long)size + (unsigned long long)i;
+        int completed = __builtin_ctzll(~at); /* nodes above the leaf that it completes */
+        PyObject *nodes = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(1 + completed) * HASH_SIZE);
+        if (nodes == NULL) goto error;
+        PyList_SET_ITEM(result, i, nodes);
+        unsigned char *w = (unsigned char *)PyBytes_AS_STRING(nodes);
+        memcpy(w, leaf_hashes[i], HASH_SIZE);
+        for (int level = 1; level <= completed; level++, w += HASH_SIZE) {
+            /* depth >= completed: a tree of size `at` has a border node per set bit */
+            if (sha256_3(&h, 0x01, (const char *)stack[--depth], HASH_SIZE, (const char *)w,
+                         HASH_SIZE, w + HASH_SIZE) < 0)
+                goto error;
+        }
+        if (depth >= 64) { /* cannot happen below 2**62 leaves; never write past the stack */
+            PyErr_SetString(PyExc_RuntimeError, "push_leaves: the border outgrew 64 levels");
+            goto error;
+        }
+        memcpy(stack[depth++], w, HASH_SIZE);
+    }
+    fresh = PyList_New(depth);
+    if (fresh == NULL) goto error;
+    for (Py_ssize_t i = 0; i < depth; i++) {
+        PyObject *item = PyBytes_FromStringAndSize((const char *)stack[i], HASH_SIZE);
+        if (item == NULL) goto error;
+        PyList_SET_ITEM(fresh, i, item);
+    }
+    if (PyList_SetSlice(border, 0, PyList_GET_SIZE(border), fresh) < 0) goto error;
+    Py_DECREF(fresh);
+    hasher_close(&h);
+    PyMem_Free(leaf_hashes);
+    return result;
+error:
+    hasher_close(&h);
+    PyMem_Free(leaf_hashes);
+    Py_XDECREF(fresh);
+    Py_DECREF(result);
+    return NULL;
+}
+
 static PyObject *hash_leaves(PyObject *module, PyObject *args) {
     Py_buffer block;
     if (!PyArg_ParseTuple(args, "y*:hash_leaves", &block)) return NULL;
@@ -170,11 +347,7 @@ static PyObject *hash_lines(PyObject *module, PyObject *args) {
         unsigned char digest[HASH_SIZE];
         if (sha256_3(&h, 0x00, line, len, NULL, 0, digest) < 0 || append_digest(out, digest) < 0)
             goto done;
-        static const char digits[] = "0123456789abcdef";
-        for (int k = 0; k < HASH_SIZE; k++) {
-            hex[2 * k] = digits[digest[k] >> 4];
-            hex[2 * k + 1] = digits[digest[k] & 15];
-        }
+        to_hex(digest, hex);
         p++;
         at = it.pos;
     }
@@ -232,6 +405,10 @@ error:
 }
 
 static PyMethodDef methods[] = {
+    {"chain_leaves", chain_leaves, METH_VARARGS,
+     "chain_leaves(bodies, index, prev) -> (leaves, hashes): wrap and chain entry bodies."},
+    {"push_leaves", push_leaves, METH_VARARGS,
+     "push_leaves(border, size, hashes) -> the Merkle nodes each leaf completes, joined."},
     {"hash_leaves", hash_leaves, METH_VARARGS,
      "hash_leaves(block) -> the RFC 6962 leaf hash of each line of block, in a list."},
     {"hash_lines", hash_lines, METH_VARARGS,
@@ -244,7 +421,7 @@ static PyMethodDef methods[] = {
 static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT,
     .m_name = "gateway.audit._native",
-    .m_doc = "The offline verifier's hashing loops in C (see _verify_fast).",
+    .m_doc = "The audit log's hashing loops in C (see record, compact, _verify_fast).",
     .m_size = -1,
     .m_methods = methods,
 };

@@ -1,4 +1,9 @@
-# The C extension built from _native.c; the same functions in Python: _verify_fast.py_*.
+# The C extension built from _native.c; the same functions in Python, named py_ + the name:
+# record.py_chain_leaves, compact.py_push_leaves and _verify_fast.py_hash_*.
+def chain_leaves(
+    bodies: list[bytes], index: int, prev: bytes, /
+) -> tuple[list[bytes], list[bytes]]: ...
+def push_leaves(border: list[bytes], size: int, hashes: list[bytes], /) -> list[bytes]: ...
 def hash_leaves(block: bytes | memoryview, /) -> list[bytes]: ...
 def hash_lines(
     block: bytes | memoryview, p: int, prev_hex: bytes, out: list[bytes], /

@@ -23,10 +23,9 @@ line); only a file's last line may lack its ``"\\n"``.
   the hashing of the tree happens in the workers.
 
 ``hash_leaves``, ``hash_lines`` and ``hash_pairs`` are the per-entry loops. They come from the
-C extension ``gateway.audit._native`` when it is built (``setup.py``), and otherwise from the
-Python functions of the same names prefixed ``py_``, which are the reference the extension is
-tested against (``tests/audit/test_native.py``). ``NATIVE`` says which;
-``ONECARD_AUDIT_NATIVE=0`` in the environment chooses Python (worker processes inherit it).
+C extension ``gateway.audit._native`` when it is used (``_accel.NATIVE``), and otherwise from
+the Python functions of the same names prefixed ``py_``, which are the reference the extension
+is tested against (``tests/audit/test_native.py``).
 """
 
 from __future__ import annotations
@@ -41,6 +40,7 @@ from collections.abc import Iterator, Sequence
 from itertools import pairwise
 from typing import BinaryIO, NamedTuple
 
+from gateway.audit._accel import NATIVE
 from gateway.audit.compact import CompactRange, range_nodes
 from gateway.audit.rfc6962 import HASH_SIZE, LEAF_PREFIX, NODE_PREFIX
 
@@ -145,15 +145,10 @@ def py_hash_pairs(hashes: list[bytes], start: int, end: int) -> list[bytes]:
 LOOPS = ("hash_leaves", "hash_lines", "hash_pairs")
 """The per-entry loops, each in C (``_native``) and in Python (``py_`` + its name)."""
 
-try:
-    if os.environ.get("ONECARD_AUDIT_NATIVE", "1") == "0":
-        raise ImportError("the C loops are turned off by ONECARD_AUDIT_NATIVE=0")  # noqa: TRY301
+if NATIVE:
     from gateway.audit._native import hash_leaves, hash_lines, hash_pairs
-
-    NATIVE = True
-except ImportError:  # not built here (no C compiler or OpenSSL headers), or turned off
+else:
     hash_leaves, hash_lines, hash_pairs = py_hash_leaves, py_hash_lines, py_hash_pairs
-    NATIVE = False
 
 
 def _pair_up(lower: list[bytes], upper: list[bytes]) -> bool:

@@ -16,6 +16,7 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
+from gateway.audit._accel import NATIVE
 from gateway.audit.rfc6962 import EMPTY_ROOT, HASH_SIZE, NODE_PREFIX
 
 __all__ = ["CompactRange", "NodeID", "border_ids", "range_nodes"]
@@ -165,6 +166,16 @@ class CompactRange:
         self._size += 1 << level
         return completed
 
+    def push_leaves(self, leaf_hashes: list[bytes]) -> list[bytes]:
+        """``push`` each of ``leaf_hashes`` in order; for each, its completed nodes joined.
+
+        One call per batch of appends (``push_leaves``, in C where it is built); nothing
+        changes if a hash is not 32 bytes.
+        """
+        nodes = push_leaves(self._hashes, self._size, leaf_hashes)
+        self._size += len(leaf_hashes)
+        return nodes
+
     def extend(self, leaf_hashes: Iterable[bytes]) -> list[tuple[NodeID, bytes]]:
         """Append leaf hashes in order; return every node they complete, in that order."""
         completed: list[tuple[NodeID, bytes]] = []
@@ -184,6 +195,42 @@ class CompactRange:
 
     def __repr__(self) -> str:
         return f"CompactRange(size={self._size})"
+
+
+def py_push_leaves(border: list[bytes], size: int, leaf_hashes: list[bytes]) -> list[bytes]:
+    """Extend the right ``border`` of a tree of ``size`` leaves with ``leaf_hashes``, in place.
+
+    Returns, for each leaf, the hashes of the nodes it completes (its own first, as ``push``
+    returns them), joined. Checks everything before changing anything.
+    """
+    if size < 0 or len(border) != size.bit_count():
+        raise ValueError(
+            f"push_leaves: a border of {len(border)} hashes is not that of a tree of size {size}"
+        )
+    if size > (1 << 62) - len(leaf_hashes):
+        raise OverflowError(f"push_leaves: a tree of {size} + {len(leaf_hashes)} is too large")
+    for what, hashes in (("border hash", border), ("leaf hash", leaf_hashes)):
+        for i, h in enumerate(hashes):
+            if not isinstance(h, bytes):
+                raise TypeError(f"{what} must be bytes, not {type(h).__name__}")
+            if len(h) != HASH_SIZE:
+                raise ValueError(f"{what} {i} has {len(h)} bytes, not {HASH_SIZE}")
+    sha256, node, pop = _sha256, _NODE, border.pop
+    joined = []
+    for at, leaf_hash in enumerate(leaf_hashes, size):
+        completed = [h := leaf_hash]
+        for _ in range((~at & (at + 1)).bit_length() - 1):  # the trailing one bits of at
+            h = sha256(node + pop() + h).digest()
+            completed.append(h)
+        border.append(h)
+        joined.append(b"".join(completed))
+    return joined
+
+
+if NATIVE:
+    from gateway.audit._native import push_leaves
+else:
+    push_leaves = py_push_leaves
 
 
 def _check_hash(h: bytes) -> None:

@@ -15,6 +15,22 @@ import json
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring_ascii as _quote
 
+from gateway.audit._accel import NATIVE
+from gateway.audit.rfc6962 import hash_leaf
+
+__all__ = [
+    "RECORD_VERSION",
+    "ZERO_HASH",
+    "AuditRecord",
+    "Pseudonymizer",
+    "Trail",
+    "canonical_json",
+    "chain_leaves",
+    "leaf_bytes",
+    "py_chain_leaves",
+    "rfc3339",
+]
+
 RECORD_VERSION = 1
 ZERO_HASH = bytes(32)
 
@@ -89,6 +105,36 @@ def canonical_json(value: object) -> bytes:
 def leaf_bytes(index: int, prev_leaf_hash: bytes, body: bytes) -> bytes:
     """The leaf for entry ``index``: ``{"i":index,"prev":"<hex>","r":<body>}``."""
     return b'{"i":%d,"prev":"%s","r":%s}' % (index, prev_leaf_hash.hex().encode(), body)
+
+
+def py_chain_leaves(
+    bodies: list[bytes], index: int, prev: bytes
+) -> tuple[list[bytes], list[bytes]]:
+    """The leaves of entries ``index, index + 1, ...`` with ``bodies``, and their leaf hashes.
+
+    ``prev`` is the leaf hash of entry ``index - 1`` (``ZERO_HASH`` before entry 0); each
+    leaf's hash is the next one's ``prev``. ``chain_leaves`` is this, in C where it is built.
+    """
+    if index < 0:
+        raise ValueError(f"chain_leaves: index {index} is negative")
+    if len(prev) != len(ZERO_HASH):
+        raise ValueError(f"chain_leaves: prev has {len(prev)} bytes, not {len(ZERO_HASH)}")
+    for body in bodies:
+        if not isinstance(body, bytes):
+            raise TypeError(f"each body must be bytes, not {type(body).__name__}")
+    leaves, hashes = [], []
+    for i, body in enumerate(bodies, index):
+        leaf = leaf_bytes(i, prev, body)
+        prev = hash_leaf(leaf)
+        leaves.append(leaf)
+        hashes.append(prev)
+    return leaves, hashes
+
+
+if NATIVE:
+    from gateway.audit._native import chain_leaves
+else:
+    chain_leaves = py_chain_leaves
 
 
 def rfc3339(moment: dt.datetime) -> str:

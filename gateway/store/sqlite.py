@@ -33,7 +33,8 @@ _log = structlog.get_logger(__name__)
 _MAX_BATCH = 2048
 _PRUNE_EVERY_S = 60.0
 _IDLE_RETRY_S = 5.0  # after an idle task fails, leave it alone this long (no error storm)
-_SCHEMA_VERSION = 3
+_QUIET_S = 0.05  # no write for this long: the writer is quiet, not just between two batches
+_SCHEMA_VERSION = 4
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS redeemed_tokens (
     token_id   BLOB PRIMARY KEY,
@@ -50,16 +51,23 @@ CREATE TABLE IF NOT EXISTS audit_entries (
     leaf  BLOB NOT NULL
 );
 
--- The search index: derived from the leaves, written after them (see sqlite_audit).
+-- The search index: derived from the leaves, written after them (see sqlite_audit). Small
+-- integer keys keep its B-trees small: the values of org, rpc, decision, basis and outcome by
+-- their id in audit_terms, and the subject by the first 64 bits of its pseudonym (a search
+-- checks the whole pseudonym on the leaf).
+CREATE TABLE IF NOT EXISTS audit_terms (
+    id   INTEGER PRIMARY KEY,
+    term TEXT NOT NULL UNIQUE
+);
 CREATE TABLE IF NOT EXISTS audit_search (
-    idx       INTEGER PRIMARY KEY,
-    time      TEXT NOT NULL,
-    org       TEXT NOT NULL,
-    rpc       TEXT NOT NULL,
-    decision  TEXT NOT NULL,
-    basis     TEXT NOT NULL,
-    subject   TEXT NOT NULL,
-    outcome   TEXT NOT NULL
+    idx      INTEGER PRIMARY KEY,
+    time     TEXT NOT NULL,
+    org      INTEGER NOT NULL,
+    rpc      INTEGER NOT NULL,
+    decision INTEGER NOT NULL,
+    basis    INTEGER NOT NULL,
+    outcome  INTEGER NOT NULL,
+    subject  INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_search_subject ON audit_search (subject, idx);
 CREATE INDEX IF NOT EXISTS audit_search_org ON audit_search (org, idx);
@@ -138,7 +146,7 @@ class SqliteStore:
         self._tokens = _TokenLedger()
         self._ops = _Ops()
         self._readers = threading.local()
-        self._idle: list[Callable[[sqlite3.Connection], bool]] = []
+        self._idle: list[Callable[[sqlite3.Connection, bool], bool]] = []
         self._idle_resume_at = 0.0
         self._writer = threading.Thread(target=self._run, name="sqlite-writer", daemon=True)
         self._writer.start()
@@ -150,7 +158,9 @@ class SqliteStore:
                 f"{self.path}: database schema version {version} is newer than this gateway "
                 f"({_SCHEMA_VERSION}); upgrade the gateway"
             )
-        if 0 < version < _SCHEMA_VERSION:
+        if version == 3:  # only the search index changed: drop it, it is rebuilt from the log
+            self._conn.execute("DROP TABLE IF EXISTS audit_search")
+        elif 0 < version < _SCHEMA_VERSION:
             raise SetupError(
                 f"{self.path}: database schema version {version} is from a development build "
                 f"whose audit log layout was replaced before any release; move the data "
@@ -189,12 +199,14 @@ class SqliteStore:
         self._queue.put((handler, payload, future))
         return await future
 
-    def when_idle(self, task: Callable[[sqlite3.Connection], bool]) -> None:
-        """Run ``task`` in the writer thread whenever no write is waiting.
+    def when_idle(self, task: Callable[[sqlite3.Connection, bool], bool]) -> None:
+        """Run ``task(conn, quiet)`` in the writer thread whenever no write is waiting.
 
         For derived data only (a search index that can be rebuilt from the log): ``task`` runs
         its own transaction, which commits without an fsync (synchronous=NORMAL; the next
         durable commit makes it durable too), and returns True while it has more to do.
+        ``quiet`` is False between two batches of a busy writer, when a task should only do
+        work worth a transaction of its own, and True once no write has come for ``_QUIET_S``.
         """
         self._idle.append(task)
         self._queue.put(_WAKE)
@@ -214,8 +226,12 @@ class SqliteStore:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
-                self._run_idle()
-                item = self._queue.get()
+                self._run_idle(quiet=False)
+                try:
+                    item = self._queue.get(timeout=_QUIET_S)
+                except queue.Empty:
+                    self._run_idle(quiet=True)
+                    item = self._queue.get()
             batch: list[tuple[BatchHandler, Any, asyncio.Future[Any]]] = []
             while True:
                 if item is _STOP:
@@ -231,14 +247,14 @@ class SqliteStore:
             if batch:
                 self._commit(batch)
 
-    def _run_idle(self) -> None:
+    def _run_idle(self, *, quiet: bool) -> None:
         """Run idle tasks until they are done or a write arrives (not soon after one failed)."""
         if not self._idle or time.monotonic() < self._idle_resume_at:
             return
         self._conn.execute("PRAGMA synchronous=NORMAL")
         try:
             for task in self._idle:
-                while self._queue.empty() and task(self._conn):
+                while self._queue.empty() and task(self._conn, quiet):
                     pass
         except Exception as exc:
             _log.error("store_idle_task_failed", error_type=type(exc).__name__)

@@ -1,18 +1,21 @@
 """The audit log on SQLite: sequencing, Merkle nodes, checkpoints, proofs and search.
 
 Appends go through the store's writer thread (group commit). For each batch the writer assigns
-indexes in queue order, builds each leaf once (``record.leaf_bytes``), extends the compact range,
-and writes each entry with the hashes of the Merkle nodes it completes, in one row, in the same
-transaction; it signs a checkpoint when the configured interval has passed. If the transaction
-fails, the in-memory range is reloaded from the database, so memory never runs ahead of the disk.
+indexes in queue order, builds the leaves and their hashes (``record.chain_leaves``), extends
+the compact range (``CompactRange.push_leaves``; both in C where it is built), and writes each
+entry with the hashes of the Merkle nodes it completes, in one row, in the same transaction; it
+signs a checkpoint when the configured interval has passed. If the transaction fails, the
+in-memory range is reloaded from the database, so memory never runs ahead of the disk.
 
 Node (level, k) lives in the row of entry ((k + 1) << level) - 1, at byte 32 * level of its
 ``nodes``: a proof reads its O(log n) nodes by primary key in one statement.
 
 The search index (``audit_search``) is derived from the leaves and kept off the durable path:
-the writer thread fills it when no append is waiting (and within any batch once 20,000 rows are
-pending), in transactions without an fsync. After a crash it is rebuilt from the leaves past its
-last row. ``search`` first brings it up to date, so a search sees every appended entry.
+the writer thread fills it in transactions without an fsync, in chunks of ``_INDEX_CHUNK``
+entries between batches while appends keep coming (a B-tree costs far less per row in large
+transactions), and with whatever is left once no append has come for a moment; within a batch
+only when ``_MAX_PENDING`` entries are waiting. After a crash it is rebuilt from the leaves
+past its last row. ``search`` first brings it up to date, so a search sees every appended entry.
 """
 
 from __future__ import annotations
@@ -23,29 +26,49 @@ import sqlite3
 import time
 from collections import deque
 from collections.abc import Sequence
-from itertools import islice
+from itertools import count, islice
 from typing import Any
 
 from gateway.audit.checkpoint import Checkpoint, sign_checkpoint
 from gateway.audit.compact import CompactRange, NodeID, border_ids
 from gateway.audit.log import Entry, Receipt, SearchQuery
 from gateway.audit.proof import OutOfRangeError, consistency_proof, inclusion_proof
-from gateway.audit.record import ZERO_HASH, AuditRecord, leaf_bytes, rfc3339
-from gateway.audit.rfc6962 import HASH_SIZE, hash_leaf
+from gateway.audit.record import ZERO_HASH, AuditRecord, chain_leaves, rfc3339
+from gateway.audit.rfc6962 import HASH_SIZE
 from gateway.audit.signer import Signer
 from gateway.store.sqlite import SqliteStore
 
 _INSERT_ENTRY = "INSERT INTO audit_entries (idx, nodes, leaf) VALUES (?, ?, ?)"
 _INSERT_SEARCH = (
     "INSERT OR REPLACE INTO audit_search"
-    " (idx, time, org, rpc, decision, basis, subject, outcome) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    " (idx, time, org, rpc, decision, basis, outcome, subject) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _SEARCH = "SELECT e.idx, e.leaf FROM audit_search s JOIN audit_entries e ON e.idx = s.idx"
-_SEARCH_FIELDS = ("time", "org", "rpc", "decision", "basis", "subject", "outcome")
-_INDEX_CHUNK = 5000  # search rows per idle transaction
+_TERM = "(SELECT id FROM audit_terms WHERE term = ?)"
+_INDEX_CHUNK = 4096  # search rows per transaction
 _MAX_PENDING = 20_000  # beyond this, a batch indexes inside its own transaction
 _CATCH_UP = object()  # a payload that asks the writer to bring the search index up to date
-_SearchRow = tuple[int, str, str, str, str, str, str, str]
+_SearchRow = tuple[int, str, int, int, int, int, int, int]
+
+
+class _Terms(dict[str, int]):
+    """The ids of the values of the coded search fields (``audit_terms``), as far as known.
+
+    A value not seen before is inserted on ``conn``, in the transaction that indexes it: set
+    ``conn`` before use, and ``reload`` after a rollback.
+    """
+
+    conn: sqlite3.Connection
+
+    def __missing__(self, term: str) -> int:
+        insert = "INSERT INTO audit_terms (term) VALUES (?) RETURNING id"
+        (term_id,) = self.conn.execute(insert, (term,)).fetchone()
+        self[term] = term_id
+        return int(term_id)
+
+    def reload(self, conn: sqlite3.Connection) -> None:
+        self.clear()
+        self.update(conn.execute("SELECT term, id FROM audit_terms"))
 
 
 class SqliteAuditLog:
@@ -58,37 +81,29 @@ class SqliteAuditLog:
         self._interval = checkpoint_interval_s
         self._range, self._prev, self._checkpointed = self._load(store.reader())
         self._last_checkpoint = float("-inf")  # the first batch after a start is checkpointed
-        self._pending: deque[_SearchRow] = deque()  # appended, not yet in audit_search
+        self._pending: deque[tuple[int, AuditRecord]] = deque()  # not yet in audit_search
         self._indexed = _indexed_size(store.reader())
+        self._terms = _Terms()
+        self._terms.reload(store.reader())
         store.when_idle(self._index_when_idle)
 
     # -- writing (the writer thread) -------------------------------------------------------
 
     def run_batch(self, conn: sqlite3.Connection, payloads: list[Any]) -> list[Any]:
-        rows = []
-        receipts: list[Receipt | None] = []
-        push, pending, origin = self._range.push, self._pending.append, self.origin
-        prev = self._prev
-        now = dt.datetime.now(dt.UTC)
-        catch_up = False
-        for payload in payloads:
-            if payload is _CATCH_UP:
-                catch_up = True
-                receipts.append(None)
-                continue
-            record, body = payload
-            index = self._range.size
-            leaf = leaf_bytes(index, prev, body)
-            prev = hash_leaf(leaf)
-            rows.append((index, b"".join(push(prev)), leaf))
-            pending((index, record.time, record.org, record.rpc, record.decision,
-                     record.basis, record.subject, record.outcome))  # fmt: skip
-            receipts.append(Receipt(index, prev, origin, now))
-        self._prev = prev
-        conn.executemany(_INSERT_ENTRY, rows)
-        if catch_up:
+        appends = [payload for payload in payloads if payload is not _CATCH_UP]
+        start = self._range.size
+        leaves, hashes = chain_leaves([body for _, body in appends], start, self._prev)
+        nodes = self._range.push_leaves(hashes)
+        conn.executemany(_INSERT_ENTRY, zip(count(start), nodes, leaves, strict=False))
+        if hashes:
+            self._prev = hashes[-1]
+        self._pending.extend(enumerate((record for record, _ in appends), start))
+        origin, now = self.origin, dt.datetime.now(dt.UTC)
+        receipts = iter([Receipt(i, h, origin, now) for i, h in enumerate(hashes, start)])
+        if len(appends) < len(payloads):  # a search waits for the index to catch up
             self._index_all(conn)
-        return receipts
+            return [None if payload is _CATCH_UP else next(receipts) for payload in payloads]
+        return list(receipts)
 
     def finish_batch(self, conn: sqlite3.Connection) -> None:
         if time.monotonic() - self._last_checkpoint >= self._interval:
@@ -101,8 +116,9 @@ class SqliteAuditLog:
         self._range, self._prev, self._checkpointed = self._load(reader)
         self._last_checkpoint = float("-inf")  # a checkpoint of this batch may be lost
         self._indexed = _indexed_size(reader)
+        self._terms.reload(reader)
         size = self._range.size
-        self._pending = deque(row for row in self._pending if row[0] < size)
+        self._pending = deque(item for item in self._pending if item[0] < size)
 
     # -- the search index (the writer thread) ----------------------------------------------
 
@@ -116,15 +132,17 @@ class SqliteAuditLog:
         while pending and pending[0][0] < self._indexed:
             pending.popleft()
         upto = pending[0][0] if pending else self._range.size
+        terms = self._terms
+        terms.conn = conn
         if self._indexed < upto:
             leaves = conn.execute(
                 "SELECT idx, leaf FROM audit_entries WHERE idx >= ? AND idx < ? ORDER BY idx"
                 " LIMIT ?",
                 (self._indexed, upto, limit),
             ).fetchall()
-            rows = [_search_row(idx, leaf) for idx, leaf in leaves]
+            rows = [_search_row(terms, idx, _leaf_record(leaf)) for idx, leaf in leaves]
         else:
-            rows = list(islice(pending, limit))
+            rows = [_search_row(terms, idx, record) for idx, record in islice(pending, limit)]
         if rows:
             conn.executemany(_INSERT_SEARCH, rows)
             self._indexed = rows[-1][0] + 1
@@ -134,8 +152,9 @@ class SqliteAuditLog:
         while self._index(conn, _INDEX_CHUNK):
             pass
 
-    def _index_when_idle(self, conn: sqlite3.Connection) -> bool:
-        if self._indexed >= self._range.size:
+    def _index_when_idle(self, conn: sqlite3.Connection, quiet: bool) -> bool:
+        backlog = self._range.size - self._indexed
+        if backlog <= 0 or (backlog < _INDEX_CHUNK and not quiet):
             return False
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -145,6 +164,7 @@ class SqliteAuditLog:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             self._indexed = _indexed_size(conn)
+            self._terms.reload(conn)
             raise
         return more
 
@@ -225,11 +245,14 @@ class SqliteAuditLog:
         args: list[object] = [query.after_index]
         for column, value in (
             ("org", query.org), ("rpc", query.rpc), ("decision", query.decision),
-            ("basis", query.basis), ("subject", query.subject),
+            ("basis", query.basis),
         ):  # fmt: skip
             if value:
-                clauses.append(f"s.{column} = ?")
+                clauses.append(f"s.{column} = {_TERM}")
                 args.append(value)
+        if query.subject:
+            clauses.append("s.subject = ? AND json_extract(e.leaf, '$.r.subject') = ?")
+            args += [_subject_key(query.subject), query.subject]
         if query.since:
             clauses.append("s.time >= ?")
             args.append(query.since)
@@ -288,6 +311,29 @@ def _indexed_size(conn: sqlite3.Connection) -> int:
     return int(size)
 
 
-def _search_row(idx: int, leaf: bytes) -> _SearchRow:
-    record = json.loads(leaf)["r"]
-    return (idx, *(str(record.get(name, "")) for name in _SEARCH_FIELDS))  # type: ignore[return-value]
+def _leaf_record(leaf: bytes) -> AuditRecord:
+    """The search fields of the record in a stored leaf (the others left empty)."""
+    r = json.loads(leaf)["r"]
+    return AuditRecord(
+        time=str(r.get("time", "")), request_id="", org=str(r.get("org", "")), org_type="",
+        cert_sha256="", rpc=str(r.get("rpc", "")), outcome=str(r.get("outcome", "")),
+        reason="", released_sha256="", latency_us=0, basis=str(r.get("basis", "")),
+        subject=str(r.get("subject", "")), decision=str(r.get("decision", "")),
+    )  # fmt: skip
+
+
+def _search_row(terms: _Terms, idx: int, r: AuditRecord) -> _SearchRow:
+    return (idx, r.time, terms[r.org], terms[r.rpc], terms[r.decision], terms[r.basis],
+            terms[r.outcome], _subject_key(r.subject))  # fmt: skip
+
+
+def _subject_key(subject: str) -> int:
+    """The indexed key of a subject: its first 16 hex digits as a signed 64-bit integer.
+
+    A pseudonym is an HMAC, so these bits spread evenly; anything else (no subject, or not
+    hex) is 0. Two subjects may share a key: a search also compares the whole subject.
+    """
+    try:
+        return int(subject[:16], 16) % (1 << 64) - (1 << 63)
+    except ValueError:
+        return 0

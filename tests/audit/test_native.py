@@ -1,8 +1,10 @@
-"""The C loops of the offline verifier (``gateway/audit/_native.c``) against the Python ones.
+"""The C loops of the audit log (``gateway/audit/_native.c``) against the Python ones.
 
-``_verify_fast.py_*`` are the reference: on random blocks of lines, chains with every kind of
-damage, and odd inputs, the C functions must return exactly what the Python ones return, and
-refuse what they refuse. The leaf and node hashes are also checked against ``rfc6962``.
+The ``py_`` functions are the reference: the verifier's (``_verify_fast``) on random blocks of
+lines, chains with every kind of damage, and odd inputs; the writer's (``record``,
+``compact``) on random batches at random tree sizes. The C functions must return exactly what
+the Python ones return, and refuse what they refuse. The leaf and node hashes are also checked
+against ``rfc6962``, ``leaf_bytes`` and ``CompactRange.push``.
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ import random
 import pytest
 
 from gateway.audit import _verify_fast as fast
+from gateway.audit import compact, record
+from gateway.audit.compact import CompactRange
 from gateway.audit.record import ZERO_HASH, leaf_bytes
 from gateway.audit.rfc6962 import hash_children, hash_leaf
-from tests.audit.conftest import require_native
+from tests.conftest import require_native
 
 if fast.NATIVE:
     from gateway.audit import _native
@@ -163,3 +167,96 @@ def test_bad_arguments_are_type_errors_not_crashes() -> None:
         _native.hash_pairs([b"x" * 32, "y" * 32], 0, 2)
     with pytest.raises(ValueError, match="hash 1 is not 32 bytes"):
         _native.hash_pairs([b"x" * 32, b"y" * 31], 0, 2)
+
+
+# -- the writer's loops: chain_leaves and push_leaves ----------------------------------------
+
+
+def random_bodies(rng: random.Random, n: int) -> list[bytes]:
+    return [
+        b'{"n":%d,"s":"%s"}' % (rng.randrange(10**9), bytes(rng.choices(b'ab\\"x ', k=k)))
+        for k in (rng.randrange(0, 900) for _ in range(n))
+    ]
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_chain_leaves_agrees_and_matches_leaf_bytes(seed: int) -> None:
+    rng = random.Random(seed)
+    bodies = random_bodies(rng, rng.randrange(0, 70))
+    index, prev = rng.choice([0, 1, 7, 2**40 + 3]), rng.randbytes(32)
+    leaves, hashes = _native.chain_leaves(bodies, index, prev)
+    assert (leaves, hashes) == record.py_chain_leaves(bodies, index, prev)
+    for i, body in enumerate(bodies):  # each leaf wraps its body, chained from the one before
+        assert leaves[i] == leaf_bytes(index + i, hashes[i - 1] if i else prev, body)
+        assert hashes[i] == hash_leaf(leaves[i])
+
+
+@pytest.mark.parametrize(
+    ("bodies", "index", "prev", "error", "message"),
+    [
+        ([b"{}"], -1, ZERO_HASH, ValueError, "index -1 is negative"),
+        ([b"{}"], 0, b"x" * 31, ValueError, "prev has 31 bytes"),
+        ([b"{}", "{}"], 0, ZERO_HASH, TypeError, "each body must be bytes"),
+    ],
+)
+def test_chain_leaves_refuses_bad_arguments_alike(
+    bodies: list[bytes], index: int, prev: bytes, error: type[Exception], message: str
+) -> None:
+    for function in (_native.chain_leaves, record.py_chain_leaves):
+        with pytest.raises(error, match=message):
+            function(bodies, index, prev)
+
+
+def hashes_of(rng: CompactRange) -> list[bytes]:
+    return [h for _, h in rng.border()]
+
+
+def grown(size: int) -> CompactRange:
+    rng = CompactRange()
+    for i in range(size):
+        rng.push(hash_leaf(b"%d" % i))
+    return rng
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_push_leaves_agrees_with_pushing_one_leaf_at_a_time(seed: int) -> None:
+    rng = random.Random(seed)
+    size = rng.choice([0, 1, 2, 3, 63, 64, 65, rng.randrange(1, 300)])
+    leaf_hashes = [rng.randbytes(32) for _ in range(rng.randrange(0, 130))]
+    one_by_one, c_range, py_range = grown(size), grown(size), grown(size)
+    want = [b"".join(one_by_one.push(h)) for h in leaf_hashes]
+    c_border, py_border = hashes_of(c_range), hashes_of(py_range)
+    assert _native.push_leaves(c_border, size, leaf_hashes) == want
+    assert compact.py_push_leaves(py_border, size, leaf_hashes) == want
+    assert c_border == py_border == hashes_of(one_by_one)
+
+
+def test_compact_range_push_leaves_keeps_its_size_and_root() -> None:
+    hashes = [hash_leaf(b"%d" % i) for i in range(100)]
+    rng = grown(0)
+    rng.push_leaves(hashes[:37])
+    rng.push_leaves(hashes[37:])
+    assert rng.size == 100
+    assert rng.root() == grown(100).root()
+
+
+@pytest.mark.parametrize(
+    ("border", "size", "hashes", "error", "message"),
+    [
+        ([], 1, [], ValueError, "not that of a tree of size 1"),
+        ([bytes(32)], 3, [], ValueError, "not that of a tree of size 3"),
+        ([bytes(32)], -1, [], ValueError, "not that of a tree of size -1"),
+        ([bytes(31)], 1, [], ValueError, "border hash 0 has 31 bytes"),
+        ([bytes(32)], 1, [bytes(32), bytes(33)], ValueError, "leaf hash 1 has 33 bytes"),
+        ([bytes(32)], 1, ["x" * 32], TypeError, "must be bytes"),
+        ([bytes(32)] * 62, 2**62 - 1, [bytes(32)] * 2, OverflowError, "too large"),
+    ],
+)
+def test_push_leaves_refuses_bad_arguments_alike_and_changes_nothing(
+    border: list[bytes], size: int, hashes: list[bytes], error: type[Exception], message: str
+) -> None:
+    for function in (_native.push_leaves, compact.py_push_leaves):
+        before = list(border)
+        with pytest.raises(error, match=message):
+            function(border, size, hashes)
+        assert border == before

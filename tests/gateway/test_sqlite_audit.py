@@ -28,7 +28,8 @@ from gateway.audit.record import ZERO_HASH, AuditRecord, leaf_bytes, rfc3339
 from gateway.audit.rfc6962 import hash_leaf
 from gateway.audit.signer import Ed25519FileSigner
 from gateway.errors import StoreUnavailable
-from gateway.store import SqliteStore
+from gateway.store import SqliteStore, sqlite_audit
+from gateway.store import sqlite as sqlite_store
 from gateway.store.sqlite_audit import SqliteAuditLog
 
 ORIGIN = "onecard.example/audit"
@@ -189,7 +190,8 @@ def signer(tmp_path_factory: pytest.TempPathFactory) -> Ed25519FileSigner:
 
 
 @pytest.fixture
-async def logs(tmp_path: Path, signer: Ed25519FileSigner) -> AsyncIterator[Logs]:
+async def logs(tmp_path: Path, signer: Ed25519FileSigner, loops: str) -> AsyncIterator[Logs]:
+    """Logs on one file, written with the C loops, then with the Python ones (``loops``)."""
     opened = Logs(tmp_path / "onecard.db", signer)
     yield opened
     await opened.close_all()
@@ -683,3 +685,63 @@ async def test_search_finds_entries_that_reuse_the_indexes_of_a_rolled_back_batc
     _, log = logs.open()
     await append_each(log, [make_record(n, org="org-b") for n in (6, 7)])
     assert [e.index for e in await log.search(SearchQuery(org="org-b"))] == [6, 7]
+
+
+async def test_search_by_subject_compares_the_whole_pseudonym(log: SqliteAuditLog) -> None:
+    # The index keeps a pseudonym's first 64 bits: these two share them, and must not mix.
+    one, other = "ab" * 8 + "01" * 24, "ab" * 8 + "02" * 24
+    await append_each(log, [make_record(n, subject=[one, other][n % 2]) for n in range(6)])
+    assert [e.index for e in await log.search(SearchQuery(subject=one))] == [0, 2, 4]
+    assert [e.index for e in await log.search(SearchQuery(subject=other))] == [1, 3, 5]
+    assert await log.search(SearchQuery(subject="ab" * 8 + "03" * 24)) == []
+
+
+async def count_indexed(db: Path, want: int) -> int:
+    """Rows in audit_search once there are ``want`` (or what there is after two seconds)."""
+    for _ in range(200):
+        with closing(sqlite3.connect(db)) as conn:
+            (rows,) = conn.execute("SELECT count(*) FROM audit_search").fetchone()
+        if rows == want:
+            break
+        await asyncio.sleep(0.01)
+    return int(rows)
+
+
+async def test_a_quiet_writer_indexes_every_entry_without_a_search(logs: Logs) -> None:
+    _, log = logs.open()
+    await append_each(log, records(5))
+    assert await count_indexed(logs.db, 5) == 5
+
+
+async def test_a_busy_writer_indexes_whole_chunks_only(
+    logs: Logs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_store, "_QUIET_S", 3600.0)  # the writer never turns quiet
+    monkeypatch.setattr(sqlite_audit, "_INDEX_CHUNK", 4)
+    _, log = logs.open()
+    await append_each(log, records(10))
+    assert await count_indexed(logs.db, 8) == 8  # two chunks of 4; 2 entries wait
+    await asyncio.sleep(0.1)
+    assert await count_indexed(logs.db, 8) == 8
+    assert [e.index for e in await log.search(SearchQuery(after_index=7))] == [8, 9]
+
+
+async def test_a_search_index_of_schema_3_is_rebuilt_in_the_new_layout(logs: Logs) -> None:
+    store, log = logs.open()
+    await append_each(log, SEARCH_RECORDS)
+    await store.close()
+    with closing(sqlite3.connect(logs.db, isolation_level=None)) as conn:
+        conn.executescript(
+            """
+            DROP TABLE audit_search; DROP TABLE audit_terms;
+            CREATE TABLE audit_search (idx INTEGER PRIMARY KEY, time TEXT, org TEXT, rpc TEXT,
+                decision TEXT, basis TEXT, subject TEXT, outcome TEXT);
+            INSERT INTO audit_search VALUES (0, 't', 'org-x', 'r', 'd', 'b', 's', 'o');
+            PRAGMA user_version = 3;
+            """
+        )
+    _, log = logs.open()
+    for query in SEARCH_QUERIES:
+        assert [e.index for e in await log.search(query)] == expected_search(query), query
+    with closing(sqlite3.connect(logs.db)) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (4,)

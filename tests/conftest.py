@@ -1,4 +1,4 @@
-"""Fixtures for the audit tests: the verifier's per-entry loops, in C and in Python."""
+"""Fixtures for every test: the audit log's per-entry loops, in C and in Python."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import os
 import pytest
 
 from gateway.audit import _verify_fast as fast
+from gateway.audit import compact, record
+from gateway.store import sqlite_audit
 
 
 def require_native() -> None:
@@ -21,12 +23,18 @@ def require_native() -> None:
 
 @pytest.fixture(params=["C", "Python"])
 def loops(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Run a test with the C loops, then with the Python ones (in worker processes too)."""
+    """Run a test with the C loops, then with the Python ones (in worker processes too).
+
+    Both the verifier's (``_verify_fast.LOOPS``) and the log writer's (``chain_leaves`` as
+    the SQLite log imported it, ``compact.push_leaves``).
+    """
     if request.param == "C":
         require_native()
     else:
         monkeypatch.setenv("ONECARD_AUDIT_NATIVE", "0")  # spawned workers import afresh
         for name in fast.LOOPS:
             monkeypatch.setattr(fast, name, getattr(fast, f"py_{name}"))
+        monkeypatch.setattr(sqlite_audit, "chain_leaves", record.py_chain_leaves)
+        monkeypatch.setattr(compact, "push_leaves", compact.py_push_leaves)
     implementation: str = request.param
     return implementation
