@@ -7,8 +7,10 @@ concurrent requests share one fsync (group commit, as Trillian's sequencer batch
 
 Writes go through ``BatchHandler``s: each handler gets all of its queued payloads of one batch
 at once (one ``executemany`` rather than many statements), may finish the batch inside the same
-transaction (``finish_batch``: the audit log signs a checkpoint there), and is told when a
-transaction was rolled back so it can drop in-memory state that never reached the disk.
+transaction (``finish_batch``: the audit log signs a checkpoint there), and is told whether the
+transaction became durable (``committed``, before any result is handed out: the audit log then
+passes the batch to its search index) or was rolled back (``rolled_back``, so it can drop
+in-memory state that never reached the disk).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -32,8 +34,6 @@ T = TypeVar("T")
 _log = structlog.get_logger(__name__)
 _MAX_BATCH = 2048
 _PRUNE_EVERY_S = 60.0
-_IDLE_RETRY_S = 5.0  # after an idle task fails, leave it alone this long (no error storm)
-_QUIET_S = 0.05  # no write for this long: the writer is quiet, not just between two batches
 _SCHEMA_VERSION = 4
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS redeemed_tokens (
@@ -51,28 +51,6 @@ CREATE TABLE IF NOT EXISTS audit_entries (
     leaf  BLOB NOT NULL
 );
 
--- The search index: derived from the leaves, written after them (see sqlite_audit). Small
--- integer keys keep its B-trees small: the values of org, rpc, decision, basis and outcome by
--- their id in audit_terms, and the subject by the first 64 bits of its pseudonym (a search
--- checks the whole pseudonym on the leaf).
-CREATE TABLE IF NOT EXISTS audit_terms (
-    id   INTEGER PRIMARY KEY,
-    term TEXT NOT NULL UNIQUE
-);
-CREATE TABLE IF NOT EXISTS audit_search (
-    idx      INTEGER PRIMARY KEY,
-    time     TEXT NOT NULL,
-    org      INTEGER NOT NULL,
-    rpc      INTEGER NOT NULL,
-    decision INTEGER NOT NULL,
-    basis    INTEGER NOT NULL,
-    outcome  INTEGER NOT NULL,
-    subject  INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS audit_search_subject ON audit_search (subject, idx);
-CREATE INDEX IF NOT EXISTS audit_search_org ON audit_search (org, idx);
-CREATE INDEX IF NOT EXISTS audit_search_time ON audit_search (time);
-
 CREATE TABLE IF NOT EXISTS audit_checkpoints (
     size       INTEGER PRIMARY KEY,
     note       BLOB NOT NULL,
@@ -80,7 +58,6 @@ CREATE TABLE IF NOT EXISTS audit_checkpoints (
 );
 """
 _STOP = object()
-_WAKE = object()  # wakes the writer thread without a write
 
 
 class BatchHandler(Protocol):
@@ -92,6 +69,10 @@ class BatchHandler(Protocol):
 
     def finish_batch(self, conn: sqlite3.Connection) -> None:
         """Last writes of the batch, in the same transaction."""
+        ...
+
+    def committed(self) -> None:
+        """The transaction is durable (called before any of its results is handed out)."""
         ...
 
     def rolled_back(self) -> None:
@@ -117,6 +98,9 @@ class _TokenLedger:
     def finish_batch(self, conn: sqlite3.Connection) -> None:
         pass
 
+    def committed(self) -> None:
+        pass
+
     def rolled_back(self) -> None:
         pass
 
@@ -126,6 +110,9 @@ class _Ops:
         return [op(conn) for op in payloads]
 
     def finish_batch(self, conn: sqlite3.Connection) -> None:
+        pass
+
+    def committed(self) -> None:
         pass
 
     def rolled_back(self) -> None:
@@ -146,8 +133,7 @@ class SqliteStore:
         self._tokens = _TokenLedger()
         self._ops = _Ops()
         self._readers = threading.local()
-        self._idle: list[Callable[[sqlite3.Connection, bool], bool]] = []
-        self._idle_resume_at = 0.0
+        self._on_close: list[Callable[[], Awaitable[None]]] = []
         self._writer = threading.Thread(target=self._run, name="sqlite-writer", daemon=True)
         self._writer.start()
 
@@ -158,7 +144,7 @@ class SqliteStore:
                 f"{self.path}: database schema version {version} is newer than this gateway "
                 f"({_SCHEMA_VERSION}); upgrade the gateway"
             )
-        if version == 3:  # only the search index changed: drop it, it is rebuilt from the log
+        if version == 3:  # the search index moved to a file of its own (sqlite_search)
             self._conn.execute("DROP TABLE IF EXISTS audit_search")
         elif 0 < version < _SCHEMA_VERSION:
             raise SetupError(
@@ -199,23 +185,17 @@ class SqliteStore:
         self._queue.put((handler, payload, future))
         return await future
 
-    def when_idle(self, task: Callable[[sqlite3.Connection, bool], bool]) -> None:
-        """Run ``task(conn, quiet)`` in the writer thread whenever no write is waiting.
-
-        For derived data only (a search index that can be rebuilt from the log): ``task`` runs
-        its own transaction, which commits without an fsync (synchronous=NORMAL; the next
-        durable commit makes it durable too), and returns True while it has more to do.
-        ``quiet`` is False between two batches of a busy writer, when a task should only do
-        work worth a transaction of its own, and True once no write has come for ``_QUIET_S``.
-        """
-        self._idle.append(task)
-        self._queue.put(_WAKE)
+    def on_close(self, closer: Callable[[], Awaitable[None]]) -> None:
+        """Await ``closer`` first when the store closes (a companion such as a search index)."""
+        self._on_close.append(closer)
 
     async def close(self) -> None:
         """Finish queued writes, stop the writer thread and close the database."""
         if self._closed:
             return
         self._closed = True
+        for closer in self._on_close:
+            await closer()
         self._queue.put(_STOP)
         await asyncio.to_thread(self._writer.join)
         self._conn.close()
@@ -223,20 +203,12 @@ class SqliteStore:
     def _run(self) -> None:
         stop = False
         while not stop:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                self._run_idle(quiet=False)
-                try:
-                    item = self._queue.get(timeout=_QUIET_S)
-                except queue.Empty:
-                    self._run_idle(quiet=True)
-                    item = self._queue.get()
+            item = self._queue.get()
             batch: list[tuple[BatchHandler, Any, asyncio.Future[Any]]] = []
             while True:
                 if item is _STOP:
                     stop = True
-                elif item is not _WAKE:
+                else:
                     batch.append(item)
                 if stop or len(batch) >= _MAX_BATCH:
                     break
@@ -246,23 +218,6 @@ class SqliteStore:
                     break
             if batch:
                 self._commit(batch)
-
-    def _run_idle(self, *, quiet: bool) -> None:
-        """Run idle tasks until they are done or a write arrives (not soon after one failed)."""
-        if not self._idle or time.monotonic() < self._idle_resume_at:
-            return
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-        try:
-            for task in self._idle:
-                while self._queue.empty() and task(self._conn, quiet):
-                    pass
-        except Exception as exc:
-            _log.error("store_idle_task_failed", error_type=type(exc).__name__)
-            if self._conn.in_transaction:
-                self._conn.execute("ROLLBACK")
-            self._idle_resume_at = time.monotonic() + _IDLE_RETRY_S
-        finally:
-            self._conn.execute("PRAGMA synchronous=FULL")
 
     def _commit(self, batch: list[tuple[BatchHandler, Any, asyncio.Future[Any]]]) -> None:
         groups: dict[BatchHandler, list[int]] = {}
@@ -286,9 +241,11 @@ class SqliteStore:
             for handler in groups:
                 handler.rolled_back()
             error = StoreUnavailable("the gateway could not record this request durably; retry")
-            _resolve([(future, None, error) for _, _, future in batch])
+            resolve_futures([(future, None, error) for _, _, future in batch])
             return
-        _resolve([(f, r, None) for (_, _, f), r in zip(batch, results, strict=True)])
+        for handler in groups:
+            handler.committed()
+        resolve_futures([(f, r, None) for (_, _, f), r in zip(batch, results, strict=True)])
 
     def _prune_if_due(self) -> None:
         now = time.time()
@@ -297,7 +254,7 @@ class SqliteStore:
             self._last_prune = now
 
 
-def _resolve(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+def resolve_futures(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
     """Hand results to the futures' event loops: one wake-up per loop, not per request."""
     by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
     for outcome in outcomes:

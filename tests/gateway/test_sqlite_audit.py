@@ -28,9 +28,9 @@ from gateway.audit.record import ZERO_HASH, AuditRecord, leaf_bytes, rfc3339
 from gateway.audit.rfc6962 import hash_leaf
 from gateway.audit.signer import Ed25519FileSigner
 from gateway.errors import StoreUnavailable
-from gateway.store import SqliteStore, sqlite_audit
-from gateway.store import sqlite as sqlite_store
+from gateway.store import SqliteStore, sqlite_search
 from gateway.store.sqlite_audit import SqliteAuditLog
+from gateway.store.sqlite_search import index_path
 
 ORIGIN = "onecard.example/audit"
 HOUR = 3600.0  # a checkpoint interval no test outlives: only the first batch after a start signs
@@ -502,29 +502,31 @@ async def test_a_checkpoint_lost_with_its_batch_is_signed_by_the_next_one(
     assert open_cp(note, signer).size == 1
 
 
-async def test_a_search_whose_batch_fails_is_not_left_behind_by_the_index(logs: Logs) -> None:
+async def test_a_search_sees_every_appended_entry_without_waiting_for_the_writer(
+    logs: Logs,
+) -> None:
     store, log = logs.open()
+    await append_each(log, records(3))
+    release, held = await hold_writer(store)  # the writer is inside a long transaction
+    try:
+        found = await asyncio.wait_for(log.search(SearchQuery()), timeout=5)
+    finally:
+        release.set()
+        await held
+    assert [e.index for e in found] == [0, 1, 2]
 
-    def refuse(conn: sqlite3.Connection) -> None:
-        raise sqlite3.OperationalError("disk I/O error")
 
-    release0, held0 = await hold_writer(store)
-    appends = [asyncio.ensure_future(log.append(r)) for r in records(3)]
-    inner = asyncio.ensure_future(hold_writer(store))  # one batch: the appends, then a hold
-    await asyncio.sleep(0)
-    release0.set()
-    await held0
-    release1, held1 = await inner
-    # The next batch: the search's request to bring the index up to date, and a failing write.
-    search = asyncio.ensure_future(log.search(SearchQuery()))
-    failing = asyncio.ensure_future(store.write(refuse))
-    await asyncio.sleep(0)
-    release1.set()
-    await held1
-    await asyncio.gather(*appends)
-    outcomes = await asyncio.gather(search, failing, return_exceptions=True)
+async def test_a_batch_that_rolls_back_never_reaches_the_search_index(logs: Logs) -> None:
+    store, log = logs.open()
+    await append_each(log, records(2))
+    fail_inserts(logs.db, "audit_entries")
+    outcomes = await append_in_one_batch(store, log, records(3, first=100))
     assert all(isinstance(outcome, StoreUnavailable) for outcome in outcomes)
-    assert [e.index for e in await log.search(SearchQuery())] == [0, 1, 2]
+    allow_inserts(logs.db, "audit_entries")
+    await log.append(make_record(2))
+    assert [json.loads(e.leaf)["r"]["request_id"] for e in await log.search(SearchQuery())] == [
+        "req-00000", "req-00001", "req-00002"
+    ]  # fmt: skip
 
 
 # -- reading: entries, size, search ----------------------------------------------------------
@@ -652,7 +654,7 @@ async def test_the_search_index_is_rebuilt_from_the_leaves_after_a_restart(logs:
     await append_each(log, SEARCH_RECORDS)
     await log.search(SearchQuery())  # the index is complete
     await store.close()
-    with closing(sqlite3.connect(logs.db, isolation_level=None)) as conn:
+    with closing(sqlite3.connect(index_path(logs.db), isolation_level=None)) as conn:
         conn.execute("DELETE FROM audit_search WHERE idx >= 3")  # its tail was never fsynced
     _, log = logs.open()
     for query in SEARCH_QUERIES:
@@ -661,12 +663,12 @@ async def test_the_search_index_is_rebuilt_from_the_leaves_after_a_restart(logs:
 
 async def test_a_failing_search_index_neither_fails_appends_nor_loses_entries(logs: Logs) -> None:
     _, log = logs.open()
-    fail_inserts(logs.db, "audit_search")
+    fail_inserts(index_path(logs.db), "audit_search")
     receipts = await append_each(log, SEARCH_RECORDS)
     assert [r.index for r in receipts] == list(range(len(SEARCH_RECORDS)))
     with pytest.raises(StoreUnavailable):
         await log.search(SearchQuery())  # an incomplete answer is never given
-    allow_inserts(logs.db, "audit_search")
+    allow_inserts(index_path(logs.db), "audit_search")
     for query in SEARCH_QUERIES:
         assert [e.index for e in await log.search(query)] == expected_search(query), query
 
@@ -699,7 +701,7 @@ async def test_search_by_subject_compares_the_whole_pseudonym(log: SqliteAuditLo
 async def count_indexed(db: Path, want: int) -> int:
     """Rows in audit_search once there are ``want`` (or what there is after two seconds)."""
     for _ in range(200):
-        with closing(sqlite3.connect(db)) as conn:
+        with closing(sqlite3.connect(index_path(db))) as conn:
             (rows,) = conn.execute("SELECT count(*) FROM audit_search").fetchone()
         if rows == want:
             break
@@ -707,17 +709,17 @@ async def count_indexed(db: Path, want: int) -> int:
     return int(rows)
 
 
-async def test_a_quiet_writer_indexes_every_entry_without_a_search(logs: Logs) -> None:
+async def test_a_quiet_log_has_every_entry_indexed_without_a_search(logs: Logs) -> None:
     _, log = logs.open()
     await append_each(log, records(5))
     assert await count_indexed(logs.db, 5) == 5
 
 
-async def test_a_busy_writer_indexes_whole_chunks_only(
+async def test_a_busy_log_has_whole_chunks_indexed_only(
     logs: Logs, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sqlite_store, "_QUIET_S", 3600.0)  # the writer never turns quiet
-    monkeypatch.setattr(sqlite_audit, "_INDEX_CHUNK", 4)
+    monkeypatch.setattr(sqlite_search, "QUIET_S", 3600.0)  # appends never stop for long
+    monkeypatch.setattr(sqlite_search, "CHUNK", 4)
     _, log = logs.open()
     await append_each(log, records(10))
     assert await count_indexed(logs.db, 8) == 8  # two chunks of 4; 2 entries wait
@@ -726,14 +728,16 @@ async def test_a_busy_writer_indexes_whole_chunks_only(
     assert [e.index for e in await log.search(SearchQuery(after_index=7))] == [8, 9]
 
 
-async def test_a_search_index_of_schema_3_is_rebuilt_in_the_new_layout(logs: Logs) -> None:
+async def test_a_schema_3_database_loses_its_search_table_to_the_index_file(
+    logs: Logs,
+) -> None:
     store, log = logs.open()
     await append_each(log, SEARCH_RECORDS)
     await store.close()
+    index_path(logs.db).unlink()
     with closing(sqlite3.connect(logs.db, isolation_level=None)) as conn:
         conn.executescript(
             """
-            DROP TABLE audit_search; DROP TABLE audit_terms;
             CREATE TABLE audit_search (idx INTEGER PRIMARY KEY, time TEXT, org TEXT, rpc TEXT,
                 decision TEXT, basis TEXT, subject TEXT, outcome TEXT);
             INSERT INTO audit_search VALUES (0, 't', 'org-x', 'r', 'd', 'b', 's', 'o');
@@ -745,3 +749,5 @@ async def test_a_search_index_of_schema_3_is_rebuilt_in_the_new_layout(logs: Log
         assert [e.index for e in await log.search(query)] == expected_search(query), query
     with closing(sqlite3.connect(logs.db)) as conn:
         assert conn.execute("PRAGMA user_version").fetchone() == (4,)
+        tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_schema")}
+        assert "audit_search" not in tables

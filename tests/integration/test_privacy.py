@@ -117,6 +117,7 @@ async def test_no_card_number_or_name_in_the_database_export_logs_or_metrics(
     logs = (tmp_path / "gateway.log").read_bytes()
     places = {
         "database": b"".join(p.read_bytes() for p in data.glob("onecard.db*")),
+        "search index": b"".join(p.read_bytes() for p in data.glob("onecard.search.db*")),
         "export": b"".join(p.read_bytes() for p in export.rglob("*") if p.is_file()),
         "FHIR export": fhir.read_bytes(),
         "logs": logs,
@@ -126,6 +127,7 @@ async def test_no_card_number_or_name_in_the_database_export_logs_or_metrics(
     # The scan looks at real material: every exchange is in each copy of the log, and the
     # process really logged at debug level.
     assert places["export"].count(b'"rpc":') == places["streamed entries"].count(b'"rpc":') + 1
+    assert b"onecard.v1." in places["search index"]  # the RPC names it codes
     leaves = (export / "entries.jsonl").read_bytes()
     assert logs.count(b'"rpc_completed"') == leaves.count(b'"outcome":"OK"') >= 5
     assert (
