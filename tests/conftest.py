@@ -25,8 +25,8 @@ def require_native() -> None:
 def loops(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Run a test with the C loops, then with the Python ones (in worker processes too).
 
-    Both the verifier's (``_verify_fast.LOOPS``) and the log writer's (``chain_leaves`` as
-    the SQLite log imported it, ``compact.push_leaves``).
+    Both the verifier's (``_verify_fast.LOOPS``) and the log writer's (``record_body``,
+    ``chain_leaves`` as the SQLite log imported it, ``compact.push_leaves``).
     """
     if request.param == "C":
         require_native()
@@ -34,6 +34,7 @@ def loops(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> st
         monkeypatch.setenv("ONECARD_AUDIT_NATIVE", "0")  # spawned workers import afresh
         for name in fast.LOOPS:
             monkeypatch.setattr(fast, name, getattr(fast, f"py_{name}"))
+        monkeypatch.setattr(record, "record_body", record.py_record_body)
         monkeypatch.setattr(sqlite_audit, "chain_leaves", record.py_chain_leaves)
         monkeypatch.setattr(compact, "push_leaves", compact.py_push_leaves)
     implementation: str = request.param

@@ -1,5 +1,8 @@
 # The C extension built from _native.c; the same functions in Python, named py_ + the name:
-# record.py_chain_leaves, compact.py_push_leaves and _verify_fast.py_hash_*.
+# record.py_record_body, record.py_chain_leaves, compact.py_push_leaves, _verify_fast.py_hash_*.
+from gateway.audit.record import AuditRecord
+
+def record_body(record: AuditRecord, /) -> bytes: ...
 def chain_leaves(
     bodies: list[bytes], index: int, prev: bytes, /
 ) -> tuple[list[bytes], list[bytes]]: ...

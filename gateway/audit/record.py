@@ -28,6 +28,8 @@ __all__ = [
     "chain_leaves",
     "leaf_bytes",
     "py_chain_leaves",
+    "py_record_body",
+    "record_body",
     "rfc3339",
 ]
 
@@ -78,23 +80,28 @@ class AuditRecord:
     def body(self) -> bytes:
         """The canonical JSON of this record: ``canonical_json`` of its fields, byte for byte.
 
-        Written out by hand because it runs once per exchange on the event loop: this is
-        about four times faster than building a dict for ``json.dumps``. The keys are in
-        sorted order; strings go through the C escaper ``json.dumps`` itself uses.
+        It runs once per exchange on the event loop: ``record_body``, in C where it is built.
         """
-        q = _quote
-        return (
-            f'{{"backend":{q(self.backend)},"basis":{q(self.basis)},'
-            f'"basis_ref":{q(self.basis_ref)},"cert_sha256":{q(self.cert_sha256)},'
-            f'"decision":{q(self.decision)},"emergency":{"true" if self.emergency else "false"},'
-            f'"latency_us":{int(self.latency_us)},"org":{q(self.org)},'
-            f'"org_type":{q(self.org_type)},"outcome":{q(self.outcome)},'
-            f'"policies":[{",".join(map(q, self.policies))}],'
-            f'"policy_set":{q(self.policy_set)},"purpose":{q(self.purpose)},'
-            f'"reason":{q(self.reason)},"released_sha256":{q(self.released_sha256)},'
-            f'"request_id":{q(self.request_id)},"rpc":{q(self.rpc)},'
-            f'"subject":{q(self.subject)},"time":{q(self.time)},"v":{int(self.v)}}}'
-        ).encode("ascii")
+        return record_body(self)
+
+
+def py_record_body(record: AuditRecord) -> bytes:
+    """``AuditRecord.body``, written out by hand: about four times faster than building a dict
+    for ``json.dumps``. The keys are in sorted order; strings go through the C escaper
+    ``json.dumps`` itself uses."""
+    r, q = record, _quote
+    return (
+        f'{{"backend":{q(r.backend)},"basis":{q(r.basis)},'
+        f'"basis_ref":{q(r.basis_ref)},"cert_sha256":{q(r.cert_sha256)},'
+        f'"decision":{q(r.decision)},"emergency":{"true" if r.emergency else "false"},'
+        f'"latency_us":{int(r.latency_us)},"org":{q(r.org)},'
+        f'"org_type":{q(r.org_type)},"outcome":{q(r.outcome)},'
+        f'"policies":[{",".join(map(q, r.policies))}],'
+        f'"policy_set":{q(r.policy_set)},"purpose":{q(r.purpose)},'
+        f'"reason":{q(r.reason)},"released_sha256":{q(r.released_sha256)},'
+        f'"request_id":{q(r.request_id)},"rpc":{q(r.rpc)},'
+        f'"subject":{q(r.subject)},"time":{q(r.time)},"v":{int(r.v)}}}'
+    ).encode("ascii")
 
 
 def canonical_json(value: object) -> bytes:
@@ -132,9 +139,9 @@ def py_chain_leaves(
 
 
 if NATIVE:
-    from gateway.audit._native import chain_leaves
+    from gateway.audit._native import chain_leaves, record_body
 else:
-    chain_leaves = py_chain_leaves
+    chain_leaves, record_body = py_chain_leaves, py_record_body
 
 
 def rfc3339(moment: dt.datetime) -> str:

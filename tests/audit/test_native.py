@@ -9,6 +9,7 @@ against ``rfc6962``, ``leaf_bytes`` and ``CompactRange.push``.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
@@ -16,8 +17,9 @@ import pytest
 from gateway.audit import _verify_fast as fast
 from gateway.audit import compact, record
 from gateway.audit.compact import CompactRange
-from gateway.audit.record import ZERO_HASH, leaf_bytes
+from gateway.audit.record import ZERO_HASH, AuditRecord, leaf_bytes
 from gateway.audit.rfc6962 import hash_children, hash_leaf
+from tests.audit.test_record import BASE as RECORD
 from tests.conftest import require_native
 
 if fast.NATIVE:
@@ -260,3 +262,41 @@ def test_push_leaves_refuses_bad_arguments_alike_and_changes_nothing(
         with pytest.raises(error, match=message):
             function(border, size, hashes)
         assert border == before
+
+
+def random_text(rng: random.Random) -> str:
+    alphabet = 'ab "\\\x00\x1f\x7f\x80é€\ud7ff\ue000\U0001f3e5\U0010ffff\n\t\b\f\r/'
+    return "".join(rng.choices(alphabet, k=rng.randrange(0, 40)))
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_record_body_agrees_on_random_records(seed: int) -> None:
+    rng = random.Random(seed)
+    texts = {f.name: random_text(rng) for f in dataclasses.fields(AuditRecord) if f.type == "str"}
+    rec = AuditRecord(
+        **texts,  # type: ignore[arg-type]
+        latency_us=rng.choice([0, -1, 2**63, -(2**70), rng.randrange(10**6)]),
+        emergency=rng.random() < 0.5,
+        policies=tuple(random_text(rng) for _ in range(rng.randrange(0, 4))),
+        v=rng.randrange(1, 3),
+    )
+    assert _native.record_body(rec) == record.py_record_body(rec)
+
+
+def test_record_body_of_a_long_record_agrees() -> None:  # past the C function's first buffer
+    rec = dataclasses.replace(RECORD, reason="\U0001f3e5" * 3000, policies=("p" * 5000,))
+    assert _native.record_body(rec) == record.py_record_body(rec)
+
+
+@pytest.mark.parametrize(
+    ("changes", "error"),
+    [({"org": b"bytes"}, TypeError), ({"policies": ("a", 1)}, TypeError),
+     ({"latency_us": "x"}, ValueError), ({"policies": 5}, TypeError)],
+)  # fmt: skip
+def test_record_body_refuses_what_the_python_one_refuses(
+    changes: dict[str, object], error: type[Exception]
+) -> None:
+    rec = dataclasses.replace(RECORD, **changes)  # type: ignore[arg-type]
+    for function in (_native.record_body, record.py_record_body):
+        with pytest.raises(error):
+            function(rec)

@@ -9,6 +9,8 @@ import pytest
 
 from gateway.audit.record import AuditRecord, Pseudonymizer, canonical_json, leaf_bytes
 
+pytestmark = pytest.mark.usefixtures("loops")  # record_body in C, then in Python
+
 BASE = AuditRecord(
     time="2026-11-24T17:33:40.659634Z",
     request_id="5accea05dd3440bf99a8cfc9ee01f479",
