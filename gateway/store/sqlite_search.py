@@ -76,6 +76,7 @@ _INSERT = (
 _SEARCH = "SELECT e.idx, e.leaf FROM audit_search s JOIN log.audit_entries e ON e.idx = s.idx"
 _TERM = "(SELECT id FROM audit_terms WHERE term = ?)"
 _FIELDS = ("time", "org", "rpc", "decision", "basis", "outcome", "subject")
+_SIDE = ("-wal", "-shm")  # SQLite's files beside a database in WAL mode
 _STOP = object()
 _Row = tuple[int, str, int, int, int, int, int, int]
 
@@ -96,16 +97,13 @@ class SearchIndex:
     def __init__(self, log_db: Path) -> None:
         self.path = index_path(log_db)
         self._log_db = log_db
-        self._conn = connect(self.path)
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-        (version,) = self._conn.execute("PRAGMA user_version").fetchone()
-        if version > _SCHEMA_VERSION:
-            raise SetupError(
-                f"{self.path}: search index version {version} is newer than this gateway; "
-                f"upgrade the gateway, or delete the file (it is rebuilt from the log)"
-            )
-        self._conn.executescript(_SCHEMA)
-        self._conn.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+        try:
+            self._conn = self._open()
+        except sqlite3.DatabaseError as exc:  # not a database (any more): it is only derived
+            _log.warning("audit_search_index_rebuilt", reason=str(exc))
+            for stale in (self.path, *(self.path.with_name(self.path.name + s) for s in _SIDE)):
+                stale.unlink(missing_ok=True)
+            self._conn = self._open()
         self._leaves = connect(log_db, readonly=True)  # the thread's view of the log
         self._target = log_size(self._leaves)  # index entries up to here
         self._conn.execute("DELETE FROM audit_search WHERE idx >= ?", (self._target,))
@@ -116,6 +114,25 @@ class SearchIndex:
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="audit-search-index", daemon=True)
         self._thread.start()
+
+    def _open(self) -> sqlite3.Connection:
+        conn = connect(self.path)
+        try:
+            conn.execute("PRAGMA synchronous=NORMAL")
+            (version,) = conn.execute("PRAGMA user_version").fetchone()
+            if version <= _SCHEMA_VERSION:
+                conn.executescript(_SCHEMA)
+                conn.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+        except BaseException:
+            conn.close()
+            raise
+        if version > _SCHEMA_VERSION:
+            conn.close()
+            raise SetupError(
+                f"{self.path}: search index version {version} is newer than this gateway; "
+                f"upgrade the gateway, or delete the file (it is rebuilt from the log)"
+            )
+        return conn
 
     # -- the log's side --------------------------------------------------------------------
 

@@ -751,3 +751,13 @@ async def test_a_schema_3_database_loses_its_search_table_to_the_index_file(
         assert conn.execute("PRAGMA user_version").fetchone() == (4,)
         tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_schema")}
         assert "audit_search" not in tables
+
+
+async def test_a_search_index_file_that_is_not_a_database_is_rebuilt(logs: Logs) -> None:
+    store, log = logs.open()
+    await append_each(log, SEARCH_RECORDS)
+    await store.close()
+    index_path(logs.db).write_bytes(b"this is not a database, and was never one" * 100)
+    _, log = logs.open()
+    for query in SEARCH_QUERIES:
+        assert [e.index for e in await log.search(query)] == expected_search(query), query
