@@ -183,6 +183,7 @@ class SearchIndex:
         self._closed = True
         self._queue.put(_STOP)
         await asyncio.to_thread(self._thread.join)
+        self._refuse([])  # a search from another thread may have slipped in behind the stop
         self._conn.close()
         self._leaves.close()
 
