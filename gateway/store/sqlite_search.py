@@ -49,6 +49,7 @@ CHUNK = 4096
 QUIET_S = 0.05
 """No batch for this long: index whatever is waiting."""
 _RETRY_S = 5.0  # after a failed write, wait this long before trying again unasked
+_MAX_BUFFER = 200_000  # entries held in memory at most; past that, they are read from the log
 _SCHEMA_VERSION = 1
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit_terms (
@@ -125,7 +126,7 @@ class SearchIndex:
         self._terms = _Terms(self._conn)
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._readers = threading.local()
-        self._closed = False
+        self._closed = self._dead = False
         self._thread = threading.Thread(target=self._run, name="audit-search-index", daemon=True)
         self._thread.start()
 
@@ -161,6 +162,8 @@ class SearchIndex:
             raise StoreUnavailable("the gateway is shutting down; retry on another instance")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.put(_CatchUp(future))
+        if self._dead:
+            self._refuse([])
         await future
 
     async def search(self, query: SearchQuery) -> list[Entry]:
@@ -212,8 +215,16 @@ class SearchIndex:
     # -- the index's thread ----------------------------------------------------------------
 
     def _run(self) -> None:
-        buffer: deque[tuple[int, AuditRecord]] = deque()
         waiting: list[_CatchUp] = []
+        try:
+            self._loop(waiting)
+        except BaseException as exc:  # a bug: searches fail from now on, instead of hanging
+            _log.critical("audit_search_index_stopped", error_type=type(exc).__name__)
+            self._dead = True
+            self._refuse(waiting)
+
+    def _loop(self, waiting: list[_CatchUp]) -> None:
+        buffer: deque[tuple[int, AuditRecord]] = deque()
         failed_at = float("-inf")
         while True:
             behind = self._target > self._indexed
@@ -233,7 +244,7 @@ class SearchIndex:
                 waiting.append(item)
             elif item is not None:
                 self._target = max(self._target, item[-1][0] + 1)
-                if not failing:  # while writes fail, the leaves are read instead
+                if not failing and len(buffer) < _MAX_BUFFER:  # else the leaves are read
                     buffer.extend(item)
                 if self._target - self._indexed < CHUNK or failing:
                     continue
@@ -253,7 +264,7 @@ class SearchIndex:
             waiting.clear()
 
     def _refuse(self, waiting: list[_CatchUp]) -> None:
-        """Fail the searches waiting, and any that came in after the stop."""
+        """Fail the searches waiting, and any that came in after the stop (or the crash)."""
         while True:
             try:
                 item = self._queue.get_nowait()
@@ -261,7 +272,12 @@ class SearchIndex:
                 break
             if isinstance(item, _CatchUp):
                 waiting.append(item)
-        error = StoreUnavailable("the gateway is shutting down; retry on another instance")
+        if self._dead:
+            error = StoreUnavailable(
+                "the audit search index stopped on an error; restart the gateway"
+            )
+        else:
+            error = StoreUnavailable("the gateway is shutting down; retry on another instance")
         resolve_futures([(w.future, None, error) for w in waiting])
 
     def _write(self, buffer: deque[tuple[int, AuditRecord]]) -> None:

@@ -761,3 +761,17 @@ async def test_a_search_index_file_that_is_not_a_database_is_rebuilt(logs: Logs)
     _, log = logs.open()
     for query in SEARCH_QUERIES:
         assert [e.index for e in await log.search(query)] == expected_search(query), query
+
+
+async def test_if_the_index_thread_dies_searches_fail_instead_of_hanging(
+    logs: Logs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def crash(self: sqlite_search.SearchIndex, buffer: object) -> None:
+        raise SystemExit("a bug")  # not an Exception: nothing inside the thread catches it
+
+    monkeypatch.setattr(sqlite_search.SearchIndex, "_write", crash)
+    _, log = logs.open()
+    await append_each(log, records(3))  # appends do not depend on the index
+    for _ in range(2):  # the search that meets the crash, and one after it
+        with pytest.raises(StoreUnavailable, match="stopped on an error"):
+            await asyncio.wait_for(log.search(SearchQuery()), timeout=5)
