@@ -50,7 +50,9 @@ QUIET_S = 0.05
 """No batch for this long: index whatever is waiting."""
 _RETRY_S = 5.0  # after a failed write, wait this long before trying again unasked
 _MAX_BUFFER = 200_000  # entries held in memory at most; past that, they are read from the log
-_SCHEMA_VERSION = 1
+SPAN_BITS = 16
+"""The subject index is split by spans of 2**16 entries of the log (``span`` = idx >> 16)."""
+_SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit_terms (
     id   INTEGER PRIMARY KEY,
@@ -64,9 +66,10 @@ CREATE TABLE IF NOT EXISTS audit_search (
     decision INTEGER NOT NULL,
     basis    INTEGER NOT NULL,
     outcome  INTEGER NOT NULL,
-    subject  INTEGER NOT NULL
+    subject  INTEGER NOT NULL,
+    span     INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS audit_search_subject ON audit_search (subject, idx);
+CREATE INDEX IF NOT EXISTS audit_search_subject ON audit_search (span, subject, idx);
 CREATE INDEX IF NOT EXISTS audit_search_org ON audit_search (org, idx);
 CREATE INDEX IF NOT EXISTS audit_search_time ON audit_search (time);
 """
@@ -74,10 +77,12 @@ CREATE INDEX IF NOT EXISTS audit_search_time ON audit_search (time);
 # the GIL released throughout (``executemany`` takes the GIL back after every row, and trading it
 # with the event loop 4,096 times per chunk slowed the appends by a tenth).
 _INSERT = (
-    "INSERT OR REPLACE INTO audit_search (idx, time, org, rpc, decision, basis, outcome, subject)"
+    "INSERT OR REPLACE INTO audit_search"
+    " (idx, time, org, rpc, decision, basis, outcome, subject, span)"
     " SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),"
     " json_extract(value, '$[2]'), json_extract(value, '$[3]'), json_extract(value, '$[4]'),"
-    " json_extract(value, '$[5]'), json_extract(value, '$[6]'), json_extract(value, '$[7]')"
+    " json_extract(value, '$[5]'), json_extract(value, '$[6]'), json_extract(value, '$[7]'),"
+    " json_extract(value, '$[8]')"
     " FROM json_each(?)"
 )
 _SEARCH = "SELECT e.idx, e.leaf FROM audit_search s JOIN log.audit_entries e ON e.idx = s.idx"
@@ -85,7 +90,7 @@ _TERM = "(SELECT id FROM audit_terms WHERE term = ?)"
 _FIELDS = ("time", "org", "rpc", "decision", "basis", "outcome", "subject")
 _SIDE = ("-wal", "-shm")  # SQLite's files beside a database in WAL mode
 _STOP = object()
-_Row = tuple[int, str, int, int, int, int, int, int]
+_Row = tuple[int, str, int, int, int, int, int, int, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +140,8 @@ class SearchIndex:
         try:
             conn.execute("PRAGMA synchronous=NORMAL")
             (version,) = conn.execute("PRAGMA user_version").fetchone()
+            if version < _SCHEMA_VERSION:  # an older layout: it is rebuilt from the log
+                conn.executescript("DROP TABLE IF EXISTS audit_search")
             if version <= _SCHEMA_VERSION:
                 conn.executescript(_SCHEMA)
                 conn.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
@@ -178,19 +185,38 @@ class SearchIndex:
             if value:
                 clauses.append(f"s.{column} = {_TERM}")
                 args.append(value)
-        if query.subject:
-            clauses.append("s.subject = ? AND json_extract(e.leaf, '$.r.subject') = ?")
-            args += [subject_key(query.subject), query.subject]
         if query.since:
             clauses.append("s.time >= ?")
             args.append(query.since)
         if query.until:
             clauses.append("s.time < ?")
             args.append(query.until)
+        if query.subject:  # span by span, each through the subject index
+            clauses.append("s.span = ? AND s.subject = ?")
+            clauses.append("json_extract(e.leaf, '$.r.subject') = ?")  # the whole pseudonym
         where = " AND ".join(clauses)  # fixed column names; every value is bound
         sql = f"{_SEARCH} WHERE {where} ORDER BY s.idx LIMIT ?"
-        args.append(query.limit)
-        rows = await asyncio.to_thread(lambda: self._reader().execute(sql, args).fetchall())
+        key = subject_key(query.subject)
+
+        def read() -> list[tuple[int, bytes]]:
+            conn = self._reader()
+            if not query.subject:
+                return list(conn.execute(sql, [*args, query.limit]))
+            found: list[tuple[int, bytes]] = []
+            conn.execute("BEGIN")  # one snapshot for every span
+            try:
+                (last,) = conn.execute("SELECT coalesce(max(idx), -1) FROM audit_search").fetchone()
+                first = max(query.after_index + 1, 0) >> SPAN_BITS
+                for span in range(first, (last >> SPAN_BITS) + 1):
+                    if len(found) >= query.limit:
+                        break
+                    more = [span, key, query.subject, query.limit - len(found)]
+                    found += conn.execute(sql, [*args, *more])
+            finally:
+                conn.execute("COMMIT")
+            return found
+
+        rows = await asyncio.to_thread(read)
         return [Entry(int(i), bytes(leaf)) for i, leaf in rows]
 
     async def close(self) -> None:
@@ -341,7 +367,7 @@ class _Terms(dict[str, int]):
 
 def _row(terms: _Terms, idx: int, r: AuditRecord) -> _Row:
     return (idx, r.time, terms[r.org], terms[r.rpc], terms[r.decision], terms[r.basis],
-            terms[r.outcome], subject_key(r.subject))  # fmt: skip
+            terms[r.outcome], subject_key(r.subject), idx >> SPAN_BITS)  # fmt: skip
 
 
 def _leaf_record(leaf: bytes) -> AuditRecord:

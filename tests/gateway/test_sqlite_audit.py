@@ -775,3 +775,40 @@ async def test_if_the_index_thread_dies_searches_fail_instead_of_hanging(
     for _ in range(2):  # the search that meets the crash, and one after it
         with pytest.raises(StoreUnavailable, match="stopped on an error"):
             await asyncio.wait_for(log.search(SearchQuery()), timeout=5)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        *SEARCH_QUERIES,
+        SearchQuery(subject="s1", after_index=2, limit=2),  # starts and ends inside spans
+        SearchQuery(subject="s2", after_index=3),  # starts at a span's edge
+        SearchQuery(subject="s1", org="org-a", limit=1),
+    ],
+)
+async def test_search_by_subject_walks_the_spans_of_the_log(
+    logs: Logs, monkeypatch: pytest.MonkeyPatch, query: SearchQuery
+) -> None:
+    monkeypatch.setattr(sqlite_search, "SPAN_BITS", 2)  # spans of 4 entries: 10 entries, 3 spans
+    _, log = logs.open()
+    await append_each(log, SEARCH_RECORDS)
+    assert [e.index for e in await log.search(query)] == expected_search(query)
+
+
+async def test_a_search_index_of_an_older_layout_is_rebuilt(logs: Logs) -> None:
+    store, log = logs.open()
+    await append_each(log, SEARCH_RECORDS)
+    await store.close()
+    index_path(logs.db).unlink()
+    with closing(sqlite3.connect(index_path(logs.db), isolation_level=None)) as conn:
+        conn.executescript(
+            """
+            CREATE TABLE audit_search (idx INTEGER PRIMARY KEY, time TEXT, org INT, rpc INT,
+                decision INT, basis INT, outcome INT, subject INT);
+            INSERT INTO audit_search VALUES (0, 't', 1, 1, 1, 1, 1, 1);
+            PRAGMA user_version = 1;
+            """
+        )
+    _, log = logs.open()
+    for query in SEARCH_QUERIES:
+        assert [e.index for e in await log.search(query)] == expected_search(query), query
