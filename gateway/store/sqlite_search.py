@@ -16,7 +16,9 @@ write fails, the error is logged and the next attempt starts again from the leav
 search sees every entry whose append has returned; it then reads the index with the log's
 database attached. Small integer keys keep the B-trees small: org, rpc, decision, basis and
 outcome by their id in ``audit_terms``, the subject by the first 64 bits of its pseudonym (a
-search compares the whole pseudonym on the leaf).
+search compares the whole pseudonym on the leaf). The subject B-tree is keyed by span first
+(``SPAN_BITS``): random subjects then land in the pages of one span's subtree, not all over an
+ever larger tree, and a search by subject walks the spans.
 """
 
 from __future__ import annotations
