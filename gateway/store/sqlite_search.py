@@ -42,7 +42,7 @@ from gateway.audit.record import AuditRecord
 from gateway.errors import SetupError, StoreUnavailable
 from gateway.store.sqlite import connect, resolve_futures
 
-__all__ = ["CHUNK", "QUIET_S", "SearchIndex", "index_path", "log_size", "subject_key"]
+__all__ = ["CHUNK", "QUIET_S", "SPAN_BITS", "SearchIndex", "index_path", "log_size", "subject_key"]
 
 _log = structlog.get_logger(__name__)
 
