@@ -215,15 +215,9 @@ def py_push_leaves(border: list[bytes], size: int, leaf_hashes: list[bytes]) -> 
                 raise TypeError(f"{what} must be bytes, not {type(h).__name__}")
             if len(h) != HASH_SIZE:
                 raise ValueError(f"{what} {i} has {len(h)} bytes, not {HASH_SIZE}")
-    sha256, node, pop = _sha256, _NODE, border.pop
-    joined = []
-    for at, leaf_hash in enumerate(leaf_hashes, size):
-        completed = [h := leaf_hash]
-        for _ in range((~at & (at + 1)).bit_length() - 1):  # the trailing one bits of at
-            h = sha256(node + pop() + h).digest()
-            completed.append(h)
-        border.append(h)
-        joined.append(b"".join(completed))
+    rng = CompactRange.from_border(size, border)
+    joined = [b"".join(rng.push(h)) for h in leaf_hashes]
+    border[:] = rng._hashes
     return joined
 
 

@@ -90,33 +90,28 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     return conn
 
 
-class _TokenLedger:
+class _Stateless:
+    """A ``BatchHandler`` with nothing to finish and no state to keep or forget."""
+
+    def finish_batch(self, conn: sqlite3.Connection) -> None:
+        pass
+
+    def committed(self) -> None:
+        pass
+
+    def rolled_back(self) -> None:
+        pass
+
+
+class _TokenLedger(_Stateless):
     def run_batch(self, conn: sqlite3.Connection, payloads: list[Any]) -> list[Any]:
         insert = "INSERT OR IGNORE INTO redeemed_tokens (token_id, expires_at) VALUES (?, ?)"
         return [conn.execute(insert, payload).rowcount == 1 for payload in payloads]
 
-    def finish_batch(self, conn: sqlite3.Connection) -> None:
-        pass
 
-    def committed(self) -> None:
-        pass
-
-    def rolled_back(self) -> None:
-        pass
-
-
-class _Ops:
+class _Ops(_Stateless):
     def run_batch(self, conn: sqlite3.Connection, payloads: list[Any]) -> list[Any]:
         return [op(conn) for op in payloads]
-
-    def finish_batch(self, conn: sqlite3.Connection) -> None:
-        pass
-
-    def committed(self) -> None:
-        pass
-
-    def rolled_back(self) -> None:
-        pass
 
 
 class SqliteStore:

@@ -625,6 +625,12 @@ def expected_search(query: SearchQuery) -> list[int]:
     return want
 
 
+async def assert_every_search_query(log: SqliteAuditLog) -> None:
+    """Each of ``SEARCH_QUERIES`` returns what it must from a log of ``SEARCH_RECORDS``."""
+    for query in SEARCH_QUERIES:
+        assert [e.index for e in await log.search(query)] == expected_search(query), query
+
+
 @pytest.mark.parametrize(
     "query",
     SEARCH_QUERIES,
@@ -657,8 +663,7 @@ async def test_the_search_index_is_rebuilt_from_the_leaves_after_a_restart(logs:
     with closing(sqlite3.connect(index_path(logs.db), isolation_level=None)) as conn:
         conn.execute("DELETE FROM audit_search WHERE idx >= 3")  # its tail was never fsynced
     _, log = logs.open()
-    for query in SEARCH_QUERIES:
-        assert [e.index for e in await log.search(query)] == expected_search(query), query
+    await assert_every_search_query(log)
 
 
 async def test_a_failing_search_index_neither_fails_appends_nor_loses_entries(logs: Logs) -> None:
@@ -669,8 +674,7 @@ async def test_a_failing_search_index_neither_fails_appends_nor_loses_entries(lo
     with pytest.raises(StoreUnavailable):
         await log.search(SearchQuery())  # an incomplete answer is never given
     allow_inserts(index_path(logs.db), "audit_search")
-    for query in SEARCH_QUERIES:
-        assert [e.index for e in await log.search(query)] == expected_search(query), query
+    await assert_every_search_query(log)
 
 
 async def test_search_finds_entries_that_reuse_the_indexes_of_a_rolled_back_batch(
@@ -745,8 +749,7 @@ async def test_a_schema_3_database_loses_its_search_table_to_the_index_file(
             """
         )
     _, log = logs.open()
-    for query in SEARCH_QUERIES:
-        assert [e.index for e in await log.search(query)] == expected_search(query), query
+    await assert_every_search_query(log)
     with closing(sqlite3.connect(logs.db)) as conn:
         assert conn.execute("PRAGMA user_version").fetchone() == (4,)
         tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_schema")}
@@ -759,8 +762,7 @@ async def test_a_search_index_file_that_is_not_a_database_is_rebuilt(logs: Logs)
     await store.close()
     index_path(logs.db).write_bytes(b"this is not a database, and was never one" * 100)
     _, log = logs.open()
-    for query in SEARCH_QUERIES:
-        assert [e.index for e in await log.search(query)] == expected_search(query), query
+    await assert_every_search_query(log)
 
 
 async def test_if_the_index_thread_dies_searches_fail_instead_of_hanging(
@@ -810,5 +812,4 @@ async def test_a_search_index_of_an_older_layout_is_rebuilt(logs: Logs) -> None:
             """
         )
     _, log = logs.open()
-    for query in SEARCH_QUERIES:
-        assert [e.index for e in await log.search(query)] == expected_search(query), query
+    await assert_every_search_query(log)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +24,7 @@ from gateway.client import org_channel
 from gateway.client import refusal_reason as reason
 from gateway.pki import PkiLayout
 from gateway.ports import CardStatus
+from tests.audit.test_record import BASE as RECORD
 from tests.integration.calls import insurance_status, issue_token
 from tests.integration.conftest import CITIZEN_APP, HOSPITAL, REGULATOR
 
@@ -122,18 +124,7 @@ async def test_a_proof_beyond_the_log_is_invalid_argument(
 
 
 def _filler(n: int) -> AuditRecord:
-    return AuditRecord(
-        time="2026-11-24T10:00:00.000000Z",
-        request_id=f"filler-{n}",
-        org="hosp-bj-001",
-        org_type="hospital",
-        cert_sha256="00" * 32,
-        rpc="onecard.v1.CardService/VerifyCard",
-        outcome="OK",
-        reason="",
-        released_sha256="",
-        latency_us=1,
-    )
+    return dataclasses.replace(RECORD, request_id=f"filler-{n}")
 
 
 async def test_a_regulator_streams_entries_and_rebuilds_the_signed_root(
