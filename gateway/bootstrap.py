@@ -7,6 +7,7 @@ reverse order (stop accepting, drain in-flight calls, close back ends, close the
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ from gateway.services.audit import AuditService
 from gateway.services.card import CardService
 from gateway.services.insurance import InsuranceService
 from gateway.store import SqliteStore
+from gateway.store.lock import DataDirLock
 from gateway.store.sqlite_audit import SqliteAuditLog
 from gateway.tokens import CardTokens
 
@@ -123,11 +125,30 @@ def _read(path: Path) -> bytes:
 
 
 async def start_gateway(settings: Settings) -> Gateway:
-    """Build and start everything ``settings`` describes."""
+    """Build and start everything ``settings`` describes.
+
+    The data directory is claimed first (one gateway process per directory); if start-up fails
+    after that, whatever was already started is closed again, the claim included.
+    """
+    lock = DataDirLock.acquire(settings.data_dir)
+
+    async def release_lock() -> None:
+        lock.release()
+
+    closers: list[Callable[[], Awaitable[None]]] = [release_lock]
+    try:
+        return await _start(settings, closers)
+    except BaseException:
+        for close in reversed(closers):
+            with contextlib.suppress(Exception):
+                await close()
+        raise
+
+
+async def _start(settings: Settings, closers: list[Callable[[], Awaitable[None]]]) -> Gateway:
     pki = _pki(settings)
     orgs = OrgRegistry.load(settings.orgs_file or pki.orgs_file)
     policy = PolicyEngine.load(settings.policies_dir)
-    closers: list[Callable[[], Awaitable[None]]] = []
 
     store = SqliteStore(settings.data_dir / "onecard.db")
     closers.append(store.close)
