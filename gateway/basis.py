@@ -1,8 +1,9 @@
 """The lawful-basis stage: what makes this request lawful, proven rather than claimed.
 
-Claims arrive from the services as frozen dataclasses. A card-present claim is proven by
-redeeming the e-card token (authentic, bound to this card, unexpired, first use). The citizen
-app's own token request rests on the citizen having signed in to the app. Standing consents and
+Claims arrive from the services as frozen dataclasses. A card-present claim is proven by the
+e-card token (authentic, bound to this card, unexpired, not yet used; the exchange that releases
+data redeems it with its audit entry). The citizen app's own token request rests on the citizen
+having signed in to the app, so only a citizen-app organisation can claim it. Standing consents and
 emergency access are named in the API but not offered by this gateway yet: they are refused
 with UNIMPLEMENTED rather than silently allowed.
 """
@@ -12,9 +13,10 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from gateway.cards import ResolvedCard
+from gateway.context import Caller
 from gateway.errors import BasisRefused, NotSupported
-from gateway.tokens import CardTokens
+from gateway.orgs import OrgType
+from gateway.tokens import CardTokens, TokenUse
 
 
 class BasisKind(enum.Enum):
@@ -63,25 +65,39 @@ BasisClaim = CardPresentClaim | ConsentClaim | EmergencyClaim | CitizenAppClaim 
 
 @dataclass(frozen=True, slots=True)
 class Basis:
-    """An established basis. ``reference`` identifies it in the audit log without personal data."""
+    """An established basis. ``reference`` identifies it in the audit log without personal data.
+
+    ``token`` is the card-present token the exchange redeems if it releases data.
+    """
 
     kind: BasisKind
     reference: str
+    token: TokenUse | None = None
 
 
 class BasisStage:
-    """Proves lawful-basis claims."""
+    """Proves lawful-basis claims from the request and the caller alone.
+
+    It runs before the card registry is asked, so that a caller without a basis learns nothing
+    about the card, not even whether it exists: every card number gets the same refusal.
+    """
 
     def __init__(self, tokens: CardTokens) -> None:
         self._tokens = tokens
 
-    async def establish(self, claim: BasisClaim, card: ResolvedCard) -> Basis:
-        """Return the proven basis for ``card`` or raise ``BasisRefused`` / ``NotSupported``."""
+    async def establish(self, claim: BasisClaim, card_number: str, caller: Caller) -> Basis:
+        """The proven basis for ``card_number``, or ``BasisRefused`` / ``NotSupported``."""
         match claim:
             case CardPresentClaim(token=token):
-                token_id = await self._tokens.redeem(token, card.card_number)
-                return Basis(BasisKind.CARD_PRESENT, f"token:{token_id}")
+                use = await self._tokens.check(token, card_number)
+                return Basis(BasisKind.CARD_PRESENT, use.reference, use)
             case CitizenAppClaim():
+                if caller.org.org_type is not OrgType.CITIZEN_APP:
+                    raise BasisRefused(
+                        "only the official citizen app acts for the citizen themself; other "
+                        "organisations need the card-present token the citizen shows",
+                        reason="citizen_app_only",
+                    )
                 return Basis(BasisKind.CITIZEN_APP, "citizen_app")
             case ConsentClaim():
                 raise NotSupported("standing consents are not offered by this gateway yet")

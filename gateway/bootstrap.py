@@ -76,6 +76,7 @@ class Gateway:
     pki: PkiLayout
     store: SqliteStore
     audit_log: SqliteAuditLog
+    _interceptor: GatewayInterceptor
     _health: Any
     _shutdown_grace_s: float
     _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
@@ -90,8 +91,10 @@ class Gateway:
         if self._stopped:
             return
         self._stopped = True
+        self._interceptor.stopping()
         await self._health.enter_graceful_shutdown()
         await self.server.stop(self._shutdown_grace_s if grace is None else grace)
+        await self._interceptor.drain()  # calls cut off by the stop write their entries first
         for close in reversed(self._closers):
             await close()
         _log.info("gateway_stopped")
@@ -184,8 +187,15 @@ async def _start(settings: Settings, closers: list[Callable[[], Awaitable[None]]
         tz=dt.timezone(dt.timedelta(hours=settings.utc_offset_hours)),
     )
 
+    interceptor = GatewayInterceptor(
+        orgs,
+        metrics,
+        AuditStage(audit_log),
+        audited_services=SERVICE_NAMES,
+        request_budget_s=settings.request_budget_s,
+    )
     server = grpc.aio.server(
-        interceptors=[GatewayInterceptor(orgs, metrics, AuditStage(audit_log))],
+        interceptors=[interceptor],
         options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.so_reuseport", 0),
@@ -250,6 +260,7 @@ async def _start(settings: Settings, closers: list[Callable[[], Awaitable[None]]
         pki=pki,
         store=store,
         audit_log=audit_log,
+        _interceptor=interceptor,
         _health=health_servicer,
         _shutdown_grace_s=settings.shutdown_grace_s,
         _closers=closers,

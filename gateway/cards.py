@@ -1,14 +1,14 @@
-"""The card stage: validate the card number, then resolve the holder and check card status.
+"""The card stage: resolve the holder of a validated card number and check the card's status.
 
-Validation (format, check character) happens before any back end is asked. A card whose status
-is not normal is refused with FAILED_PRECONDITION naming the status, never with data.
+Validation (format, check character: ``gateway.cardno``) happens before any back end is asked.
+A card whose status is not normal is refused with FAILED_PRECONDITION naming the status, never
+with data.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway import cardno
 from gateway.errors import CardNotUsable
 from gateway.ports import CardHolder, CardRegistry, CardStatus
 
@@ -35,9 +35,12 @@ class CardStage:
         self._registry = registry
         self._timeout = timeout
 
-    async def resolve(self, raw_card_number: str) -> ResolvedCard:
-        """Return the resolved card or raise MalformedCardNumber, CardNotFound, CardNotUsable."""
-        card_number = cardno.normalize(raw_card_number)
+    async def resolve(self, card_number: str) -> ResolvedCard:
+        """Resolve a normalized card number; raise CardNotFound, CardNotUsable (or back-end errors).
+
+        Call it only once the caller has shown a basis for this card: the answer reveals
+        whether the card exists and its status.
+        """
         holder = await self._registry.resolve(card_number, timeout=self._timeout)
         if holder.card_status is not CardStatus.NORMAL:
             words = _STATUS_WORDS[holder.card_status]

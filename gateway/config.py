@@ -41,7 +41,10 @@ class Settings(BaseSettings):
     social_insurance_url: str | None = Field(
         None, description="1101-style back end; None starts the reference server in-process"
     )
-    backend_timeout_s: float = Field(2.0, gt=0, le=60)
+    backend_timeout_s: float = Field(2.0, gt=0, le=60, description="cap on each back-end call")
+    request_budget_s: float = Field(
+        3.0, gt=0, le=120, description="cap on a whole request, every back-end call included"
+    )
     token_ttl_s: int = Field(60, ge=10, le=600)
     max_message_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
     utc_offset_hours: int = Field(8, ge=-12, le=14, description="time zone policies see")

@@ -119,3 +119,10 @@ class NotSupported(GatewayError):
 
     code = grpc.StatusCode.UNIMPLEMENTED
     reason = "not_supported"
+
+
+class RequestBudgetExceeded(GatewayError):
+    """The request used up its budget (the caller's deadline or the configured limit)."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    reason = "request_budget_exceeded"

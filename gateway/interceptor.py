@@ -1,23 +1,30 @@
-"""The interceptor: who is calling, which call this is, and how errors become statuses.
+"""The interceptor: who is calling, which call this is, and how every call ends in the log.
 
 For every RPC it (1) authenticates the caller from the mutual-TLS certificate against the org
 registry, (2) binds a request id and the caller to the call's context, (3) turns a
 ``GatewayError`` into its gRPC status with a safe message and an ``onecard-reason`` trailer, and
-any other exception into INTERNAL without detail, (4) appends every ``onecard.v1`` exchange,
-allowed or refused, to the audit log before anything is released (a server stream is collected
-first, so that its entry covers everything it sends), and (5) logs and counts the outcome.
-TLS itself (a certificate from the OneCard CA, not expired) is enforced by the transport before
-this code runs.
+any other exception into INTERNAL without detail, (4) appends every exchange of an audited
+service (the ``onecard.v1`` services bootstrap registers), allowed or refused, to the audit log
+before anything is released, and (5) logs and counts the outcome.
+
+Whatever ends an audited call ends it with its entry: an answer, a refusal, an undecodable
+request, the request budget running out, the caller's deadline or cancellation, or shutdown
+(``drain`` waits for those entries before the store closes). A server stream is collected first,
+so that its entry covers everything it sends. A handler kind that cannot be audited this way
+(client streaming) is refused, never passed through. TLS itself (a certificate from the OneCard
+CA, not expired) is enforced by the transport before this code runs.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import re
 import time
 import traceback
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, TypeAlias
 
@@ -28,26 +35,79 @@ from gateway.audit.log import Receipt
 from gateway.audit.record import Trail
 from gateway.audit.stage import AuditStage, attach_receipt
 from gateway.context import Call, Caller, bind_call, reset_call
-from gateway.errors import GatewayError, OrgSuspended, Unauthenticated
+from gateway.errors import (
+    BasisRefused,
+    GatewayError,
+    InvalidRequest,
+    NotSupported,
+    OrgSuspended,
+    RequestBudgetExceeded,
+    Unauthenticated,
+)
 from gateway.metrics import Metrics
 from gateway.orgs import OrgRegistry, OrgStatus
 from gateway.pki import cert_fingerprint, org_id_from_cert
 
 _log = structlog.get_logger("gateway.rpc")
-_AUDITED_PREFIX = "onecard.v1."
-_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[1-8][0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
+_TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}")
 _Behavior = Callable[..., Any]
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+_HANDLER_KINDS: dict[tuple[bool, bool], Callable[..., Any]] = {
+    (False, False): grpc.unary_unary_rpc_method_handler,
+    (False, True): grpc.unary_stream_rpc_method_handler,
+    (True, False): grpc.stream_unary_rpc_method_handler,
+    (True, True): grpc.stream_stream_rpc_method_handler,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Undecodable:
+    """Stands in for a request whose bytes are not a message of the RPC's request type."""
+
+
+@dataclass(slots=True)
+class _Started:
+    """An audited call as it arrived; ``org_type`` is known once the caller is authenticated."""
+
+    rpc: str
+    request_id: str
+    received_at: dt.datetime
+    org_id: str | None
+    cert_sha256: str
+    org_type: str = ""
+    trail: Trail = field(default_factory=Trail)
+
+
+@dataclass(frozen=True, slots=True)
+class _Ended:
+    """How the service's part of a call ended: messages to release, or an error."""
+
+    messages: list[Any] = field(default_factory=list)
+    error: GatewayError | None = None
+    cancelled: asyncio.CancelledError | None = None
 
 
 class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    """Authenticates callers and maps errors to statuses for every RPC."""
+    """Authenticates callers, audits every exchange and maps errors to statuses."""
 
-    def __init__(self, orgs: OrgRegistry, metrics: Metrics, audit: AuditStage | None) -> None:
+    def __init__(
+        self,
+        orgs: OrgRegistry,
+        metrics: Metrics,
+        audit: AuditStage | None,
+        *,
+        audited_services: Collection[str],
+        request_budget_s: float,
+    ) -> None:
         self._orgs = orgs
         self._metrics = metrics
         self._audit = audit
+        self._audited_services = frozenset(audited_services)
+        self._budget_s = request_budget_s
+        self._running: set[asyncio.Future[Any]] = set()
+        self._stopping = False
 
     async def intercept_service(
         self,
@@ -58,45 +118,61 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         if handler is None:
             return handler
         rpc = handler_call_details.method.lstrip("/")
-        metadata = dict(handler_call_details.invocation_metadata or ())
-        request_id = _request_id(metadata.get("x-request-id"))
+        request_id = _request_id(dict(handler_call_details.invocation_metadata or ()))
+        if rpc.rpartition("/")[0] in self._audited_services:
+            return self._audited_handler(handler, rpc, request_id)
+        return self._plain_handler(handler, rpc, request_id)
+
+    def stopping(self) -> None:
+        """Shutdown has begun: calls cut off from now on are recorded as ended by it."""
+        self._stopping = True
+
+    async def drain(self) -> None:
+        """Wait until every call that has started has written its entry (after server.stop)."""
+        while self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
+
+    # -- audited services: every handler kind either audited or refused --------------------
+
+    def _audited_handler(self, handler: Handler, rpc: str, request_id: str) -> Handler:
+        parse = _lenient(handler.request_deserializer)
+        serialize = handler.response_serializer
         if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(handler.unary_unary, rpc, request_id),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
+            behavior = handler.unary_unary
+
+            async def unary(request: Any, context: Context) -> Any:
+                return (await self._serve(behavior, request, context, rpc, request_id))[0]
+
+            return grpc.unary_unary_rpc_method_handler(unary, parse, serialize)
         if handler.unary_stream:
-            audited = rpc.startswith(_AUDITED_PREFIX)
-            wrap = self._wrap_audited_stream if audited else self._wrap_stream
-            return grpc.unary_stream_rpc_method_handler(
-                wrap(handler.unary_stream, rpc, request_id),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.stream_stream:
-            return grpc.stream_stream_rpc_method_handler(
-                self._wrap_stream(handler.stream_stream, rpc, request_id),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        # Client streaming: no service uses it. A onecard.v1 RPC of that kind (or a bidirectional
-        # one, wrapped above without an audit entry) would need its own audit design first.
-        return handler
+            behavior = handler.unary_stream
 
-    def _wrap_unary(self, behavior: _Behavior, rpc: str, request_id: str) -> _Behavior:
-        async def unary(request: Any, context: Context) -> Any:
-            return (await self._serve(behavior, request, context, rpc, request_id))[0]
+            async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
+                for message in await self._serve(
+                    behavior, request, context, rpc, request_id, stream=True
+                ):
+                    yield message
 
-        return unary
+            return grpc.unary_stream_rpc_method_handler(stream, parse, serialize)
+        return self._refused_kind(handler, rpc, request_id)
 
-    def _wrap_audited_stream(self, behavior: _Behavior, rpc: str, request_id: str) -> _Behavior:
-        async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
-            messages = await self._serve(behavior, request, context, rpc, request_id, stream=True)
-            for message in messages:
+    def _refused_kind(self, handler: Handler, rpc: str, request_id: str) -> Handler:
+        """A client-streaming handler: refused (and audited), since its entry has no design."""
+
+        async def refuse(request: Any, context: Context) -> Any:
+            raise NotSupported(f"{rpc} streams requests, which this gateway does not serve")
+
+        async def unary(requests: Any, context: Context) -> Any:
+            return (await self._serve(refuse, None, context, rpc, request_id))[0]
+
+        async def stream(requests: Any, context: Context) -> AsyncIterator[Any]:
+            for message in await self._serve(refuse, None, context, rpc, request_id):
                 yield message
 
-        return stream
+        serialize = handler.response_serializer
+        if handler.response_streaming:
+            return grpc.stream_stream_rpc_method_handler(stream, None, serialize)
+        return grpc.stream_unary_rpc_method_handler(unary, None, serialize)
 
     async def _serve(
         self,
@@ -108,96 +184,169 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         *,
         stream: bool = False,
     ) -> list[Any]:
-        """Run one call to its end and audit it; return the messages to release, or abort.
-
-        A stream's messages are collected first (services bound how many), so that the
-        entry, with the digest of everything the stream will release, is durable before the
-        first message leaves.
-        """
+        """Run one call to its end and audit it; return the messages to release, or abort."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._running.add(task)
         started = time.perf_counter()
-        received_at = dt.datetime.now(dt.UTC)
         structlog.contextvars.bind_contextvars(request_id=request_id, rpc=rpc)
-        org_id, fingerprint = _peer_identity(context)
-        trail = Trail()
-        org_type = ""
-        messages: list[Any] = []
+        call = _Started(rpc, request_id, dt.datetime.now(dt.UTC), *_peer_identity(context))
         try:
-            caller = self._authenticate(org_id, fingerprint)
-            org_type = caller.org.org_type.value
-            token = bind_call(Call(request_id, rpc, caller, received_at, trail))
+            ended = await self._run(behavior, request, context, call, stream)
+            ended, trailers = await self._audited(call, ended, started, stream)
+        finally:
+            if task is not None:
+                self._running.discard(task)
+        error = ended.error
+        self._finish(
+            rpc, started, error.code.name if error else "OK", error.reason if error else ""
+        )
+        if ended.cancelled is not None:
+            raise ended.cancelled
+        if error is None:
+            context.set_trailing_metadata(trailers)
+            return ended.messages
+        await _abort(context, error, trailers)
+        raise AssertionError("unreachable: abort raises")
+
+    async def _run(
+        self, behavior: _Behavior, request: Any, context: Context, call: _Started, stream: bool
+    ) -> _Ended:
+        """Authenticate, then the service's part of the call within the request budget."""
+        try:
+            caller = self._authenticate(call.org_id, call.cert_sha256)
+            call.org_type = caller.org.org_type.value
+            _check_decoded(request, call.rpc)
+            token = bind_call(Call(call.request_id, call.rpc, caller, call.received_at, call.trail))
             try:
-                messages = await _invoke(behavior, request, context, stream=stream)
+                return _Ended(await self._within_budget(behavior, request, context, stream))
             finally:
                 reset_call(token)
         except grpc.aio.AbortError:
             raise
         except GatewayError as exc:
-            error: GatewayError | None = exc
+            return _Ended(error=exc)
+        except asyncio.CancelledError as exc:
+            return _Ended(error=self._cut_off(context), cancelled=exc)
         except Exception as exc:
-            error = _internal(exc)
-        else:
-            error = None
-        trailers: tuple[tuple[str, str], ...] = ()
-        if self._audit is not None and rpc.startswith(_AUDITED_PREFIX):
-            try:
-                receipt = await self._audit.record(
-                    received_at=received_at,
-                    request_id=request_id,
-                    rpc=rpc,
-                    org=org_id or "",
-                    org_type=org_type,
-                    cert_sha256=fingerprint,
-                    trail=trail,
-                    outcome=error.code.name if error else "OK",
-                    reason=error.reason if error else "",
-                    released=None if error else messages if stream else messages[0],
-                    latency_us=int((time.perf_counter() - started) * 1e6),
-                )
-            except GatewayError as exc:
-                error, messages = exc, []
-            else:
-                if error is None and messages:
-                    attach_receipt(messages[0], receipt)
-                trailers = _receipt_trailers(receipt)
+            return _Ended(error=_internal(exc))
+
+    async def _within_budget(
+        self, behavior: _Behavior, request: Any, context: Context, stream: bool
+    ) -> list[Any]:
+        remaining = context.time_remaining()
+        budget = self._budget_s if remaining is None else min(self._budget_s, remaining)
+        try:
+            async with asyncio.timeout(budget) as bound:
+                return await _invoke(behavior, request, context, stream=stream)
+        except TimeoutError:
+            if not bound.expired():
+                raise
+            raise RequestBudgetExceeded(
+                f"the request did not finish within its budget of {budget:.3g} s (the smaller "
+                f"of the caller's deadline and the gateway's request_budget_s); nothing was "
+                f"released"
+            ) from None
+
+    async def _audited(
+        self, call: _Started, ended: _Ended, started: float, stream: bool
+    ) -> tuple[_Ended, tuple[tuple[str, str], ...]]:
+        """Append the call's entry; what to release (nothing if the append failed or replayed)."""
+        trailers: tuple[tuple[str, str], ...] = (("onecard-request-id", call.request_id),)
+        if self._audit is None:
+            return ended, trailers
+        error, messages = ended.error, ended.messages
+        appending = asyncio.ensure_future(
+            self._audit.record(
+                received_at=call.received_at,
+                request_id=call.request_id,
+                rpc=call.rpc,
+                org=call.org_id or "",
+                org_type=call.org_type,
+                cert_sha256=call.cert_sha256,
+                trail=call.trail,
+                outcome=error.code.name if error else "OK",
+                reason=error.reason if error else "",
+                released=None if error else messages if stream else messages[0],
+                latency_us=int((time.perf_counter() - started) * 1e6),
+            )
+        )
+        # A cancelled call still writes its entry: the append runs on even if this task is
+        # cancelled again, and drain() waits for it before the store closes.
+        self._running.add(appending)
+        appending.add_done_callback(self._running.discard)
+        try:
+            receipt = await asyncio.shield(appending)
+        except GatewayError as exc:
+            return _Ended(error=exc, cancelled=ended.cancelled), trailers
+        trailers += _receipt_trailers(receipt)
+        if receipt.replayed:
+            return _Ended(error=_replayed(), cancelled=ended.cancelled), trailers
         if error is None:
-            self._finish(rpc, started, "OK", "")
-            if stream and trailers:
-                context.set_trailing_metadata(trailers)
-            return messages
-        self._finish(rpc, started, error.code.name, error.reason)
-        await _abort(context, error, request_id, trailers)
-        raise AssertionError("unreachable: abort raises")
+            attach_receipt(messages[0], receipt)
+        return ended, trailers
 
-    def _wrap_stream(self, behavior: _Behavior, rpc: str, request_id: str) -> _Behavior:
-        async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
-            started = time.perf_counter()
-            try:
-                token = bind_call(self._call(context, rpc, request_id))
-            except GatewayError as exc:
-                self._finish(rpc, started, exc.code.name, exc.reason)
-                await _abort(context, exc, request_id)
-                return
-            try:
-                result = behavior(request, context)
-                if hasattr(result, "__aiter__"):
-                    async for item in result:
-                        yield item
-                else:
-                    await result
-            except GatewayError as exc:
-                self._finish(rpc, started, exc.code.name, exc.reason)
-                await _abort(context, exc, request_id)
-            else:
-                self._finish(rpc, started, "OK", "")
-            finally:
-                reset_call(token)
+    def _cut_off(self, context: Context) -> GatewayError:
+        """The error that records a call which gRPC cancelled before it finished."""
+        if self._stopping:
+            return CutOff("the gateway shut down before the call finished", reason="shutdown")
+        remaining = context.time_remaining()
+        if remaining is not None and remaining <= 0:
+            return CallerDeadline("the caller's deadline passed before the call finished")
+        return CallerCancelled("the caller cancelled the call before it finished")
 
-        return stream
+    # -- other services (health, reflection): authenticated, logged, not audited -----------
 
-    def _call(self, context: Context, rpc: str, request_id: str) -> Call:
+    def _plain_handler(self, handler: Handler, rpc: str, request_id: str) -> Handler:
+        deserialize, serialize = handler.request_deserializer, handler.response_serializer
+        behavior: Any = (
+            handler.unary_unary
+            or handler.unary_stream
+            or handler.stream_unary
+            or handler.stream_stream
+        )
+
+        async def streaming(request: Any, context: Context) -> AsyncIterator[Any]:
+            async for item in self._plain(behavior, request, context, rpc, request_id):
+                yield item
+
+        async def single(request: Any, context: Context) -> Any:
+            async for item in self._plain(behavior, request, context, rpc, request_id):
+                return item
+            return None
+
+        make = _HANDLER_KINDS[(handler.request_streaming, handler.response_streaming)]
+        wrapped: Handler = make(
+            streaming if handler.response_streaming else single, deserialize, serialize
+        )
+        return wrapped
+
+    async def _plain(
+        self, behavior: _Behavior, request: Any, context: Context, rpc: str, request_id: str
+    ) -> AsyncIterator[Any]:
+        started = time.perf_counter()
         structlog.contextvars.bind_contextvars(request_id=request_id, rpc=rpc)
-        caller = self._authenticate(*_peer_identity(context))
-        return Call(request_id, rpc, caller, dt.datetime.now(dt.UTC))
+        try:
+            caller = self._authenticate(*_peer_identity(context))
+        except GatewayError as exc:
+            self._finish(rpc, started, exc.code.name, exc.reason)
+            await _abort(context, exc, (("onecard-request-id", request_id),))
+            return
+        token = bind_call(Call(request_id, rpc, caller, dt.datetime.now(dt.UTC)))
+        code = "OK"
+        try:
+            result = behavior(request, context)
+            if hasattr(result, "__aiter__"):
+                async for item in result:
+                    yield item
+            else:
+                yield await result
+        except BaseException as exc:
+            code = "CANCELLED" if isinstance(exc, asyncio.CancelledError) else "UNKNOWN"
+            raise
+        finally:
+            reset_call(token)
+            self._finish(rpc, started, code, "")
 
     def _authenticate(self, org_id: str | None, fingerprint: str) -> Caller:
         if not fingerprint:
@@ -205,7 +354,8 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         org = self._orgs.get(org_id) if org_id else None
         if org is None:
             raise Unauthenticated(
-                "the client certificate names no organisation registered with this gateway",
+                "the client certificate names no organisation registered with this gateway "
+                "(its SAN URI must be urn:onecard:org:<org id>, exactly as issued)",
                 reason="unknown_org",
             )
         if org.status is not OrgStatus.ACTIVE:
@@ -225,20 +375,57 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         structlog.contextvars.clear_contextvars()
 
 
-async def _abort(
-    context: Context,
-    exc: GatewayError,
-    request_id: str,
-    extra_trailers: tuple[tuple[str, str], ...] = (),
-) -> None:
+class CutOff(GatewayError):
+    """The gateway shut down while the call was in flight."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+    reason = "shutdown"
+
+
+class CallerDeadline(GatewayError):
+    """The caller's deadline passed while the call was in flight."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    reason = "caller_deadline"
+
+
+class CallerCancelled(GatewayError):
+    """The caller cancelled the call while it was in flight."""
+
+    code = grpc.StatusCode.CANCELLED
+    reason = "caller_cancelled"
+
+
+def _check_decoded(request: Any, rpc: str) -> None:
+    if isinstance(request, Undecodable):
+        raise InvalidRequest(
+            f"the request is not a valid {rpc} request message (truncated, of another type, "
+            f"or a text field holding invalid UTF-8); check the client's generated stubs",
+            reason="undecodable_request",
+        )
+
+
+def _replayed() -> GatewayError:
+    return BasisRefused("card-present token was already used", reason="token_replayed")
+
+
+def _lenient(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """A deserializer that never raises: bad bytes become ``Undecodable`` for ``_serve``."""
+    if deserialize is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception:  # any decoding failure is the caller's bad input
+            return Undecodable()
+
+    return parse
+
+
+async def _abort(context: Context, exc: GatewayError, trailers: Iterable[tuple[str, str]]) -> None:
     await context.abort(
-        exc.code,
-        exc.message,
-        trailing_metadata=(
-            ("onecard-reason", exc.reason),
-            ("onecard-request-id", request_id),
-            *extra_trailers,
-        ),
+        exc.code, exc.message, trailing_metadata=(("onecard-reason", exc.reason), *trailers)
     )
 
 
@@ -270,10 +457,22 @@ def _identity(pem: bytes) -> tuple[str | None, str]:
     return org_id_from_cert(pem), cert_fingerprint(pem)
 
 
-def _request_id(given: str | bytes | None) -> str:
-    if isinstance(given, str) and _REQUEST_ID.fullmatch(given):
-        return given
-    return uuid.uuid4().hex
+def _request_id(metadata: dict[str, str | bytes]) -> str:
+    """The caller's id if it has a shape that cannot carry personal data, else a fresh one.
+
+    Accepted: a W3C ``traceparent`` (version 00) or an ``x-request-id`` that is an RFC 9562
+    UUID; both are stored in lower case. Anything else (free text may hold a card number) is
+    replaced by a random UUID; the id used is returned in the ``onecard-request-id`` trailer.
+    """
+    trace = metadata.get("traceparent")
+    if isinstance(trace, str):
+        match = _TRACEPARENT.fullmatch(trace.lower())
+        if match and set(match[1]) != {"0"} and set(match[2]) != {"0"}:
+            return match[0]
+    given = metadata.get("x-request-id")
+    if isinstance(given, str) and _UUID.fullmatch(given.lower()):
+        return given.lower()
+    return str(uuid.uuid4())
 
 
 def _internal(exc: Exception) -> GatewayError:

@@ -1,7 +1,8 @@
 """The request pipeline: one straight line through every stage, for every data request.
 
-    card (validate, resolve, status) -> basis (prove it) -> policy (Cedar) -> adapter (fetch)
-    -> disclosure (only allowed fields) -> the response, stamped with its decision
+    card number (validate) -> basis (prove it) -> card (resolve, status) -> policy (Cedar)
+    -> adapter (fetch) -> disclosure (only allowed fields) -> the response, stamped with its
+    decision (a card-present token is redeemed with the audit entry, only if data is released)
 
 Services describe the request as an ``Ask`` and give the adapter call as ``fetch``; they cannot
 skip or reorder a stage. Each stage lives in its own module and knows nothing of the next.
@@ -16,6 +17,7 @@ from typing import TypeVar
 
 from google.protobuf.message import Message
 
+from gateway import cardno
 from gateway.basis import BasisClaim, BasisStage
 from gateway.cards import CardStage, ResolvedCard
 from gateway.context import Call
@@ -64,18 +66,25 @@ class Pipeline:
         ask: Ask,
         fetch: Callable[[ResolvedCard], Awaitable[R]],
     ) -> R:
-        """Take ``ask`` through every stage; return the disclosed response or raise."""
+        """Take ``ask`` through every stage; return the disclosed response or raise.
+
+        The basis is proven from the request and the caller before the card registry is asked,
+        so a caller without a basis learns nothing about the card (no status oracle).
+        """
         trail = call.trail
         trail.purpose = ask.purpose
-        card = await self._cards.resolve(ask.card_number)
-        trail.subject = self._pseudonymize(card.holder.holder_id)
-        basis = await self._basis.establish(ask.basis, card)
+        card_number = cardno.normalize(ask.card_number)
+        basis = await self._basis.establish(ask.basis, card_number, call.caller)
         trail.basis, trail.basis_ref = basis.kind.value, basis.reference
+        card = await self._cards.resolve(card_number)
+        trail.subject = self._pseudonymize(card.holder.holder_id)
         decision = self._decide(call, ask, card, basis.kind.value)
         trail.backend = ask.backend
         response = await fetch(card)
         disclose(response, decision.disclose)
         _stamp(response, decision)
+        if basis.token is not None:
+            trail.token = (basis.token.token_id, basis.token.expires_at)
         return response
 
     def authorize_statutory(self, call: Call, action: str) -> Decision:

@@ -281,21 +281,21 @@ def cert_fingerprint(cert_pem: bytes) -> str:
 
 
 def org_id_from_cert(cert_pem: bytes) -> str | None:
-    """The org a certificate names: its ``urn:onecard:org:`` SAN URI, else its subject CN.
+    """The org a certificate names: its one ``urn:onecard:org:`` SAN URI, exactly as issued.
 
-    None if it names none, or more than one. Raises ValueError if ``cert_pem`` is not PEM.
+    None if it names none or more than one, or if a SAN URI spells the scheme in another case
+    (the subject CN is never read: identity comes from the SAN alone, compared exactly).
+    Raises ValueError if ``cert_pem`` is not PEM.
     """
     cert = x509.load_pem_x509_certificate(cert_pem)
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         uris = san.get_values_for_type(x509.UniformResourceIdentifier)
     except x509.ExtensionNotFound:
-        uris = []
-    ids = {uri.removeprefix(ORG_URI_PREFIX) for uri in uris if uri.startswith(ORG_URI_PREFIX)}
-    if not ids:
-        common_names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-        ids = {str(attr.value) for attr in common_names}
-    if len(ids) != 1:
+        return None
+    ours = [uri for uri in uris if uri.lower().startswith(ORG_URI_PREFIX)]
+    ids = {uri.removeprefix(ORG_URI_PREFIX) for uri in ours}
+    if len(ids) != 1 or any(not uri.startswith(ORG_URI_PREFIX) for uri in ours):
         return None
     (org_id,) = ids
     return org_id or None

@@ -11,8 +11,10 @@ Wire form: ``oc1.`` + base64url(no padding) of
     | card binding (16) | tag (32)
 
 where card binding = HMAC(key, "card" || card number)[:16] (the token does not reveal the card
-number) and tag = HMAC(key, "tag" || all bytes before it). Each token is accepted once: its id is
-recorded in the durable ledger before the request goes on, so a replay fails even after a restart.
+number) and tag = HMAC(key, "tag" || all bytes before it). Each token releases data once: its id
+is recorded durably in the same transaction as the audit entry of the exchange that releases data
+(``gateway.audit.log.Redemption``), so a replay fails even after a restart, and a refused or failed
+exchange does not use the token up.
 """
 
 from __future__ import annotations
@@ -39,11 +41,28 @@ _MAX_TOKEN_CHARS = 256
 
 
 class TokenLedger(Protocol):
-    """Durable record of redeemed token ids."""
+    """Durable record of redeemed token ids (the audit log writes it, with the exchange)."""
 
-    async def redeem_token(self, token_id: bytes, expires_at: int) -> bool:
-        """Record the id durably; return False if it was already recorded."""
+    async def token_redeemed(self, token_id: bytes) -> bool:
+        """Whether an exchange has already redeemed this token id."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class TokenUse:
+    """A token that holds for this card and has not been used: the exchange may redeem it.
+
+    The redemption itself is written with the exchange's audit entry, and only by an exchange
+    that releases data; a refused or failed exchange leaves the token usable until it expires.
+    """
+
+    token_id: bytes
+    expires_at: int
+
+    @property
+    def reference(self) -> str:
+        """How the audit log names the token (its random id, never the card)."""
+        return f"token:{self.token_id.hex()}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,8 +100,8 @@ class CardTokens:
         encoded = base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
         return IssuedToken(PREFIX + encoded, expires_at)
 
-    async def redeem(self, token: str, card_number: str) -> str:
-        """Accept the token once for this card; return its id (hex) or raise ``BasisRefused``."""
+    async def check(self, token: str, card_number: str) -> TokenUse:
+        """The token's use for this card, or ``BasisRefused`` if it does not hold (or was used)."""
         header, tag = _decode(token)
         if not hmac.compare_digest(tag, self._tag(header)):
             raise BasisRefused("card-present token is not authentic", reason="token_forged")
@@ -98,9 +117,9 @@ class CardTokens:
                 "card-present token has expired; ask the citizen to refresh the QR code",
                 reason="token_expired",
             )
-        if not await self._ledger.redeem_token(token_id, expires_at):
+        if await self._ledger.token_redeemed(token_id):
             raise BasisRefused("card-present token was already used", reason="token_replayed")
-        return str(token_id.hex())
+        return TokenUse(token_id, expires_at)
 
     def _bind(self, card_number: str) -> bytes:
         return hmac.new(self._binding_key, card_number.encode("ascii"), hashlib.sha256).digest()[

@@ -22,6 +22,21 @@ class Receipt(NamedTuple):
     leaf_hash: bytes
     origin: str
     appended_at: dt.datetime
+    replayed: bool = False  # the entry is the ``Redemption.instead`` record: nothing released
+
+
+@dataclass(frozen=True, slots=True)
+class Redemption:
+    """A card-present token that the exchange uses up, in the same transaction as its entry.
+
+    If another exchange redeemed the token first, the log stores ``instead`` (the same exchange
+    recorded as refused for a replay) and the receipt says ``replayed``: at most one exchange
+    per token ever releases data, across requests and processes sharing the store.
+    """
+
+    token_id: bytes
+    expires_at: int
+    instead: AuditRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,8 +67,8 @@ class AuditLog(Protocol):
 
     origin: str
 
-    async def append(self, record: AuditRecord) -> Receipt:
-        """Sequence and durably store the record; return its receipt."""
+    async def append(self, record: AuditRecord, redemption: Redemption | None = None) -> Receipt:
+        """Sequence and durably store the record (redeeming the token, if any); its receipt."""
         ...
 
     async def latest_checkpoint(self) -> bytes | None:

@@ -50,6 +50,7 @@ class Trail:
     policies: tuple[str, ...] = ()
     policy_set: str = ""
     backend: str = ""
+    token: tuple[bytes, int] | None = None  # (id, expires at): redeemed if data is released
 
 
 @dataclass(frozen=True, slots=True)

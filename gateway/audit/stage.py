@@ -2,11 +2,14 @@
 
 The interceptor calls ``record`` once per onecard RPC, after the service answered or refused and
 before anything is released. If the entry cannot be made durable, the caller gets UNAVAILABLE and
-no data (fail closed).
+no data (fail closed). An exchange that releases data on a card-present token redeems the token
+in the same transaction as its entry; if another exchange redeemed it first, the entry records
+this one as refused for a replay and nothing is released.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 from collections.abc import Sequence
@@ -14,7 +17,7 @@ from collections.abc import Sequence
 import structlog
 from google.protobuf.message import Message
 
-from gateway.audit.log import AuditLog, Receipt
+from gateway.audit.log import AuditLog, Receipt, Redemption
 from gateway.audit.record import AuditRecord, Trail, rfc3339
 from gateway.errors import StoreUnavailable
 
@@ -63,8 +66,15 @@ class AuditStage:
             policy_set=trail.policy_set,
             backend=trail.backend,
         )
+        redemption = None
+        if trail.token is not None and outcome == "OK":
+            token_id, expires_at = trail.token
+            instead = dataclasses.replace(
+                entry, outcome="PERMISSION_DENIED", reason="token_replayed", released_sha256=""
+            )
+            redemption = Redemption(token_id, expires_at, instead)
         try:
-            return await self.log.append(entry)
+            return await self.log.append(entry, redemption)
         except StoreUnavailable:
             raise
         except Exception as exc:

@@ -103,12 +103,6 @@ class _Stateless:
         pass
 
 
-class _TokenLedger(_Stateless):
-    def run_batch(self, conn: sqlite3.Connection, payloads: list[Any]) -> list[Any]:
-        insert = "INSERT OR IGNORE INTO redeemed_tokens (token_id, expires_at) VALUES (?, ?)"
-        return [conn.execute(insert, payload).rowcount == 1 for payload in payloads]
-
-
 class _Ops(_Stateless):
     def run_batch(self, conn: sqlite3.Connection, payloads: list[Any]) -> list[Any]:
         return [op(conn) for op in payloads]
@@ -125,7 +119,6 @@ class SqliteStore:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._closed = False
         self._last_prune = 0.0
-        self._tokens = _TokenLedger()
         self._ops = _Ops()
         self._readers = threading.local()
         self._on_close: list[Callable[[], Awaitable[None]]] = []
@@ -162,10 +155,14 @@ class SqliteStore:
         """Run ``query`` on a reader connection in a worker thread."""
         return await asyncio.to_thread(lambda: query(self.reader()))
 
-    async def redeem_token(self, token_id: bytes, expires_at: int) -> bool:
-        """Record a redeemed token id; False if it was already there (a replay)."""
-        result: bool = await self.submit(self._tokens, (token_id, expires_at))
-        return result
+    async def token_redeemed(self, token_id: bytes) -> bool:
+        """Whether an exchange has already redeemed this token (the audit log redeems them)."""
+        row = await self.read(
+            lambda c: c.execute(
+                "SELECT 1 FROM redeemed_tokens WHERE token_id = ?", (token_id,)
+            ).fetchone()
+        )
+        return row is not None
 
     async def write(self, op: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``op`` in the next group-committed transaction; return once it is durable."""

@@ -26,7 +26,7 @@ from typing import Any
 
 from gateway.audit.checkpoint import Checkpoint, sign_checkpoint
 from gateway.audit.compact import CompactRange, NodeID, border_ids
-from gateway.audit.log import Entry, Receipt, SearchQuery
+from gateway.audit.log import Entry, Receipt, Redemption, SearchQuery
 from gateway.audit.proof import OutOfRangeError, consistency_proof, inclusion_proof
 from gateway.audit.record import ZERO_HASH, AuditRecord, chain_leaves, rfc3339
 from gateway.audit.rfc6962 import HASH_SIZE
@@ -35,6 +35,7 @@ from gateway.store.sqlite import SqliteStore
 from gateway.store.sqlite_search import SearchIndex, log_size
 
 _INSERT_ENTRY = "INSERT INTO audit_entries (idx, nodes, leaf) VALUES (?, ?, ?)"
+_REDEEM = "INSERT OR IGNORE INTO redeemed_tokens (token_id, expires_at) VALUES (?, ?)"
 
 
 class SqliteAuditLog:
@@ -55,14 +56,19 @@ class SqliteAuditLog:
 
     def run_batch(self, conn: sqlite3.Connection, payloads: list[Any]) -> list[Any]:
         start = self._range.size
-        leaves, hashes = chain_leaves([body for _, body in payloads], start, self._prev)
+        if any(redemption is not None for _, _, redemption in payloads):
+            payloads = [_redeem(conn, *payload) for payload in payloads]
+        leaves, hashes = chain_leaves([body for _, body, _ in payloads], start, self._prev)
         nodes = self._range.push_leaves(hashes)
         conn.executemany(_INSERT_ENTRY, zip(count(start), nodes, leaves, strict=False))
         if hashes:
             self._prev = hashes[-1]
-        self._durable = list(enumerate([record for record, _ in payloads], start))
+        self._durable = list(enumerate([record for record, _, _ in payloads], start))
         origin, now = self.origin, dt.datetime.now(dt.UTC)
-        return [Receipt(i, h, origin, now) for i, h in enumerate(hashes, start)]
+        return [
+            Receipt(i, h, origin, now, replayed is True)
+            for (i, h), (_, _, replayed) in zip(enumerate(hashes, start), payloads, strict=True)
+        ]
 
     def finish_batch(self, conn: sqlite3.Connection) -> None:
         if time.monotonic() - self._last_checkpoint >= self._interval:
@@ -101,8 +107,8 @@ class SqliteAuditLog:
 
     # -- the AuditLog port -----------------------------------------------------------------
 
-    async def append(self, record: AuditRecord) -> Receipt:
-        receipt: Receipt = await self._store.submit(self, (record, record.body()))
+    async def append(self, record: AuditRecord, redemption: Redemption | None = None) -> Receipt:
+        receipt: Receipt = await self._store.submit(self, (record, record.body(), redemption))
         return receipt
 
     async def checkpoint_now(self) -> None:
@@ -154,6 +160,17 @@ class SqliteAuditLog:
 
     async def size(self) -> int:
         return await self._store.read(log_size)
+
+
+def _redeem(
+    conn: sqlite3.Connection, record: AuditRecord, body: bytes, redemption: Redemption | None
+) -> tuple[AuditRecord, bytes, bool | None]:
+    """Redeem the exchange's token in the batch's transaction; a replay logs ``instead``."""
+    if redemption is None:
+        return record, body, None
+    if conn.execute(_REDEEM, (redemption.token_id, redemption.expires_at)).rowcount == 1:
+        return record, body, False
+    return redemption.instead, redemption.instead.body(), True
 
 
 class _Reader:

@@ -208,13 +208,26 @@ def test_fingerprint_is_sha256_of_der(pki: PkiLayout) -> None:
     assert cert_fingerprint(pem) == hashlib.sha256(der).hexdigest()
 
 
-def test_org_id_comes_from_the_san_uri_then_the_cn(pki: PkiLayout) -> None:
+def test_org_id_comes_from_the_san_uri_alone(pki: PkiLayout) -> None:
     assert org_id_from_cert(pki.client_cert(HOSPITAL).read_bytes()) == HOSPITAL
-    assert org_id_from_cert(_self_signed(cn="lib-bj-001")) == "lib-bj-001"
-    assert org_id_from_cert(_self_signed(cn=None)) is None
     assert org_id_from_cert(_self_signed(cn="x", uris=["urn:onecard:org:a"])) == "a"
+    assert org_id_from_cert(_self_signed(cn="lib-bj-001")) is None  # a CN names nobody
+    assert org_id_from_cert(_self_signed(cn=None)) is None
     ambiguous = _self_signed(cn="x", uris=["urn:onecard:org:a", "urn:onecard:org:b"])
     assert org_id_from_cert(ambiguous) is None
+
+
+@pytest.mark.parametrize(
+    "uris",
+    [
+        ["URN:ONECARD:ORG:lib-bj-001"],
+        ["urn:OneCard:org:lib-bj-001"],
+        ["urn:onecard:org:lib-bj-001", "URN:onecard:org:lib-bj-001"],
+        ["https://example.org/lib-bj-001"],
+    ],
+)
+def test_a_san_uri_in_another_case_is_no_fallback_to_the_cn(uris: list[str]) -> None:
+    assert org_id_from_cert(_self_signed(cn="lib-bj-001", uris=uris)) is None
 
 
 def _self_signed(*, cn: str | None, uris: tuple[str, ...] | list[str] = ()) -> bytes:

@@ -11,16 +11,13 @@ KEY = bytes(range(32))
 
 
 class MemoryLedger:
-    """Fake of the durable ledger (the SQLite one is tested in test_store.py)."""
+    """Fake of the durable ledger (the audit log redeems: test_token_redemption.py)."""
 
     def __init__(self) -> None:
         self.seen: set[bytes] = set()
 
-    async def redeem_token(self, token_id: bytes, expires_at: int) -> bool:
-        if token_id in self.seen:
-            return False
-        self.seen.add(token_id)
-        return True
+    async def token_redeemed(self, token_id: bytes) -> bool:
+        return token_id in self.seen
 
 
 class Clock:
@@ -41,24 +38,36 @@ def tokens(clock: Clock) -> CardTokens:
     return CardTokens(KEY, MemoryLedger(), ttl=dt.timedelta(seconds=60), clock=clock)
 
 
-async def test_a_token_is_accepted_once_for_its_card(tokens: CardTokens) -> None:
+@pytest.fixture
+def ledger() -> MemoryLedger:
+    return MemoryLedger()
+
+
+async def test_a_token_holds_until_an_exchange_redeems_it(
+    ledger: MemoryLedger, clock: Clock
+) -> None:
+    tokens = CardTokens(KEY, ledger, clock=clock)
     issued = tokens.issue(CARD)
     assert issued.token.startswith(PREFIX)
     assert CARD not in issued.token
-    token_id = await tokens.redeem(issued.token, CARD)
-    assert len(token_id) == 32
+    use = await tokens.check(issued.token, CARD)
+    assert len(use.token_id) == 16
+    assert use.reference == f"token:{use.token_id.hex()}"
+    assert use.expires_at == int(issued.expires_at.timestamp())
+    assert await tokens.check(issued.token, CARD) == use  # checking does not use it up
+    ledger.seen.add(use.token_id)
     with pytest.raises(BasisRefused) as info:
-        await tokens.redeem(issued.token, CARD)
+        await tokens.check(issued.token, CARD)
     assert info.value.reason == "token_replayed"
 
 
 async def test_a_token_for_another_card_is_refused(tokens: CardTokens) -> None:
     issued = tokens.issue(CARD)
     with pytest.raises(BasisRefused) as info:
-        await tokens.redeem(issued.token, OTHER)
+        await tokens.check(issued.token, OTHER)
     assert info.value.reason == "token_wrong_card"
-    # The failed attempt did not burn the token for its own card.
-    await tokens.redeem(issued.token, CARD)
+    # The token still holds for its own card.
+    await tokens.check(issued.token, CARD)
 
 
 async def test_a_token_expires_after_its_ttl(tokens: CardTokens, clock: Clock) -> None:
@@ -66,10 +75,10 @@ async def test_a_token_expires_after_its_ttl(tokens: CardTokens, clock: Clock) -
     assert issued.expires_at == clock.now + dt.timedelta(seconds=60)
     clock.now += dt.timedelta(seconds=59)
     fresh = tokens.issue(CARD)
-    await tokens.redeem(fresh.token, CARD)
+    await tokens.check(fresh.token, CARD)
     clock.now += dt.timedelta(seconds=1)
     with pytest.raises(BasisRefused) as info:
-        await tokens.redeem(issued.token, CARD)
+        await tokens.check(issued.token, CARD)
     assert info.value.reason == "token_expired"
 
 
@@ -78,7 +87,7 @@ async def test_a_token_under_another_key_is_forged(clock: Clock) -> None:
     forged = other_gateway.issue(CARD).token
     mine = CardTokens(KEY, MemoryLedger(), clock=clock)
     with pytest.raises(BasisRefused) as info:
-        await mine.redeem(forged, CARD)
+        await mine.check(forged, CARD)
     assert info.value.reason == "token_forged"
 
 
@@ -90,12 +99,12 @@ async def test_any_changed_character_makes_a_token_forged_or_malformed(
     chars = list(token)
     chars[position] = "A" if chars[position] != "A" else "B"
     with pytest.raises(BasisRefused) as info:
-        await tokens.redeem("".join(chars), CARD)
+        await tokens.check("".join(chars), CARD)
     assert info.value.reason in {"token_forged", "token_malformed"}
 
 
 @pytest.mark.parametrize("bad", ["", "oc1.", "oc2.AAAA", "oc1.!!!!", "oc1." + "A" * 300, "x" * 10])
 async def test_malformed_tokens_are_refused(tokens: CardTokens, bad: str) -> None:
     with pytest.raises(BasisRefused) as info:
-        await tokens.redeem(bad, CARD)
+        await tokens.check(bad, CARD)
     assert info.value.reason == "token_malformed"

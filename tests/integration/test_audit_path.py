@@ -55,7 +55,7 @@ async def test_every_rpc_path_appends_exactly_one_entry(
             insurance_status(hosp, person.id_number, token),  # 4 replayed token
             issue_token(app, locked.id_number),  # 5 card locked
             issue_token(app, "440305198512120029"),  # 6 malformed card number
-            issue_token(hosp, person.id_number),  # 7 policy deny
+            issue_token(hosp, person.id_number),  # 7 basis refused: not the citizen app
             insurance_status(lib, person.id_number, library_token),  # 8 policy deny
         ]
         for call in refusals:
@@ -79,7 +79,7 @@ async def test_every_rpc_path_appends_exactly_one_entry(
         ("PERMISSION_DENIED", "token_replayed"),
         ("FAILED_PRECONDITION", "card_locked"),
         ("INVALID_ARGUMENT", "malformed_card_number"),
-        ("PERMISSION_DENIED", "policy_denied"),
+        ("PERMISSION_DENIED", "citizen_app_only"),
         ("PERMISSION_DENIED", "policy_denied"),
         ("UNAUTHENTICATED", "unknown_org"),
         ("PERMISSION_DENIED", "org_suspended"),
@@ -90,7 +90,8 @@ async def test_every_rpc_path_appends_exactly_one_entry(
     assert ok["basis"] == "card_present" and ok["basis_ref"].startswith("token:")
     assert ok["backend"] == "social_insurance"
     assert len(ok["subject"]) == 64 and len(ok["released_sha256"]) == 64
-    assert records[6]["decision"] == "deny"
+    assert records[6]["decision"] == "" and records[6]["subject"] == ""  # before the card
+    assert records[7]["decision"] == "deny"
     assert records[8]["org"] == "hosp-nowhere-404" and records[8]["org_type"] == ""
     assert records[5]["subject"] == ""  # refused before any card was resolved
     assert records[0]["subject"] == records[1]["subject"]  # the same citizen, the same pseudonym
