@@ -1,0 +1,336 @@
+"""The request path has no way around the audit log and tells nothing without a basis.
+
+Over real mutual TLS on 127.0.0.1, with a loopback back end that can be made slow: calls that
+end early (the caller's deadline, the request budget, shutdown) each leave one entry and leave
+the citizen's token usable; a caller without a basis gets the same answer for every card; bad
+bytes and free-text request ids are refused or replaced, and audited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from adapters.social_insurance import wire
+from adapters.social_insurance.seed import Population
+from gateway import cardno
+from gateway.api.onecard.v1 import (
+    card_pb2,
+    card_pb2_grpc,
+    common_pb2,
+    insurance_pb2,
+    insurance_pb2_grpc,
+)
+from gateway.bootstrap import Gateway
+from gateway.client import org_channel
+from gateway.client import refusal_reason as reason
+from gateway.pki import PkiLayout
+from gateway.ports import CardStatus
+from tests.integration.backends import SlowBackend, slow_backend
+from tests.integration.calls import insurance_status, issue_token
+from tests.integration.conftest import CITIZEN_APP, HOSPITAL, LIBRARY, TRANSIT
+
+pytestmark = pytest.mark.integration
+PERSON_INFO, CARD_INFO = wire.INFNO_PERSON_INFO, wire.INFNO_CARD_INFO
+Factory = Callable[..., Any]
+
+
+@pytest.fixture
+async def backend() -> AsyncIterator[SlowBackend]:
+    async with slow_backend() as slow:
+        yield slow
+
+
+async def _records(gateway: Gateway) -> list[dict[str, Any]]:
+    entries = await gateway.audit_log.entries(0, 1 << 62)
+    return [json.loads(e.leaf)["r"] for e in entries]
+
+
+async def _wait_for_entries(gateway: Gateway, count: int) -> list[dict[str, Any]]:
+    for _ in range(100):
+        records = await _records(gateway)
+        if len(records) >= count:
+            return records
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the log never reached {count} entries")
+
+
+def _trailers(err: grpc.aio.AioRpcError) -> dict[str, str]:
+    return {k: str(v) for k, v in (err.trailing_metadata() or ())}
+
+
+def _person(population: Population) -> str:
+    return population.first(card_status=CardStatus.NORMAL).id_number
+
+
+async def test_a_call_abandoned_at_its_deadline_is_audited_and_keeps_the_token(
+    gateway_factory: Callable[..., Any],
+    backend: SlowBackend,
+    pki: PkiLayout,
+    population: Population,
+) -> None:
+    gateway: Gateway = await gateway_factory(social_insurance_url=backend.url)
+    card = _person(population)
+    async with org_channel(gateway.target, pki, CITIZEN_APP) as app:
+        token = await issue_token(app, card)
+    backend.delay_s[PERSON_INFO] = 1.0
+    async with org_channel(gateway.target, pki, HOSPITAL) as hosp:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await _insurance_with_deadline(hosp, card, token, timeout=0.3)
+        assert info.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+        records = await _wait_for_entries(gateway, 2)
+        assert len(records) == 2
+        abandoned = records[1]
+        assert abandoned["outcome"] == "DEADLINE_EXCEEDED"
+        assert abandoned["reason"] in {"caller_deadline", "request_budget_exceeded"}
+        assert abandoned["released_sha256"] == ""
+        backend.delay_s.clear()
+        answer = await insurance_status(hosp, card, token)  # the token was not used up
+    assert answer.receipt.leaf_index == 2
+
+
+async def _insurance_with_deadline(
+    channel: grpc.aio.Channel, card: str, token: str, *, timeout: float
+) -> Any:
+    return await insurance_pb2_grpc.InsuranceServiceStub(channel).GetInsuranceStatus(
+        insurance_pb2.GetInsuranceStatusRequest(
+            card=common_pb2.CardRef(card_number=card),
+            purpose=common_pb2.PURPOSE_COVERAGE,
+            basis=common_pb2.LawfulBasis(card_present=common_pb2.CardPresent(token=token)),
+        ),
+        timeout=timeout,
+    )
+
+
+async def test_a_call_cut_off_by_shutdown_is_audited_and_keeps_the_token(
+    gateway_factory: Callable[..., Any],
+    backend: SlowBackend,
+    pki: PkiLayout,
+    population: Population,
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "shared-data"
+    gateway: Gateway = await gateway_factory(social_insurance_url=backend.url, data_dir=data)
+    card = _person(population)
+    async with org_channel(gateway.target, pki, CITIZEN_APP) as app:
+        token = await issue_token(app, card)
+    backend.delay_s[PERSON_INFO] = 5.0
+    async with org_channel(gateway.target, pki, HOSPITAL) as hosp:
+        call = asyncio.ensure_future(insurance_status(hosp, card, token))
+        while backend.calls[PERSON_INFO] == 0:
+            await asyncio.sleep(0.01)
+        await gateway.stop(0.1)
+        with pytest.raises(grpc.aio.AioRpcError):
+            await call
+    backend.delay_s.clear()
+    again: Gateway = await gateway_factory(social_insurance_url=backend.url, data_dir=data)
+    records = await _records(again)
+    assert [(r["outcome"], r["reason"]) for r in records] == [
+        ("OK", ""),
+        ("UNAVAILABLE", "shutdown"),
+    ]
+    async with org_channel(again.target, pki, HOSPITAL) as hosp:
+        answer = await insurance_status(hosp, card, token)
+    assert answer.receipt.leaf_index == 2
+
+
+async def test_the_request_budget_bounds_every_back_end_call_together(
+    gateway_factory: Callable[..., Any],
+    backend: SlowBackend,
+    pki: PkiLayout,
+    population: Population,
+) -> None:
+    gateway: Gateway = await gateway_factory(
+        social_insurance_url=backend.url, backend_timeout_s=1.0, request_budget_s=1.2
+    )
+    card = _person(population)
+    async with org_channel(gateway.target, pki, CITIZEN_APP) as app:
+        token = await issue_token(app, card)
+    backend.delay_s.update({CARD_INFO: 0.7, PERSON_INFO: 0.7})  # each within its own timeout
+    async with org_channel(gateway.target, pki, HOSPITAL) as hosp:
+        started = time.monotonic()
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await insurance_status(hosp, card, token)
+        elapsed = time.monotonic() - started
+    assert info.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+    assert reason(info.value) == "request_budget_exceeded"
+    assert elapsed < 1.4  # both lookups in full would take 1.4 s
+    assert "onecard-audit-index" in _trailers(info.value)
+
+
+async def test_refusals_and_back_end_failures_do_not_use_up_the_token(
+    gateway_factory: Callable[..., Any],
+    backend: SlowBackend,
+    pki: PkiLayout,
+    population: Population,
+) -> None:
+    gateway: Gateway = await gateway_factory(
+        social_insurance_url=backend.url, backend_timeout_s=0.3
+    )
+    card = _person(population)
+    async with (
+        org_channel(gateway.target, pki, CITIZEN_APP) as app,
+        org_channel(gateway.target, pki, HOSPITAL) as hosp,
+        org_channel(gateway.target, pki, LIBRARY) as lib,
+    ):
+        token = await issue_token(app, card)
+        with pytest.raises(grpc.aio.AioRpcError) as wrong_org:
+            await insurance_status(lib, card, token)
+        with pytest.raises(grpc.aio.AioRpcError) as wrong_purpose:
+            await insurance_status(hosp, card, token, common_pb2.PURPOSE_LIBRARY_SERVICE)
+        backend.delay_s[PERSON_INFO] = 1.0
+        with pytest.raises(grpc.aio.AioRpcError) as slow:
+            await insurance_status(hosp, card, token)
+        backend.delay_s.clear()
+        answer = await insurance_status(hosp, card, token)
+        with pytest.raises(grpc.aio.AioRpcError) as replay:
+            await insurance_status(hosp, card, token)
+    assert reason(wrong_org.value) == reason(wrong_purpose.value) == "policy_denied"
+    assert reason(slow.value) == "backend_timeout"
+    assert answer.schemes
+    assert reason(replay.value) == "token_replayed"
+
+
+async def test_concurrent_uses_of_one_token_release_one_answer(
+    gateway: Gateway, pki: PkiLayout, population: Population
+) -> None:
+    card = _person(population)
+    async with (
+        org_channel(gateway.target, pki, CITIZEN_APP) as app,
+        org_channel(gateway.target, pki, HOSPITAL) as hosp,
+    ):
+        token = await issue_token(app, card)
+        results = await asyncio.gather(
+            *(insurance_status(hosp, card, token) for _ in range(30)), return_exceptions=True
+        )
+    answers = [r for r in results if not isinstance(r, BaseException)]
+    refusals = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+    assert len(answers) == 1 and len(refusals) == 29
+    assert {reason(r) for r in refusals} == {"token_replayed"}
+    records = await _records(gateway)
+    assert [r["outcome"] for r in records].count("OK") == 2  # the token, and one answer
+
+
+def _unknown_card(population: Population) -> str:
+    known = {p.id_number for p in population.people}
+    for seq in range(1000):
+        first17 = f"11010119800101{seq:03d}"
+        card = first17 + cardno.check_character(first17)
+        if card not in known:
+            return card
+    raise AssertionError("no unknown card number found")
+
+
+@pytest.mark.parametrize("org", [TRANSIT, LIBRARY, HOSPITAL])
+async def test_without_a_basis_every_card_gets_the_same_refusal(
+    gateway_factory: Callable[..., Any],
+    backend: SlowBackend,
+    pki: PkiLayout,
+    population: Population,
+    org: str,
+) -> None:
+    gateway: Gateway = await gateway_factory(social_insurance_url=backend.url)
+    cards = [population.first(card_status=status).id_number for status in CardStatus]
+    cards.append(_unknown_card(population))
+    forged = "oc1." + "A" * 86
+    answers = set()
+    async with org_channel(gateway.target, pki, org) as channel:
+        stub = card_pb2_grpc.CardServiceStub(channel)
+        for card in cards:
+            for basis in (common_pb2.LawfulBasis(), _card_present(forged)):
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    await stub.VerifyCard(
+                        card_pb2.VerifyCardRequest(
+                            card=common_pb2.CardRef(card_number=card),
+                            purpose=common_pb2.PURPOSE_LIBRARY_SERVICE,
+                            basis=basis,
+                        )
+                    )
+                err = info.value
+                answers.add((basis.WhichOneof("basis"), err.code(), reason(err), err.details()))
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await issue_token(channel, card)
+            err = info.value
+            answers.add(("issue", err.code(), reason(err), err.details()))
+    assert len(answers) == 3, answers  # one answer per kind of request, whatever the card
+    assert backend.calls.total() == 0  # and the card registry was never asked
+    records = await _records(gateway)
+    assert all(r["subject"] == "" for r in records)
+
+
+def _card_present(token: str) -> common_pb2.LawfulBasis:
+    return common_pb2.LawfulBasis(card_present=common_pb2.CardPresent(token=token))
+
+
+_VERIFY = "/onecard.v1.CardService/VerifyCard"
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"\xff\xff\xff\xff",  # not protobuf at all
+        b"\x0a\x03\x0a\x01\xff",  # card.card_number holding invalid UTF-8
+        b"\x0a\x05\x0a\x10",  # truncated
+    ],
+)
+async def test_bytes_that_are_not_the_request_message_are_invalid_argument_and_audited(
+    gateway: Gateway, pki: PkiLayout, payload: bytes
+) -> None:
+    async with org_channel(gateway.target, pki, LIBRARY) as channel:
+        call = channel.unary_unary(_VERIFY)
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await call(payload)
+    err = info.value
+    assert err.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert reason(err) == "undecodable_request"
+    assert "not a valid onecard.v1.CardService/VerifyCard request" in (err.details() or "")
+    assert "Error" not in (err.details() or "")  # no Python exception text
+    index = int(_trailers(err)["onecard-audit-index"])
+    record = (await _records(gateway))[index]
+    assert (record["outcome"], record["reason"], record["org"]) == (
+        "INVALID_ARGUMENT",
+        "undecodable_request",
+        LIBRARY,
+    )
+
+
+@pytest.mark.parametrize(
+    ("metadata", "kept"),
+    [
+        ((("x-request-id", "110101199003074477"),), False),  # a card number: never stored
+        ((("x-request-id", "visit 42 for Zhang San"),), False),
+        ((("x-request-id", "0b8e2e0a-54b8-4b2c-9a41-3c8d2d0c6f11"),), True),
+        ((("x-request-id", "0B8E2E0A-54B8-4B2C-9A41-3C8D2D0C6F11"),), True),
+        ((("x-request-id", "00000000-0000-0000-0000-110101199003"),), False),  # not a UUID
+        ((("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),), True),
+        ((("traceparent", "00-00000000000000000000000000000000-00f067aa0ba902b7-01"),), False),
+    ],
+)
+async def test_request_ids_are_kept_only_in_a_shape_that_cannot_carry_personal_data(
+    gateway: Gateway, pki: PkiLayout, population: Population, metadata: Any, kept: bool
+) -> None:
+    card = _person(population)
+    async with org_channel(gateway.target, pki, CITIZEN_APP) as app:
+        call = card_pb2_grpc.CardServiceStub(app).IssueCardToken(
+            card_pb2.IssueCardTokenRequest(
+                card=common_pb2.CardRef(card_number=card), purpose=common_pb2.PURPOSE_PATRQT
+            ),
+            metadata=metadata,
+        )
+        response = await call
+        trailers = {k: str(v) for k, v in (await call.trailing_metadata() or ())}
+    used = trailers["onecard-request-id"]
+    given = metadata[0][1].lower()
+    assert (used == given) is kept
+    if not kept:
+        assert uuid.UUID(used).version == 4
+    record = (await _records(gateway))[response.receipt.leaf_index]
+    assert record["request_id"] == used
