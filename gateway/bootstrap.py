@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
+import sqlite3
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +67,10 @@ class StartupError(SetupError):
     """The gateway cannot start with this configuration; the message says why."""
 
 
+class ShutdownIncomplete(SetupError):
+    """The gateway stopped serving, but a closing step (a final checkpoint, say) failed."""
+
+
 @dataclass
 class Gateway:
     """A running gateway."""
@@ -95,8 +101,18 @@ class Gateway:
         await self._health.enter_graceful_shutdown()
         await self.server.stop(self._shutdown_grace_s if grace is None else grace)
         await self._interceptor.drain()  # calls cut off by the stop write their entries first
+        failed = []
         for close in reversed(self._closers):
-            await close()
+            try:
+                await close()
+            except Exception as exc:  # every step still runs: the store must close
+                _log.error("gateway_close_failed", step=close.__qualname__, error=str(exc))
+                failed.append(close.__qualname__.rsplit(".", 1)[-1])
+        if failed:
+            raise ShutdownIncomplete(
+                f"stopped, but {', '.join(failed)} failed (see the gateway_close_failed log "
+                f"lines; a full disk?); the next start checks the log and signs what is missing"
+            )
         _log.info("gateway_stopped")
 
     async def wait(self) -> None:
@@ -141,10 +157,20 @@ async def start_gateway(settings: Settings) -> Gateway:
     closers: list[Callable[[], Awaitable[None]]] = [release_lock]
     try:
         return await _start(settings, closers)
-    except BaseException:
+    except BaseException as exc:
         for close in reversed(closers):
             with contextlib.suppress(Exception):
                 await close()
+        if isinstance(exc, sqlite3.Error):
+            raise StartupError(
+                f"{settings.data_dir}: the gateway's database cannot be opened or written "
+                f"({exc}); if the disk is full, free space and start again"
+            ) from None
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            raise StartupError(
+                f"{exc.filename or settings.data_dir}: no space left on the device; free space "
+                f"and start again"
+            ) from None
         raise
 
 
