@@ -128,9 +128,17 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         self._stopping = True
 
     async def drain(self) -> None:
-        """Wait until every call that has started has written its entry (after server.stop)."""
+        """Wait until every call that has started has written its entry (after server.stop).
+
+        Calls are bounded by the request budget, so this ends; the bound below is a backstop.
+        """
+        deadline = asyncio.get_running_loop().time() + self._budget_s + 5.0
         while self._running:
-            await asyncio.gather(*self._running, return_exceptions=True)
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                _log.error("drain_timed_out", calls=len(self._running))
+                return
+            await asyncio.wait(set(self._running), timeout=left)
 
     # -- audited services: every handler kind either audited or refused --------------------
 
