@@ -1,0 +1,84 @@
+"""Fakes of the request path's ports, for unit tests of one stage at a time."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+from gateway.audit.log import Entry, Receipt, Redemption, SearchQuery
+from gateway.audit.record import AuditRecord
+from gateway.errors import CardNotFound, StoreUnavailable
+from gateway.ports import CardHolder, CardStatus
+
+
+class FakeRegistry:
+    """A card registry holding ``holders`` by card number; counts the lookups."""
+
+    def __init__(self, holders: dict[str, CardHolder] | None = None) -> None:
+        self.holders = holders or {}
+        self.lookups = 0
+
+    async def resolve(self, id_number: str, *, timeout: float) -> CardHolder:
+        self.lookups += 1
+        holder = self.holders.get(id_number)
+        if holder is None:
+            raise CardNotFound("the card registry does not know this card")
+        return holder
+
+
+def holder(n: int, status: CardStatus = CardStatus.NORMAL) -> CardHolder:
+    return CardHolder(f"psn-{n:04d}", status, "张三", "110105")
+
+
+class FakeLedger:
+    """Redeemed token ids in memory."""
+
+    def __init__(self) -> None:
+        self.redeemed: set[bytes] = set()
+
+    async def token_redeemed(self, token_id: bytes) -> bool:
+        return token_id in self.redeemed
+
+
+class FakeAuditLog:
+    """An ``AuditLog`` in memory: keeps records, redeems tokens, can be made to fail."""
+
+    origin = "test.local/log"
+
+    def __init__(self, ledger: FakeLedger | None = None) -> None:
+        self.records: list[AuditRecord] = []
+        self.ledger = ledger or FakeLedger()
+        self.failing = False
+
+    async def append(self, record: AuditRecord, redemption: Redemption | None = None) -> Receipt:
+        if self.failing:
+            raise StoreUnavailable("the gateway could not record this request durably; retry")
+        replayed = False
+        if redemption is not None:
+            replayed = redemption.token_id in self.ledger.redeemed
+            self.ledger.redeemed.add(redemption.token_id)
+            record = redemption.instead if replayed else record
+        self.records.append(record)
+        index = len(self.records) - 1
+        return Receipt(index, bytes(32), self.origin, dt.datetime.now(dt.UTC), replayed)
+
+    async def latest_checkpoint(self) -> bytes | None:
+        return None
+
+    async def checkpoints(self) -> Sequence[tuple[int, bytes]]:
+        return []
+
+    async def inclusion_proof(self, index: int, size: int) -> tuple[bytes, list[bytes]]:
+        raise NotImplementedError
+
+    async def consistency_proof(self, size1: int, size2: int) -> list[bytes]:
+        raise NotImplementedError
+
+    async def entries(self, start: int, end: int) -> list[Entry]:
+        return []
+
+    async def search(self, query: SearchQuery) -> list[Entry]:
+        return []
+
+    async def size(self) -> int:
+        return len(self.records)

@@ -1,0 +1,171 @@
+"""The pipeline's stages in order, with fakes of the card registry and the token ledger."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+
+import pytest
+
+from gateway.api.onecard.v1 import card_pb2
+from gateway.audit.record import Pseudonymizer, Trail
+from gateway.basis import (
+    BasisClaim,
+    BasisStage,
+    CardPresentClaim,
+    CitizenAppClaim,
+    ConsentClaim,
+    EmergencyClaim,
+    NoClaim,
+)
+from gateway.cards import CardStage, ResolvedCard
+from gateway.config import REPO_POLICIES
+from gateway.context import Call, Caller
+from gateway.errors import (
+    BackendUnavailable,
+    BasisRefused,
+    CardNotFound,
+    CardNotUsable,
+    GatewayError,
+    MalformedCardNumber,
+    NotSupported,
+    PolicyDenied,
+)
+from gateway.metrics import Metrics
+from gateway.orgs import Org, OrgType
+from gateway.pipeline import Ask, Pipeline
+from gateway.policy import PolicyEngine
+from gateway.ports import CardStatus
+from gateway.tokens import CardTokens
+from tests.gateway.fakes import FakeLedger, FakeRegistry, holder
+
+NORMAL, LOST, UNKNOWN = "11010519491231002X", "110101199003074477", "110101198001010010"
+LIBRARY = Org("lib-1", OrgType.LIBRARY, "library", "110105")
+TRANSIT = Org("transit-1", OrgType.TRANSIT, "transit", "110105")
+APP = Org("app-1", OrgType.CITIZEN_APP, "app", "110000")
+
+
+@pytest.fixture(scope="module")
+def policy() -> PolicyEngine:
+    return PolicyEngine.load(REPO_POLICIES)
+
+
+class Path_:
+    """A pipeline wired to fakes, and what it saw."""
+
+    def __init__(self, policy: PolicyEngine) -> None:
+        self.registry = FakeRegistry({NORMAL: holder(1), LOST: holder(2, CardStatus.REPORTED_LOST)})
+        self.ledger = FakeLedger()
+        self.tokens = CardTokens(bytes(32), self.ledger)
+        self.pipeline = Pipeline(
+            CardStage(self.registry, timeout=1.0),
+            BasisStage(self.tokens),
+            policy,
+            Metrics.create(),
+            Pseudonymizer(b"k" * 32),
+            tz=dt.UTC,
+        )
+        self.fetched = 0
+
+    async def verify(
+        self, org: Org, card: str, claim: BasisClaim, fetch: Callable[..., object] | None = None
+    ) -> tuple[card_pb2.VerifyCardResponse, Trail]:
+        trail = Trail()
+        call = Call("rid", "onecard.v1.CardService/VerifyCard", Caller(org, "ab"), _now(), trail)
+
+        async def describe(card: ResolvedCard) -> card_pb2.VerifyCardResponse:
+            self.fetched += 1
+            if fetch is not None:
+                fetch()
+            return card_pb2.VerifyCardResponse(
+                card_holder_valid=True, masked_name="张*", issuing_district="110105"
+            )
+
+        ask = Ask("VerifyCard", card, "LIBRARY_SERVICE", claim)
+        return await self.pipeline.run(call, ask, describe), trail
+
+
+def _now() -> dt.datetime:
+    return dt.datetime(2026, 11, 25, 10, 0, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+def path(policy: PolicyEngine) -> Path_:
+    return Path_(policy)
+
+
+@pytest.mark.parametrize(
+    "claim",
+    [NoClaim(), CardPresentClaim("oc1." + "A" * 86), CitizenAppClaim()],
+)
+@pytest.mark.parametrize("card", [NORMAL, LOST, UNKNOWN])
+async def test_without_a_basis_the_registry_is_never_asked(
+    path: Path_, claim: BasisClaim, card: str
+) -> None:
+    with pytest.raises(BasisRefused):
+        await path.verify(TRANSIT, card, claim)
+    assert path.registry.lookups == 0
+
+
+@pytest.mark.parametrize("claim", [ConsentClaim("c-1"), EmergencyClaim("TRAUMA", "why")])
+async def test_unoffered_bases_are_refused_before_the_registry(
+    path: Path_, claim: BasisClaim
+) -> None:
+    with pytest.raises(NotSupported):
+        await path.verify(LIBRARY, NORMAL, claim)
+    assert path.registry.lookups == 0
+
+
+async def test_a_malformed_card_number_is_refused_before_anything(path: Path_) -> None:
+    with pytest.raises(MalformedCardNumber):
+        await path.verify(LIBRARY, "440305198512120029", NoClaim())
+    assert path.registry.lookups == 0
+
+
+@pytest.mark.parametrize(("card", "error"), [(LOST, CardNotUsable), (UNKNOWN, CardNotFound)])
+async def test_with_a_basis_the_card_status_is_told(
+    path: Path_, card: str, error: type[GatewayError]
+) -> None:
+    token = path.tokens.issue(card).token
+    with pytest.raises(error):
+        await path.verify(LIBRARY, card, CardPresentClaim(token))
+    assert path.registry.lookups == 1
+
+
+async def test_an_answer_names_its_token_for_redemption_and_discloses_by_policy(
+    path: Path_,
+) -> None:
+    token = path.tokens.issue(NORMAL).token
+    response, trail = await path.verify(LIBRARY, NORMAL, CardPresentClaim(token))
+    assert trail.token is not None and trail.basis == "card_present"
+    assert trail.basis_ref == f"token:{trail.token[0].hex()}"
+    assert trail.decision == "allow" and trail.subject == Pseudonymizer(b"k" * 32)("psn-0001")
+    assert response.card_holder_valid
+    assert set(response.decision.disclosed_fields) >= {"card_holder_valid"}
+    assert not path.ledger.redeemed  # the pipeline only names it: the audit log redeems
+
+
+async def test_a_failed_fetch_leaves_the_token_unnamed(path: Path_) -> None:
+    token = path.tokens.issue(NORMAL).token
+
+    def fail() -> None:
+        raise BackendUnavailable("down")
+
+    with pytest.raises(BackendUnavailable):
+        await path.verify(LIBRARY, NORMAL, CardPresentClaim(token), fail)
+    # the trail the audit stage reads names no token, so nothing is redeemed
+
+
+async def test_a_policy_denial_happens_after_the_card_and_before_the_fetch(path: Path_) -> None:
+    token = path.tokens.issue(NORMAL).token
+    with pytest.raises(PolicyDenied):
+        await path.verify(TRANSIT, NORMAL, CardPresentClaim(token))
+    assert path.registry.lookups == 1 and path.fetched == 0
+
+
+async def test_only_the_citizen_app_claims_the_citizen_app_basis(path: Path_) -> None:
+    with pytest.raises(BasisRefused) as info:
+        await path.verify(LIBRARY, NORMAL, CitizenAppClaim())
+    assert info.value.reason == "citizen_app_only"
+    with pytest.raises(PolicyDenied):  # the app has the basis; policy decides the action
+        await path.verify(APP, NORMAL, CitizenAppClaim())
