@@ -32,6 +32,7 @@ from gateway.errors import GatewayError, OrgSuspended, Unauthenticated
 from gateway.metrics import Metrics
 from gateway.orgs import OrgRegistry, OrgStatus
 from gateway.pki import cert_fingerprint, org_id_from_cert
+from gateway.validation import check_request
 
 _log = structlog.get_logger("gateway.rpc")
 _AUDITED_PREFIX = "onecard.v1."
@@ -122,6 +123,7 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         org_type = ""
         messages: list[Any] = []
         try:
+            check_request(request)  # enum values and timestamps as declared: audited if not
             caller = self._authenticate(org_id, fingerprint)
             org_type = caller.org.org_type.value
             token = bind_call(Call(request_id, rpc, caller, received_at, trail))
