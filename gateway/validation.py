@@ -86,8 +86,8 @@ def _check_enum(enum: EnumDescriptor, value: int, path: str) -> None:
         return
     raise InvalidField(
         path,
-        f"{path} is {value}, which is not a {enum.name} value; "
-        f"use one of {_names(v.name for v in enum.values)}",
+        f"{path} is {value}, which is not one of the {enum.name} values; "
+        f"use one of {_names(v.name for v in enum.values if not _unspecified(v.name))}",
         reason="unknown_enum_value",
     )
 
@@ -107,6 +107,11 @@ def _check_timestamp(stamp: Any, path: str) -> None:
             f"{where}.nanos must be 0 to {_MAX_NANOS}, not {stamp.nanos}",
             reason="timestamp_out_of_range",
         )
+
+
+def _unspecified(name: str) -> bool:
+    """The zero value of a buf-linted enum, which every service refuses anyway."""
+    return name.endswith("_UNSPECIFIED")
 
 
 def _names(names: Iterable[str]) -> str:

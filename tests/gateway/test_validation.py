@@ -69,6 +69,7 @@ def test_an_emergency_reason_outside_the_enum_is_refused_naming_the_field(reason
     assert error.reason == "unknown_enum_value"
     assert error.message.startswith(f"basis.emergency.reason is {reason}, which is not")
     assert "EMERGENCY_REASON_LIFE_THREATENING" in error.message
+    assert "UNSPECIFIED" not in error.message  # declared, but refused by every service
     assert "unconscious" not in error.message  # the rest of the request is not echoed
 
 
