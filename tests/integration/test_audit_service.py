@@ -379,3 +379,23 @@ async def test_search_times_out_of_range_are_invalid_argument_and_audited(
     index = int(dict(info.value.trailing_metadata() or ())["onecard-audit-index"])
     (entry,) = await gateway.audit_log.entries(index, index + 1)
     assert json.loads(entry.leaf)["r"]["outcome"] == "INVALID_ARGUMENT"
+
+
+async def test_search_bounds_hold_to_the_nanosecond_and_for_years_before_1000(
+    gateway: Gateway, channel: Callable[[str], grpc.aio.Channel]
+) -> None:
+    async with channel(REGULATOR) as reg:
+        await _read(reg, Search(first_page=True))
+        (first,) = await gateway.audit_log.entries(0, 1)
+        stored = dt.datetime.strptime(json.loads(first.leaf)["r"]["time"], "%Y-%m-%dT%H:%M:%S.%fZ")
+        just_after = _stamp(stored.replace(tzinfo=dt.UTC))
+        just_after.nanos += 1  # 1 ns after entry 0 was made
+        (since,) = await _read(reg, Search(since=just_after, first_page=True))
+        (until,) = await _read(reg, Search(until=just_after, first_page=True))
+        (year_999,) = await _read(
+            reg, Search(since=_stamp(dt.datetime(999, 6, 1, tzinfo=dt.UTC)), first_page=True)
+        )
+
+    assert 0 not in [e.index for e in since.entries]
+    assert [e.index for e in until.entries] == [0]
+    assert [e.index for e in year_999.entries][:2] == [0, 1]
