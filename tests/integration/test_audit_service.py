@@ -399,3 +399,37 @@ async def test_search_bounds_hold_to_the_nanosecond_and_for_years_before_1000(
     assert 0 not in [e.index for e in since.entries]
     assert [e.index for e in until.entries] == [0]
     assert [e.index for e in year_999.entries][:2] == [0, 1]
+
+
+EDGES = (0, 1, 2**63 - 1, 2**63, 2**64 - 1)
+
+
+def _edge_requests() -> list[Any]:
+    requests: list[Any] = []
+    for a in EDGES:
+        for b in EDGES:
+            requests.append(Inclusion(leaf_index=a, tree_size=b))
+            requests.append(Consistency(from_size=a, to_size=b))
+            requests.append(Entries(start_index=a, end_index=b))
+        for page in (0, 1, 1000, 1001, 2**32 - 1):
+            requests.append(Search(after_index=a, page_size=page))
+            requests.append(Search(after_index=a, page_size=page, first_page=True))
+    return requests
+
+
+async def test_no_edge_value_of_a_size_or_index_is_an_internal_error(
+    channel: Callable[[str], grpc.aio.Channel],
+) -> None:
+    outcomes: dict[str, set[str]] = {}
+    async with channel(REGULATOR) as reg:
+        await _read(reg, Search(first_page=True))
+        for request_ in _edge_requests():
+            try:
+                await _read(reg, request_)
+                code = grpc.StatusCode.OK
+            except grpc.aio.AioRpcError as err:
+                code = err.code()
+            outcomes.setdefault(code.name, set()).add(type(request_).__name__)
+
+    assert set(outcomes) <= {"OK", "INVALID_ARGUMENT", "OUT_OF_RANGE"}, outcomes
+    assert set(outcomes) == {"OK", "INVALID_ARGUMENT", "OUT_OF_RANGE"}  # each rule was reached
