@@ -30,6 +30,7 @@ from typing import Any, TypeAlias
 
 import grpc
 import structlog
+from google.protobuf.message import Message
 
 from gateway.audit.log import Receipt
 from gateway.audit.record import Trail
@@ -47,6 +48,7 @@ from gateway.errors import (
 from gateway.metrics import Metrics
 from gateway.orgs import OrgRegistry, OrgStatus
 from gateway.pki import cert_fingerprint, org_id_from_cert
+from gateway.validation import check_request
 
 _log = structlog.get_logger("gateway.rpc")
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[1-8][0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
@@ -224,7 +226,7 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         try:
             caller = self._authenticate(call.org_id, call.cert_sha256)
             call.org_type = caller.org.org_type.value
-            _check_decoded(request, call.rpc)
+            _check_request(request, call.rpc)
             token = bind_call(Call(call.request_id, call.rpc, caller, call.received_at, call.trail))
             try:
                 return _Ended(await self._within_budget(behavior, request, context, stream))
@@ -404,13 +406,16 @@ class CallerCancelled(GatewayError):
     reason = "caller_cancelled"
 
 
-def _check_decoded(request: Any, rpc: str) -> None:
+def _check_request(request: Any, rpc: str) -> None:
+    """The request decoded, and its enums and timestamps hold declared values."""
     if isinstance(request, Undecodable):
         raise InvalidRequest(
             f"the request is not a valid {rpc} request message (truncated, of another type, "
             f"or a text field holding invalid UTF-8); check the client's generated stubs",
             reason="undecodable_request",
         )
+    if isinstance(request, Message):  # None for a refused client-streaming call
+        check_request(request)
 
 
 def _replayed() -> GatewayError:

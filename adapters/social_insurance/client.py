@@ -2,14 +2,18 @@
 
 ``SocialInsuranceClient`` owns the HTTP exchange with the back end: one pooled, keep-alive
 ``aiohttp.ClientSession`` per client, created lazily inside the running event loop (and bound
-to it); a deadline on every call; the mapping of every failure onto the gateway's error tree:
+to it); a deadline on every call; naming each failure for the shared table of
+``adapters.errors``, which turns it into the gateway's error:
 
 ==========================================================  ======================
-timeout (connect, send, answer or body)                     ``BackendTimeout``
-connection refused or reset, HTTP status other than 200,    ``BackendUnavailable``
-body too large, not JSON, schema mismatch, ``infcode`` -1
-(other than an unknown person), answer for another person
-``infcode`` -1 with "未查询到" (found no such person)          ``CardNotFound``
+timeout (connect, send, answer or body)                     ``TIMEOUT``
+connection refused or reset                                 ``UNREACHABLE``
+HTTP status other than 200                                  ``HTTP_STATUS``
+``infcode`` -1 (other than an unknown person)               ``REFUSED``
+body too large, not JSON, schema mismatch, a field that     ``MALFORMED``
+fails its code format (``formats``)
+answer for another person                                   ``WRONG_PERSON``
+``infcode`` -1 with "未查询到" (found no such person)          ``NOT_FOUND``
 ==========================================================  ======================
 
 Error messages are fixed texts written for the caller. Failures are logged as structlog events
@@ -30,12 +34,14 @@ import aiohttp
 import structlog
 from pydantic import BaseModel, ValidationError
 
+from adapters.errors import Failure, backend_error, map_transport_errors
 from adapters.social_insurance import wire
-from gateway.errors import BackendTimeout, BackendUnavailable, CardNotFound
 from gateway.ports import CardHolder, PersonInsurance
 
 _log = structlog.get_logger(__name__)
 
+_BACKEND = "social insurance back end"
+_EVENTS = "social_insurance"
 _MAX_BODY_BYTES = 1 << 20
 _OPTER_TYPE = "1"  # operator (经办人)
 _RECER_SYS_CODE = "YBXT"
@@ -106,14 +112,14 @@ class SocialInsuranceClient:
         log = log.bind(inf_refmsgid=head.inf_refmsgid)
         if head.not_found:
             log.info("social_insurance_person_not_found")
-            raise CardNotFound("no card holder is registered for this card number")
+            raise backend_error(Failure.NOT_FOUND, _BACKEND)
         if not head.ok:
             log.warning(
                 "social_insurance_refused",
                 infcode=head.infcode,
                 err_msg_chars=len(head.err_msg or ""),
             )
-            raise BackendUnavailable("social insurance back end refused the request")
+            raise backend_error(Failure.REFUSED, _BACKEND)
         return _validated(parse, body, log)
 
     async def _post(
@@ -124,7 +130,7 @@ class SocialInsuranceClient:
     ) -> bytes:
         session = self._session_in_running_loop()
         payload = envelope.model_dump_json().encode()
-        try:
+        with map_transport_errors(_BACKEND, timeout=timeout, log=log, prefix=_EVENTS):
             async with (
                 asyncio.timeout(timeout),
                 session.post(
@@ -136,18 +142,8 @@ class SocialInsuranceClient:
             ):
                 if response.status != 200:
                     log.warning("social_insurance_http_error", status=response.status)
-                    raise BackendUnavailable(
-                        f"social insurance back end answered HTTP {response.status}"
-                    )
+                    raise backend_error(Failure.HTTP_STATUS, _BACKEND, status=response.status)
                 return await _read_body(response, log)
-        except TimeoutError:
-            log.warning("social_insurance_timeout", timeout_s=timeout)
-            raise BackendTimeout(
-                f"social insurance back end did not answer within {timeout:g}s"
-            ) from None
-        except (aiohttp.ClientError, OSError) as exc:
-            log.warning("social_insurance_unreachable", error=type(exc).__name__)
-            raise BackendUnavailable("social insurance back end is unreachable") from None
 
     def _envelope(self, infno: str, data: BaseModel) -> wire.RequestEnvelope:
         now = dt.datetime.now()
@@ -190,7 +186,7 @@ async def _read_body(
         size += len(chunk)
         if size > _MAX_BODY_BYTES:
             log.warning("social_insurance_answer_too_large", limit_bytes=_MAX_BODY_BYTES)
-            raise BackendUnavailable("social insurance back end sent an oversized answer")
+            raise backend_error(Failure.MALFORMED, _BACKEND)
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -204,15 +200,16 @@ def _validated(
     try:
         return parse(body)
     except ValidationError as exc:
+        # Where and which rule, never the value (nor pydantic's message, which may quote it).
         problems = [
-            ".".join(str(part) for part in error["loc"]) or error["type"]
+            f"{'.'.join(str(part) for part in error['loc'])}: {error['type']}"
             for error in exc.errors(include_url=False, include_input=False)
         ]
         log.warning("social_insurance_malformed_answer", problems=problems[:10])
-        raise BackendUnavailable("social insurance back end sent a malformed answer") from None
+        raise backend_error(Failure.MALFORMED, _BACKEND) from None
 
 
 def _require_same_person(answer: wire.ResponseHead, certno: str, id_number: str) -> None:
     if certno.upper() != id_number.upper():
         _log.warning("social_insurance_wrong_person", inf_refmsgid=answer.inf_refmsgid)
-        raise BackendUnavailable("social insurance back end answered for a different person")
+        raise backend_error(Failure.WRONG_PERSON, _BACKEND)

@@ -36,7 +36,9 @@ The platform has no error codes beyond ``infcode`` -1; an unknown person is reco
 
 Responses are parsed strictly from the JSON bytes (``extra="ignore"``: platforms add fields),
 in two steps: the head first (``infcode``, ``err_msg``), then the transaction's output only
-when ``infcode`` is 0, because failed answers carry no usable ``output``.
+when ``infcode`` is 0, because failed answers carry no usable ``output``. Every field that is
+passed on to a port value is checked against its code format (``formats``) while parsing, so
+no value reaches a caller unchecked.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from adapters.social_insurance import formats
 from gateway.ports import (
     CardHolder,
     CardStatus,
@@ -82,17 +85,6 @@ def _blank_to_none(value: object) -> object:
     return None if value == "" else value
 
 
-def _optional_date(value: object) -> object:
-    """``yyyy-MM-dd``, or ``""``/null for none. (A before-validator sees JSON strings as
-    Python strings, which strict date validation would refuse, so the format is checked here.)"""
-    if value is None or value == "":
-        return None
-    if isinstance(value, str):
-        return dt.datetime.strptime(value, "%Y-%m-%d").date()
-    return value
-
-
-_OptDate = Annotated[dt.date | None, BeforeValidator(_optional_date)]
 _OptText = Annotated[str | None, BeforeValidator(_blank_to_none)]
 
 
@@ -172,11 +164,11 @@ class ResponseHead(_Response):
 
 
 class BaseInfo(_Response):
-    """``output.baseinfo`` of 1101."""
+    """``output.baseinfo`` of 1101 (only ``psn_no`` is passed on; ``certno`` is compared)."""
 
-    psn_no: str = Field(min_length=1)
+    psn_no: formats.PsnNo
     psn_cert_type: str
-    certno: str
+    certno: formats.CertNo
     psn_name: str
     gend: str
     naty: _OptText = None
@@ -185,17 +177,17 @@ class BaseInfo(_Response):
 
 
 class InsuInfo(_Response):
-    """One entry of ``output.insuinfo[]`` of 1101."""
+    """One entry of ``output.insuinfo[]`` of 1101 (every field but two is passed on)."""
 
-    balc: Annotated[Decimal, Field(max_digits=16, decimal_places=2)] | None = None
-    insutype: str = Field(min_length=1)
+    balc: Annotated[Decimal, Field(ge=0, max_digits=16, decimal_places=2)] | None = None
+    insutype: formats.Insutype
     psn_type: _OptText = None
     psn_insu_stas: Literal["1", "2", "4"]
-    psn_insu_date: _OptDate = None
-    paus_insu_date: _OptDate = None
+    psn_insu_date: formats.OptDate = None
+    paus_insu_date: formats.OptDate = None
     cvlserv_flag: _OptText = None
-    insuplc_admdvs: str
-    emp_name: _OptText = None
+    insuplc_admdvs: formats.Admdvs
+    emp_name: formats.OptText = None
 
 
 class IdetInfo(_Response):
@@ -221,12 +213,12 @@ class PersonInfoResponse(ResponseHead):
 class CardInfo(_Response):
     """``output.cardinfo`` of CR01 (OneCard extension)."""
 
-    psn_no: str = Field(min_length=1)
-    certno: str
-    psn_name: str
+    psn_no: formats.PsnNo
+    certno: formats.CertNo
+    psn_name: formats.PersonName
     card_stas: Literal["1", "2", "3", "4", "5"]
-    card_sn: str
-    issu_admdvs: str
+    card_sn: formats.CardSn
+    issu_admdvs: formats.Admdvs
 
 
 class CardInfoOutput(_Response):

@@ -1,11 +1,27 @@
-"""AuditService: regulators read and verify the audit log (every call is itself logged)."""
+"""AuditService: regulators read and verify the audit log (every call is itself logged).
+
+Arguments are checked before the log is read, in one order for every proof and entry RPC:
+
+* ``INVALID_ARGUMENT`` (``invalid_request``): the request is wrong whatever the log holds: an
+  index or size above 2^63 - 1 (no log can reach it), ``leaf_index >= tree_size`` (so also any
+  ``tree_size`` of 0), ``from_size > to_size``, an empty or too long range of entries, a page size
+  out of bounds, a timestamp outside years 1 to 9999.
+* ``OUT_OF_RANGE`` (``beyond_log``): the request is well formed but names a size or an index
+  the log has not reached yet (a later call can succeed).
+
+A consistency proof from size 0, or between equal sizes, is empty (RFC 9162: every tree is
+consistent with the empty tree and with itself), as long as ``to_size`` is within the log.
+Search times are UTC instants whatever the host's time zone.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from gateway import cardno
 from gateway.api.onecard.v1 import audit_pb2, audit_pb2_grpc
@@ -13,7 +29,7 @@ from gateway.audit.checkpoint import Checkpoint
 from gateway.audit.log import AuditLog, SearchQuery
 from gateway.audit.note import MalformedNoteError
 from gateway.audit.proof import OutOfRangeError
-from gateway.audit.record import Pseudonymizer, rfc3339
+from gateway.audit.record import Pseudonymizer
 from gateway.context import current_call
 from gateway.errors import GatewayError, InvalidRequest
 from gateway.pipeline import Pipeline
@@ -22,6 +38,7 @@ from gateway.ports import CardRegistry
 _MAX_PAGE = 1000
 MAX_ENTRIES_PER_CALL = 10_000
 _CHUNK = 1000
+MAX_INDEX = 2**63 - 1  # entries are numbered by a signed 64-bit integer
 
 
 class NoCheckpointYet(GatewayError):
@@ -81,14 +98,17 @@ class AuditService(audit_pb2_grpc.AuditServiceServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> audit_pb2.GetInclusionProofResponse:
         self._pipeline.authorize_statutory(current_call(), "GetInclusionProof")
-        if request.leaf_index >= request.tree_size:
-            raise InvalidRequest("leaf_index must be smaller than tree_size")
-        try:
-            leaf_hash, proof = await self._log.inclusion_proof(
-                request.leaf_index, request.tree_size
+        index, size = request.leaf_index, request.tree_size
+        _require_indexes(leaf_index=index, tree_size=size)
+        if index >= size:
+            raise InvalidRequest(
+                f"leaf_index ({index}) must be smaller than tree_size ({size}): "
+                "the entries of a tree of size n are 0 to n - 1"
             )
-        except OutOfRangeError as exc:
-            raise InvalidRequest(str(exc)) from None
+        try:
+            leaf_hash, proof = await self._log.inclusion_proof(index, size)
+        except OutOfRangeError:
+            raise _beyond("tree_size", size) from None
         return audit_pb2.GetInclusionProofResponse(leaf_hash=leaf_hash, hashes=proof)
 
     async def GetConsistencyProof(
@@ -97,12 +117,16 @@ class AuditService(audit_pb2_grpc.AuditServiceServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> audit_pb2.GetConsistencyProofResponse:
         self._pipeline.authorize_statutory(current_call(), "GetConsistencyProof")
-        if request.from_size > request.to_size:
-            raise InvalidRequest("from_size must not exceed to_size")
+        size1, size2 = request.from_size, request.to_size
+        _require_indexes(from_size=size1, to_size=size2)
+        if size1 > size2:
+            raise InvalidRequest(
+                f"from_size ({size1}) must not exceed to_size ({size2}): a log only grows"
+            )
         try:
-            proof = await self._log.consistency_proof(request.from_size, request.to_size)
-        except OutOfRangeError as exc:
-            raise InvalidRequest(str(exc)) from None
+            proof = await self._log.consistency_proof(size1, size2)
+        except OutOfRangeError:
+            raise _beyond("to_size", size2) from None
         return audit_pb2.GetConsistencyProofResponse(hashes=proof)
 
     async def GetEntries(
@@ -110,8 +134,12 @@ class AuditService(audit_pb2_grpc.AuditServiceServicer):
     ) -> AsyncIterator[audit_pb2.GetEntriesResponse]:
         self._pipeline.authorize_statutory(current_call(), "GetEntries")
         start, end = request.start_index, request.end_index
+        _require_indexes(start_index=start, end_index=end)
         if end <= start:
-            raise InvalidRequest("end_index must be greater than start_index")
+            raise InvalidRequest(
+                f"end_index ({end}) must be greater than start_index ({start}): "
+                "the range [start_index, end_index) would be empty"
+            )
         if end - start > MAX_ENTRIES_PER_CALL:
             raise InvalidRequest(
                 f"at most {MAX_ENTRIES_PER_CALL} entries per call: ask for "
@@ -134,18 +162,22 @@ class AuditService(audit_pb2_grpc.AuditServiceServicer):
     ) -> audit_pb2.SearchEntriesResponse:
         call = current_call()
         self._pipeline.authorize_statutory(call, "SearchEntries")
+        page_size = request.page_size or 100
+        if not 1 <= page_size <= _MAX_PAGE:
+            raise InvalidRequest(f"page_size must be 1 to {_MAX_PAGE}")
+        if not request.first_page:
+            _require_indexes(after_index=request.after_index)
+        since = _utc_text(request.since, "since") if request.HasField("since") else ""
+        until = _utc_text(request.until, "until") if request.HasField("until") else ""
         subject = ""
         if request.HasField("card"):
             card_number = cardno.normalize(request.card.card_number)
             holder = await self._registry.resolve(card_number, timeout=self._timeout)
             subject = self._pseudonymize(holder.holder_id)
             call.trail.subject = subject  # the search by citizen is itself logged, by pseudonym
-        page_size = request.page_size or 100
-        if not 1 <= page_size <= _MAX_PAGE:
-            raise InvalidRequest(f"page_size must be 1 to {_MAX_PAGE}")
         query = SearchQuery(
-            since=rfc3339(request.since.ToDatetime()) if request.HasField("since") else "",
-            until=rfc3339(request.until.ToDatetime()) if request.HasField("until") else "",
+            since=since,
+            until=until,
             org=request.org_id,
             rpc=request.rpc,
             decision=request.decision,
@@ -158,3 +190,43 @@ class AuditService(audit_pb2_grpc.AuditServiceServicer):
         return audit_pb2.SearchEntriesResponse(
             entries=[audit_pb2.AuditEntry(index=e.index, leaf=e.leaf) for e in entries]
         )
+
+
+def _require_indexes(**values: int) -> None:
+    """Refuse an index or size that no log can reach (entries are numbered in a signed int64)."""
+    for name, value in values.items():
+        if value > MAX_INDEX:
+            raise InvalidRequest(
+                f"{name} ({value}) is larger than any log index can be (at most 2^63 - 1)"
+            )
+
+
+def _beyond(name: str, size: int) -> BeyondTheLog:
+    return BeyondTheLog(
+        f"{name} {size} is past the end of the log; GetCheckpoint gives a size it has reached"
+    )
+
+
+_MIN_SECONDS = -62_135_596_800  # 0001-01-01T00:00:00Z
+_MAX_SECONDS = 253_402_300_799  # 9999-12-31T23:59:59Z
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_LAST_MICROS = _MAX_SECONDS * 1_000_000 + 999_999
+
+
+def _utc_text(stamp: Timestamp, name: str) -> str:
+    """A request's timestamp as the records' UTC text, whatever the host's time zone.
+
+    Nanoseconds are rounded up to the microsecond the records carry: for times stored to the
+    microsecond, ``time >= since`` and ``time < until`` then mean exactly what they say.
+    """
+    if not _MIN_SECONDS <= stamp.seconds <= _MAX_SECONDS:
+        raise InvalidRequest(
+            f"{name} must be between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z "
+            f"({stamp.seconds} seconds since 1970 is not)"
+        )
+    if not 0 <= stamp.nanos <= 999_999_999:
+        raise InvalidRequest(f"{name}.nanos must be 0 to 999999999, not {stamp.nanos}")
+    micros = min(stamp.seconds * 1_000_000 - (-stamp.nanos // 1000), _LAST_MICROS)
+    moment = _EPOCH + dt.timedelta(microseconds=micros)
+    # isoformat pads the year to four digits (strftime's %Y does not for years before 1000).
+    return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"

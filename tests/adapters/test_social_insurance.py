@@ -146,6 +146,7 @@ async def test_malformed_1101_answer_is_backend_unavailable(
     finally:
         await client.close()
     assert "malformed" in info.value.message
+    assert info.value.reason == "backend_malformed"
     _assert_safe(info.value)
     assert [entry["event"] for entry in logs] == ["social_insurance_malformed_answer"]
     _assert_logs_safe(logs)

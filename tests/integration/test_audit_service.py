@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
-from collections.abc import Callable
+import os
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from adapters.social_insurance.seed import Population
 from gateway.api.onecard.v1 import audit_pb2, audit_pb2_grpc, card_pb2, card_pb2_grpc, common_pb2
@@ -112,15 +116,97 @@ async def test_only_regulators_read_the_audit_log(
     assert reason(info.value) == "policy_denied"
 
 
-async def test_a_proof_beyond_the_log_is_invalid_argument(
+INVALID, BEYOND = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE
+TOO_BIG = 2**63  # no log index or size can be this large (entries are numbered in an int64)
+Inclusion, Consistency = audit_pb2.GetInclusionProofRequest, audit_pb2.GetConsistencyProofRequest
+Entries, Search = audit_pb2.GetEntriesRequest, audit_pb2.SearchEntriesRequest
+REFUSED_READS = {
+    # Wrong whatever the log holds: INVALID_ARGUMENT.
+    "inclusion, index = size": (Inclusion(leaf_index=5, tree_size=5), INVALID, "invalid_request"),
+    "inclusion, size 0": (Inclusion(leaf_index=0, tree_size=0), INVALID, "invalid_request"),
+    "inclusion, size 2^63": (Inclusion(tree_size=TOO_BIG), INVALID, "invalid_request"),
+    "inclusion, index 2^64-1": (
+        Inclusion(leaf_index=2**64 - 1, tree_size=2**64 - 1),
+        INVALID,
+        "invalid_request",
+    ),
+    "consistency, from > to": (Consistency(from_size=5, to_size=3), INVALID, "invalid_request"),
+    "consistency, to 2^63": (Consistency(from_size=1, to_size=TOO_BIG), INVALID, "invalid_request"),
+    "entries, empty": (Entries(start_index=3, end_index=3), INVALID, "invalid_request"),
+    "entries, too many": (Entries(start_index=0, end_index=10_001), INVALID, "invalid_request"),
+    "entries, at 2^63": (
+        Entries(start_index=TOO_BIG, end_index=TOO_BIG + 1),
+        INVALID,
+        "invalid_request",
+    ),
+    "search, after 2^63": (Search(after_index=TOO_BIG), INVALID, "invalid_request"),
+    "search, after 2^64-1": (Search(after_index=2**64 - 1), INVALID, "invalid_request"),
+    # Well formed but past what the log holds now: OUT_OF_RANGE.
+    "inclusion, size past the log": (Inclusion(leaf_index=5, tree_size=1000), BEYOND, "beyond_log"),
+    "consistency, to past the log": (Consistency(from_size=1, to_size=10**6), BEYOND, "beyond_log"),
+    "consistency, 0 to past the log": (Consistency(to_size=10**6), BEYOND, "beyond_log"),
+    "consistency, equal past the log": (
+        Consistency(from_size=10**6, to_size=10**6),
+        BEYOND,
+        "beyond_log",
+    ),
+    "entries, past the log": (
+        Entries(start_index=10**6, end_index=10**6 + 1),
+        BEYOND,
+        "beyond_log",
+    ),
+}
+
+
+async def _read(reg: grpc.aio.Channel, request: Any) -> list[Any]:
+    """Send one AuditService read; the stream's messages or the unary answer, as a list."""
+    audit = audit_pb2_grpc.AuditServiceStub(reg)
+    if isinstance(request, Entries):
+        return [chunk async for chunk in audit.GetEntries(request)]
+    method = {
+        Inclusion: audit.GetInclusionProof,
+        Consistency: audit.GetConsistencyProof,
+        Search: audit.SearchEntries,
+    }[type(request)]
+    return [await method(request)]
+
+
+@pytest.mark.parametrize(
+    ("request_", "code", "why"), REFUSED_READS.values(), ids=REFUSED_READS.keys()
+)
+async def test_proof_and_entry_reads_refuse_bad_sizes_consistently(
+    gateway: Gateway,
     channel: Callable[[str], grpc.aio.Channel],
+    request_: Any,
+    code: grpc.StatusCode,
+    why: str,
 ) -> None:
     async with channel(REGULATOR) as reg:
+        await _read(reg, Search(first_page=True))  # the log is not empty: sizes 1..n exist
         with pytest.raises(grpc.aio.AioRpcError) as info:
-            await audit_pb2_grpc.AuditServiceStub(reg).GetInclusionProof(
-                audit_pb2.GetInclusionProofRequest(leaf_index=5, tree_size=1000)
-            )
-    assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+            await _read(reg, request_)
+
+    assert (info.value.code(), reason(info.value)) == (code, why)
+    assert "Traceback" not in (info.value.details() or "")
+    index = int(dict(info.value.trailing_metadata() or ())["onecard-audit-index"])
+    (entry,) = await gateway.audit_log.entries(index, index + 1)
+    record = json.loads(entry.leaf)["r"]
+    assert (record["outcome"], record["reason"]) == (code.name, why)
+
+
+async def test_empty_consistency_proofs_from_zero_and_between_equal_sizes(
+    gateway: Gateway, channel: Callable[[str], grpc.aio.Channel]
+) -> None:
+    async with channel(REGULATOR) as reg:
+        for _ in range(3):
+            await _read(reg, Search(first_page=True))
+        size = await gateway.audit_log.size()
+        (from_zero,) = await _read(reg, Consistency(from_size=0, to_size=size))
+        (equal,) = await _read(reg, Consistency(from_size=2, to_size=2))
+        (proper,) = await _read(reg, Consistency(from_size=1, to_size=size))
+
+    assert list(from_zero.hashes) == list(equal.hashes) == []
+    assert len(proper.hashes) > 0  # the same RPC does answer with hashes when there are any
 
 
 def _filler(n: int) -> AuditRecord:
@@ -208,3 +294,142 @@ async def test_only_regulators_stream_entries(
             [chunk async for chunk in call]
     assert info.value.code() is grpc.StatusCode.PERMISSION_DENIED
     assert reason(info.value) == "policy_denied"
+
+
+@pytest.fixture
+def shanghai_time() -> Iterator[None]:
+    """The process's local time zone is UTC+8 (TZ=Asia/Shanghai) for the test."""
+    before = os.environ.get("TZ")
+    os.environ["TZ"] = "Asia/Shanghai"
+    time.tzset()
+    try:
+        assert time.localtime().tm_gmtoff == 8 * 3600
+        yield
+    finally:
+        if before is None:
+            del os.environ["TZ"]
+        else:
+            os.environ["TZ"] = before
+        time.tzset()
+
+
+def _stamp(moment: dt.datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+async def test_searches_take_utc_times_whatever_the_hosts_time_zone(
+    shanghai_time: None, gateway_factory: Callable[..., Any], pki: PkiLayout
+) -> None:
+    gateway: Gateway = await gateway_factory()
+    now = dt.datetime.now(dt.UTC)
+    async with org_channel(gateway.target, pki, REGULATOR) as reg:
+        fresh = [(await _read(reg, Search(first_page=True)))[0].receipt for _ in range(3)]
+        window = Search(
+            since=_stamp(now - dt.timedelta(minutes=5)),
+            until=_stamp(now + dt.timedelta(minutes=5)),
+            first_page=True,
+        )
+        (around_now,) = await _read(reg, window)
+        (from_year_1,) = await _read(
+            reg,
+            Search(
+                since=Timestamp(seconds=-62_135_596_800),
+                until=Timestamp(seconds=253_402_300_799, nanos=999_999_999),
+                first_page=True,
+            ),
+        )
+        (eight_hours_ago,) = await _read(
+            reg,
+            Search(
+                since=_stamp(now - dt.timedelta(hours=8, minutes=5)),
+                until=_stamp(now - dt.timedelta(hours=7, minutes=55)),
+                first_page=True,
+            ),
+        )
+
+    found = [e.index for e in around_now.entries]
+    assert [r.leaf_index for r in fresh] == found == [0, 1, 2]
+    assert [e.index for e in from_year_1.entries][:4] == [0, 1, 2, 3]
+    assert list(eight_hours_ago.entries) == []  # where a local-time reading would have looked
+
+
+BAD_TIMES = {
+    "since before year 1": Search(since=Timestamp(seconds=-62_135_596_801)),
+    "until past year 9999": Search(until=Timestamp(seconds=253_402_300_800)),
+    "since nanos -1": Search(since=Timestamp(seconds=0, nanos=-1)),
+    "until nanos 10^9": Search(until=Timestamp(seconds=0, nanos=1_000_000_000)),
+}
+
+
+@pytest.mark.parametrize("request_", BAD_TIMES.values(), ids=BAD_TIMES.keys())
+async def test_search_times_out_of_range_are_invalid_argument_and_audited(
+    gateway: Gateway, channel: Callable[[str], grpc.aio.Channel], request_: Any
+) -> None:
+    async with channel(REGULATOR) as reg:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await _read(reg, request_)
+
+    assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert reason(info.value) == "timestamp_out_of_range"
+    field = "since" if request_.HasField("since") else "until"
+    assert (info.value.details() or "").startswith(f"{field}")
+    assert "must be" in (info.value.details() or "")
+    index = int(dict(info.value.trailing_metadata() or ())["onecard-audit-index"])
+    (entry,) = await gateway.audit_log.entries(index, index + 1)
+    assert json.loads(entry.leaf)["r"]["outcome"] == "INVALID_ARGUMENT"
+
+
+async def test_search_bounds_hold_to_the_nanosecond_and_for_years_before_1000(
+    gateway: Gateway, channel: Callable[[str], grpc.aio.Channel]
+) -> None:
+    async with channel(REGULATOR) as reg:
+        await _read(reg, Search(first_page=True))
+        (first,) = await gateway.audit_log.entries(0, 1)
+        stored = dt.datetime.strptime(json.loads(first.leaf)["r"]["time"], "%Y-%m-%dT%H:%M:%S.%fZ")
+        just_after = _stamp(stored.replace(tzinfo=dt.UTC))
+        just_after.nanos += 1  # 1 ns after entry 0 was made
+        (since,) = await _read(reg, Search(since=just_after, first_page=True))
+        (until,) = await _read(reg, Search(until=just_after, first_page=True))
+        (year_999,) = await _read(
+            reg, Search(since=_stamp(dt.datetime(999, 6, 1, tzinfo=dt.UTC)), first_page=True)
+        )
+
+    assert 0 not in [e.index for e in since.entries]
+    assert [e.index for e in until.entries] == [0]
+    assert [e.index for e in year_999.entries][:2] == [0, 1]
+
+
+EDGES = (0, 1, 2**63 - 1, 2**63, 2**64 - 1)
+
+
+def _edge_requests() -> list[Any]:
+    requests: list[Any] = []
+    for a in EDGES:
+        for b in EDGES:
+            requests.append(Inclusion(leaf_index=a, tree_size=b))
+            requests.append(Consistency(from_size=a, to_size=b))
+            requests.append(Entries(start_index=a, end_index=b))
+        for page in (0, 1, 1000, 1001, 2**32 - 1):
+            requests.append(Search(after_index=a, page_size=page))
+            requests.append(Search(after_index=a, page_size=page, first_page=True))
+    return requests
+
+
+async def test_no_edge_value_of_a_size_or_index_is_an_internal_error(
+    channel: Callable[[str], grpc.aio.Channel],
+) -> None:
+    outcomes: dict[str, set[str]] = {}
+    async with channel(REGULATOR) as reg:
+        await _read(reg, Search(first_page=True))
+        for request_ in _edge_requests():
+            try:
+                await _read(reg, request_)
+                code = grpc.StatusCode.OK
+            except grpc.aio.AioRpcError as err:
+                code = err.code()
+            outcomes.setdefault(code.name, set()).add(type(request_).__name__)
+
+    assert set(outcomes) <= {"OK", "INVALID_ARGUMENT", "OUT_OF_RANGE"}, outcomes
+    assert set(outcomes) == {"OK", "INVALID_ARGUMENT", "OUT_OF_RANGE"}  # each rule was reached
