@@ -33,7 +33,7 @@ from gateway.api.onecard.v1 import (
 from gateway.audit.record import Pseudonymizer
 from gateway.audit.signer import Ed25519FileSigner
 from gateway.audit.stage import AuditStage
-from gateway.basis import BasisStage
+from gateway.basis import BasisStage, default_verifiers
 from gateway.cards import CardStage
 from gateway.config import Settings
 from gateway.errors import SetupError
@@ -206,7 +206,7 @@ async def _start(settings: Settings, closers: list[Callable[[], Awaitable[None]]
     metrics = Metrics.create()
     pipeline = Pipeline(
         CardStage(social_insurance, timeout=settings.backend_timeout_s),
-        BasisStage(tokens),
+        BasisStage(default_verifiers(tokens)),
         policy,
         metrics,
         pseudonymize,

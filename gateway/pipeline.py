@@ -27,11 +27,13 @@ from gateway.metrics import Metrics
 from gateway.policy import Decision, PolicyEngine, PolicyRequest
 
 R = TypeVar("R", bound=Message)
+T = TypeVar("T")
+LOG_RESOURCE = "onecard"  # the policy's resource id for actions on the audit log itself
 
 
 @dataclass(frozen=True, slots=True)
 class Ask:
-    """One data request, as a service hands it to the pipeline."""
+    """One request, as a service hands it to the pipeline ("" card number: the log itself)."""
 
     action: str
     card_number: str
@@ -87,33 +89,20 @@ class Pipeline:
             trail.token = (basis.token.token_id, basis.token.expires_at)
         return response
 
-    def authorize_statutory(self, call: Call, action: str) -> Decision:
-        """The policy stage alone, for a regulator's oversight of the log (no citizen data)."""
-        call.trail.purpose, call.trail.basis = "HCOMPL", "statutory"
-        org = call.caller.org
-        return self._record(
-            call,
-            action,
-            self._policy.decide(
-                PolicyRequest(
-                    org_id=org.org_id,
-                    org_type=org.org_type.value,
-                    org_district=org.district,
-                    org_status=org.status.value,
-                    action=action,
-                    holder_id="onecard",
-                    holder_district="",
-                    card_status="",
-                    purpose="HCOMPL",
-                    basis="statutory",
-                    hour=call.received_at.astimezone(self._tz).hour,
-                    resource_type="AuditLog",
-                )
-            ),
-            "HCOMPL",
-        )
+    async def oversee(self, call: Call, ask: Ask, fetch: Callable[[], Awaitable[T]]) -> T:
+        """An action on the audit log itself (no citizen's card): basis, policy, then ``fetch``.
 
-    def _decide(self, call: Call, ask: Ask, card: ResolvedCard, basis: str) -> Decision:
+        The same basis stage and the same policy decision as every data request, so no
+        AuditService method can skip authorization; what it returns is log data, not a
+        citizen's, so there is nothing to disclose field by field.
+        """
+        call.trail.purpose = ask.purpose
+        basis = await self._basis.establish(ask.basis, "", call.caller)
+        call.trail.basis, call.trail.basis_ref = basis.kind.value, basis.reference
+        self._decide(call, ask, None, basis.kind.value)
+        return await fetch()
+
+    def _decide(self, call: Call, ask: Ask, card: ResolvedCard | None, basis: str) -> Decision:
         org = call.caller.org
         decision = self._policy.decide(
             PolicyRequest(
@@ -122,12 +111,13 @@ class Pipeline:
                 org_district=org.district,
                 org_status=org.status.value,
                 action=ask.action,
-                holder_id=card.holder.holder_id,
-                holder_district=card.holder.issuing_district,
-                card_status=card.holder.card_status.value,
+                holder_id=card.holder.holder_id if card else LOG_RESOURCE,
+                holder_district=card.holder.issuing_district if card else "",
+                card_status=card.holder.card_status.value if card else "",
                 purpose=ask.purpose,
                 basis=basis,
                 hour=call.received_at.astimezone(self._tz).hour,
+                resource_type="CardHolder" if card else "AuditLog",
             )
         )
         return self._record(call, ask.action, decision, ask.purpose)

@@ -1,5 +1,8 @@
 """AuditService: regulators read and verify the audit log (every call is itself logged).
 
+Every method goes through ``Pipeline.oversee`` (the statutory basis, then the same Cedar
+decision as any data request) before it reads anything.
+
 Arguments are checked before the log is read, in one order for every proof and entry RPC:
 
 * ``INVALID_ARGUMENT`` (``invalid_request``): the request is wrong whatever the log holds: an
@@ -17,8 +20,8 @@ Search times are UTC instants whatever the host's time zone.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -26,15 +29,17 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from gateway import cardno
 from gateway.api.onecard.v1 import audit_pb2, audit_pb2_grpc
 from gateway.audit.checkpoint import Checkpoint
-from gateway.audit.log import AuditLog, SearchQuery
+from gateway.audit.log import AuditLog, Entry, SearchQuery
 from gateway.audit.note import MalformedNoteError
 from gateway.audit.proof import OutOfRangeError
 from gateway.audit.record import Pseudonymizer
+from gateway.basis import StatutoryClaim
 from gateway.context import current_call
 from gateway.errors import GatewayError, InvalidRequest
-from gateway.pipeline import Pipeline
+from gateway.pipeline import Ask, Pipeline
 from gateway.ports import CardRegistry
 
+T = TypeVar("T")
 _MAX_PAGE = 1000
 MAX_ENTRIES_PER_CALL = 10_000
 _CHUNK = 1000
@@ -73,10 +78,17 @@ class AuditService(audit_pb2_grpc.AuditServiceServicer):
         self._pseudonymize = pseudonymize
         self._timeout = timeout
 
+    async def _oversee(self, action: str, fetch: Callable[[], Awaitable[T]]) -> T:
+        """Every AuditService call: the statutory basis and the policy, then ``fetch``."""
+        ask = Ask(action=action, card_number="", purpose="HCOMPL", basis=StatutoryClaim())
+        return await self._pipeline.oversee(current_call(), ask, fetch)
+
     async def GetCheckpoint(
         self, request: audit_pb2.GetCheckpointRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> audit_pb2.GetCheckpointResponse:
-        self._pipeline.authorize_statutory(current_call(), "GetCheckpoint")
+        return await self._oversee("GetCheckpoint", self._checkpoint)
+
+    async def _checkpoint(self) -> audit_pb2.GetCheckpointResponse:
         note = await self._log.latest_checkpoint()
         if note is None:
             raise NoCheckpointYet("the log has not signed a checkpoint yet; retry in a second")
@@ -97,7 +109,11 @@ class AuditService(audit_pb2_grpc.AuditServiceServicer):
         request: audit_pb2.GetInclusionProofRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> audit_pb2.GetInclusionProofResponse:
-        self._pipeline.authorize_statutory(current_call(), "GetInclusionProof")
+        return await self._oversee("GetInclusionProof", lambda: self._inclusion(request))
+
+    async def _inclusion(
+        self, request: audit_pb2.GetInclusionProofRequest
+    ) -> audit_pb2.GetInclusionProofResponse:
         index, size = request.leaf_index, request.tree_size
         _require_indexes(leaf_index=index, tree_size=size)
         if index >= size:
@@ -116,7 +132,11 @@ class AuditService(audit_pb2_grpc.AuditServiceServicer):
         request: audit_pb2.GetConsistencyProofRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> audit_pb2.GetConsistencyProofResponse:
-        self._pipeline.authorize_statutory(current_call(), "GetConsistencyProof")
+        return await self._oversee("GetConsistencyProof", lambda: self._consistency(request))
+
+    async def _consistency(
+        self, request: audit_pb2.GetConsistencyProofRequest
+    ) -> audit_pb2.GetConsistencyProofResponse:
         size1, size2 = request.from_size, request.to_size
         _require_indexes(from_size=size1, to_size=size2)
         if size1 > size2:
@@ -132,7 +152,16 @@ class AuditService(audit_pb2_grpc.AuditServiceServicer):
     async def GetEntries(
         self, request: audit_pb2.GetEntriesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[audit_pb2.GetEntriesResponse]:
-        self._pipeline.authorize_statutory(current_call(), "GetEntries")
+        entries = await self._oversee("GetEntries", lambda: self._entries(request))
+        for at in range(0, len(entries), _CHUNK):
+            yield audit_pb2.GetEntriesResponse(
+                entries=[
+                    audit_pb2.AuditEntry(index=e.index, leaf=e.leaf)
+                    for e in entries[at : at + _CHUNK]
+                ]
+            )
+
+    async def _entries(self, request: audit_pb2.GetEntriesRequest) -> list[Entry]:
         start, end = request.start_index, request.end_index
         _require_indexes(start_index=start, end_index=end)
         if end <= start:
@@ -148,20 +177,16 @@ class AuditService(audit_pb2_grpc.AuditServiceServicer):
         size = await self._log.size()
         if start >= size:
             raise BeyondTheLog(f"start_index {start} is past the end of the log ({size} entries)")
-        entries = await self._log.entries(start, min(end, size))
-        for at in range(0, len(entries), _CHUNK):
-            yield audit_pb2.GetEntriesResponse(
-                entries=[
-                    audit_pb2.AuditEntry(index=e.index, leaf=e.leaf)
-                    for e in entries[at : at + _CHUNK]
-                ]
-            )
+        return await self._log.entries(start, min(end, size))
 
     async def SearchEntries(
         self, request: audit_pb2.SearchEntriesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> audit_pb2.SearchEntriesResponse:
-        call = current_call()
-        self._pipeline.authorize_statutory(call, "SearchEntries")
+        return await self._oversee("SearchEntries", lambda: self._search(request))
+
+    async def _search(
+        self, request: audit_pb2.SearchEntriesRequest
+    ) -> audit_pb2.SearchEntriesResponse:
         page_size = request.page_size or 100
         if not 1 <= page_size <= _MAX_PAGE:
             raise InvalidRequest(f"page_size must be 1 to {_MAX_PAGE}")
@@ -174,7 +199,7 @@ class AuditService(audit_pb2_grpc.AuditServiceServicer):
             card_number = cardno.normalize(request.card.card_number)
             holder = await self._registry.resolve(card_number, timeout=self._timeout)
             subject = self._pseudonymize(holder.holder_id)
-            call.trail.subject = subject  # the search by citizen is itself logged, by pseudonym
+            current_call().trail.subject = subject  # the search is itself logged, by pseudonym
         query = SearchQuery(
             since=since,
             until=until,

@@ -16,7 +16,10 @@ from gateway.basis import (
     CitizenAppClaim,
     ConsentClaim,
     EmergencyClaim,
+    NoBasis,
     NoClaim,
+    StatutoryClaim,
+    default_verifiers,
 )
 from gateway.cards import CardStage, ResolvedCard
 from gateway.config import REPO_POLICIES
@@ -59,7 +62,7 @@ class Path_:
         self.tokens = CardTokens(bytes(32), self.ledger)
         self.pipeline = Pipeline(
             CardStage(self.registry, timeout=1.0),
-            BasisStage(self.tokens),
+            BasisStage(default_verifiers(self.tokens)),
             policy,
             Metrics.create(),
             Pseudonymizer(b"k" * 32),
@@ -169,3 +172,33 @@ async def test_only_the_citizen_app_claims_the_citizen_app_basis(path: Path_) ->
     assert info.value.reason == "citizen_app_only"
     with pytest.raises(PolicyDenied):  # the app has the basis; policy decides the action
         await path.verify(APP, NORMAL, CitizenAppClaim())
+
+
+REGULATOR = Org("reg-1", OrgType.REGULATOR, "regulator", "110000")
+
+
+async def _oversee(path: Path_, org: Org) -> tuple[str, Trail]:
+    trail = Trail()
+    call = Call("rid", "onecard.v1.AuditService/GetEntries", Caller(org, "ab"), _now(), trail)
+
+    async def read() -> str:
+        return "entries"
+
+    ask = Ask("GetEntries", "", "HCOMPL", StatutoryClaim())
+    return await path.pipeline.oversee(call, ask, read), trail
+
+
+async def test_oversight_of_the_log_goes_through_basis_and_policy(path: Path_) -> None:
+    result, trail = await _oversee(path, REGULATOR)
+    assert result == "entries"
+    assert (trail.basis, trail.decision) == ("statutory", "allow")
+    assert trail.policies == ("regulator-reads-audit-log",)
+    with pytest.raises(PolicyDenied):
+        await _oversee(path, LIBRARY)
+    assert path.registry.lookups == 0
+
+
+async def test_a_claim_without_a_registered_verifier_is_not_supported() -> None:
+    stage = BasisStage({NoClaim: NoBasis()})
+    with pytest.raises(NotSupported, match="CardPresentClaim"):
+        await stage.establish(CardPresentClaim("x"), NORMAL, Caller(LIBRARY, "ab"))
