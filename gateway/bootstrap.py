@@ -23,11 +23,8 @@ from grpc_reflection.v1alpha import reflection
 
 from adapters.social_insurance import SocialInsuranceClient, start_reference_server
 from gateway.api.onecard.v1 import (
-    audit_pb2,
     audit_pb2_grpc,
-    card_pb2,
     card_pb2_grpc,
-    insurance_pb2,
     insurance_pb2_grpc,
 )
 from gateway.audit.record import Pseudonymizer
@@ -44,6 +41,7 @@ from gateway.orgs import OrgRegistry
 from gateway.pipeline import Pipeline
 from gateway.pki import PkiLayout, ensure_pki
 from gateway.policy import PolicyEngine
+from gateway.services import SERVICES, response_types
 from gateway.services.audit import AuditService
 from gateway.services.card import CardService
 from gateway.services.insurance import InsuranceService
@@ -56,11 +54,7 @@ _log = structlog.get_logger(__name__)
 # grpc-stubs does not describe grpc_health's asyncio servicer.
 HealthServicer = health.aio.HealthServicer  # type: ignore[attr-defined]
 
-SERVICE_NAMES = (
-    audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
-    card_pb2.DESCRIPTOR.services_by_name["CardService"].full_name,
-    insurance_pb2.DESCRIPTOR.services_by_name["InsuranceService"].full_name,
-)
+SERVICE_NAMES = tuple(service.full_name for service in SERVICES)
 
 
 class StartupError(SetupError):
@@ -177,7 +171,7 @@ async def start_gateway(settings: Settings) -> Gateway:
 async def _start(settings: Settings, closers: list[Callable[[], Awaitable[None]]]) -> Gateway:
     pki = _pki(settings)
     orgs = OrgRegistry.load(settings.orgs_file or pki.orgs_file)
-    policy = PolicyEngine.load(settings.policies_dir)
+    policy = PolicyEngine.load(settings.policies_dir, responses=response_types())
 
     store = SqliteStore(settings.data_dir / "onecard.db")
     closers.append(store.close)

@@ -112,8 +112,9 @@ def _policy_test(args: argparse.Namespace) -> int:
 
 def _policy_check(args: argparse.Namespace) -> int:
     from gateway.policy import PolicyEngine
+    from gateway.services import response_types
 
-    engine = PolicyEngine.load(args.dir)
+    engine = PolicyEngine.load(args.dir, responses=response_types())
     print(f"policy set valid: {len(engine.policy_ids)} policies, sha256 {engine.sha256}")
     return 0
 

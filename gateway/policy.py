@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import cedarpy
+from google.protobuf.descriptor import Descriptor
 
+from gateway.disclosure import unknown_paths
 from gateway.errors import SetupError
 
 SCHEMA_FILE = "schema.cedarschema"
@@ -64,6 +66,7 @@ class Decision:
 class _Annotations:
     disclose: frozenset[str]
     obligations: tuple[str, ...]
+    actions: frozenset[str] | None  # the actions the policy's scope names (None: every action)
 
 
 class PolicyEngine:
@@ -84,15 +87,44 @@ class PolicyEngine:
         self._annotations = _read_annotations(text)
 
     @classmethod
-    def load(cls, directory: Path) -> PolicyEngine:
-        """Load every ``*.cedar`` file and the schema from ``directory``."""
+    def load(
+        cls, directory: Path, *, responses: Mapping[str, Descriptor] | None = None
+    ) -> PolicyEngine:
+        """Load every ``*.cedar`` file and the schema from ``directory``.
+
+        With ``responses`` (each action's response message), every ``@disclose`` path is checked
+        against the messages of the actions its policy names, so a typo refuses to load instead
+        of silently disclosing nothing.
+        """
         schema_path = directory / SCHEMA_FILE
         if not schema_path.is_file():
             raise PolicySetInvalid(f"{directory}: no {SCHEMA_FILE}")
         sources = {p.name: p.read_text(encoding="utf-8") for p in sorted(directory.glob("*.cedar"))}
         if not sources:
             raise PolicySetInvalid(f"{directory}: no *.cedar policy files")
-        return cls(sources, schema_path.read_text(encoding="utf-8"))
+        engine = cls(sources, schema_path.read_text(encoding="utf-8"))
+        if responses is not None:
+            engine.check_disclosures(responses)
+        return engine
+
+    def check_disclosures(self, responses: Mapping[str, Descriptor]) -> None:
+        """Raise ``PolicySetInvalid`` if an ``@disclose`` path names no field of a response."""
+        problems = []
+        for policy_id, ann in sorted(self._annotations.items()):
+            if not ann.disclose:
+                continue
+            for action in sorted(ann.actions if ann.actions is not None else responses):
+                descriptor = responses.get(action)
+                if descriptor is None:
+                    problems.append(f"{policy_id!r} discloses fields of {action!r}, no RPC")
+                    continue
+                for path in unknown_paths(descriptor, sorted(ann.disclose)):
+                    problems.append(
+                        f"{policy_id!r}: @disclose {path!r} is not a field of "
+                        f"{descriptor.full_name} ({action})"
+                    )
+        if problems:
+            raise PolicySetInvalid("policy annotations name unknown fields: " + "; ".join(problems))
 
     @property
     def policy_ids(self) -> frozenset[str]:
@@ -142,8 +174,16 @@ def _read_annotations(text: str) -> dict[str, _Annotations]:
         if disclose and policy["effect"] != "permit":
             raise PolicySetInvalid(f"policy {policy_id!r}: @disclose only makes sense on a permit")
         obligations = tuple(o.strip() for o in ann.get("obligation", "").split(",") if o.strip())
-        out[policy_id] = _Annotations(disclose, obligations)
+        out[policy_id] = _Annotations(disclose, obligations, _scope_actions(policy["action"]))
     return out
+
+
+def _scope_actions(scope: Mapping[str, Any]) -> frozenset[str] | None:
+    """The action ids a policy's action scope names; None if it names every action."""
+    if scope.get("op") == "All":
+        return None
+    entities = scope.get("entities") or [scope["entity"]]
+    return frozenset(str(e["id"]) for e in entities)
 
 
 def _uid(kind: str, ident: str) -> dict[str, str]:

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from gateway.errors import SetupError
 from gateway.policy import Decision, PolicyEngine, PolicyRequest
+from gateway.services import response_types
 
 
 class PolicyCase(BaseModel):
@@ -118,5 +119,5 @@ def run_case(engine: PolicyEngine, source: str, case: PolicyCase) -> CaseResult:
 
 def run_all(policies_dir: Path) -> list[CaseResult]:
     """Load the policy set and run every case under ``policies_dir/tests``."""
-    engine = PolicyEngine.load(policies_dir)
+    engine = PolicyEngine.load(policies_dir, responses=response_types())
     return [run_case(engine, src, case) for src, case in load_cases(policies_dir / "tests")]

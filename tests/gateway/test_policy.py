@@ -9,6 +9,7 @@ from gateway.config import REPO_POLICIES
 from gateway.disclosure import unknown_paths
 from gateway.policy import PolicyEngine, PolicyRequest, PolicySetInvalid, policy_set_digest
 from gateway.policytest import load_cases, run_case
+from gateway.services import response_types
 
 CASES = load_cases(REPO_POLICIES / "tests")
 RESPONSES = {
@@ -96,3 +97,31 @@ def test_a_forbid_overrides_a_permit(engine: PolicyEngine) -> None:
     assert not denied.allowed
     assert denied.policy_ids == ("suspended-orgs-are-refused",)
     assert denied.disclose == frozenset()
+
+
+@pytest.mark.parametrize(
+    ("scope", "path", "named"),
+    [
+        ('action == OneCard::Action::"VerifyCard"', "masked_nam", "VerifyCardResponse"),
+        (
+            'action in [OneCard::Action::"VerifyCard", OneCard::Action::"GetInsuranceStatus"]',
+            "masked_name",
+            "GetInsuranceStatusResponse",  # masked_name is a VerifyCard field only
+        ),
+        ("action", "masked_name", "GetCheckpointResponse"),  # every action, every response
+    ],
+)
+def test_a_disclose_path_that_names_no_response_field_refuses_to_load(
+    tmp_path: Path, scope: str, path: str, named: str
+) -> None:
+    target = _copy_policies(tmp_path)
+    (target / "typo.cedar").write_text(
+        f'@id("typo")\n@disclose("{path}")\npermit (principal, {scope}, resource);\n'
+    )
+    PolicyEngine.load(target)  # without the response types, nothing to check against
+    with pytest.raises(PolicySetInvalid, match=f"'typo'.*{named}"):
+        PolicyEngine.load(target, responses=response_types())
+
+
+def test_the_shipped_policies_name_only_real_fields() -> None:
+    PolicyEngine.load(REPO_POLICIES, responses=response_types())
