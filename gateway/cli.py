@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gateway import logs
-from gateway.config import REPO_POLICIES, load_settings
+from gateway.config import default_policies_dir, load_settings
 from gateway.errors import SetupError
 
 if TYPE_CHECKING:
@@ -273,7 +273,7 @@ def _parser() -> argparse.ArgumentParser:
         ("check", _policy_check, "validate the policies against the schema"),
     ):
         p = policy.add_parser(name, help=text)
-        p.add_argument("--dir", type=Path, default=REPO_POLICIES)
+        p.add_argument("--dir", type=Path, default=default_policies_dir())
         p.set_defaults(func=func)
     return parser
 

@@ -19,6 +19,12 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from gateway.errors import SetupError
 
 REPO_POLICIES = Path(__file__).resolve().parent.parent / "policies"
+_SHIPPED_POLICIES = Path(__file__).resolve().parent / "_policies"  # copied in by setup.py
+
+
+def default_policies_dir() -> Path:
+    """The policies an installed gateway ships with; in a source checkout, ``policies/``."""
+    return _SHIPPED_POLICIES if _SHIPPED_POLICIES.is_dir() else REPO_POLICIES
 
 
 class ConfigError(SetupError):
@@ -37,7 +43,9 @@ class Settings(BaseSettings):
     metrics_port: int | None = Field(9464, ge=0, le=65535, description="None disables /metrics")
     pki_dir: Path | None = Field(None, description="defaults to DATA_DIR/pki (made if missing)")
     orgs_file: Path | None = Field(None, description="org registry; defaults to PKI_DIR/orgs.toml")
-    policies_dir: Path = REPO_POLICIES
+    policies_dir: Path = Field(
+        default_factory=default_policies_dir, description="Cedar policies and schema"
+    )
     social_insurance_url: str | None = Field(
         None, description="1101-style back end; None starts the reference server in-process"
     )
