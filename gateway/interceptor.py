@@ -12,6 +12,7 @@ this code runs.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import re
 import time
@@ -24,11 +25,12 @@ from typing import Any, TypeAlias
 import grpc
 import structlog
 
+from gateway.admission import Admission
 from gateway.audit.log import Receipt
 from gateway.audit.record import Trail
 from gateway.audit.stage import AuditStage, attach_receipt
 from gateway.context import Call, Caller, bind_call, reset_call
-from gateway.errors import GatewayError, OrgSuspended, Unauthenticated
+from gateway.errors import GatewayError, OrgSuspended, Shed, Unauthenticated
 from gateway.metrics import Metrics
 from gateway.orgs import OrgRegistry, OrgStatus
 from gateway.pki import cert_fingerprint, org_id_from_cert
@@ -44,10 +46,17 @@ Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Authenticates callers and maps errors to statuses for every RPC."""
 
-    def __init__(self, orgs: OrgRegistry, metrics: Metrics, audit: AuditStage | None) -> None:
+    def __init__(
+        self,
+        orgs: OrgRegistry,
+        metrics: Metrics,
+        audit: AuditStage | None,
+        admission: Admission | None = None,
+    ) -> None:
         self._orgs = orgs
         self._metrics = metrics
         self._audit = audit
+        self._admission = admission
 
     async def intercept_service(
         self,
@@ -124,11 +133,14 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         try:
             caller = self._authenticate(org_id, fingerprint)
             org_type = caller.org.org_type.value
-            token = bind_call(Call(request_id, rpc, caller, received_at, trail))
-            try:
-                messages = await _invoke(behavior, request, context, stream=stream)
-            finally:
-                reset_call(token)
+            # Admission control: shed now (no work, no entry of its own) or hold a place.
+            admission = self._admission if rpc.startswith(_AUDITED_PREFIX) else None
+            with admission.admit(caller.org) if admission else contextlib.nullcontext():
+                token = bind_call(Call(request_id, rpc, caller, received_at, trail))
+                try:
+                    messages = await _invoke(behavior, request, context, stream=stream)
+                finally:
+                    reset_call(token)
         except grpc.aio.AbortError:
             raise
         except GatewayError as exc:
@@ -138,7 +150,8 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         else:
             error = None
         trailers: tuple[tuple[str, str], ...] = ()
-        if self._audit is not None and rpc.startswith(_AUDITED_PREFIX):
+        shed = isinstance(error, Shed)  # audited in aggregate (gateway.admission.ShedAudit)
+        if self._audit is not None and rpc.startswith(_AUDITED_PREFIX) and not shed:
             try:
                 receipt = await self._audit.record(
                     received_at=received_at,
@@ -164,7 +177,7 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             if stream and trailers:
                 context.set_trailing_metadata(trailers)
             return messages
-        self._finish(rpc, started, error.code.name, error.reason)
+        self._finish(rpc, started, error.code.name, error.reason, log=not shed)
         await _abort(context, error, request_id, trailers)
         raise AssertionError("unreachable: abort raises")
 
@@ -213,12 +226,16 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         structlog.contextvars.bind_contextvars(org_id=org.org_id)
         return Caller(org, fingerprint)
 
-    def _finish(self, rpc: str, started: float, code: str, reason: str) -> None:
+    def _finish(
+        self, rpc: str, started: float, code: str, reason: str, *, log: bool = True
+    ) -> None:
         elapsed = time.perf_counter() - started
         self._metrics.requests.labels(rpc, code, reason).inc()
         self._metrics.latency.labels(rpc).observe(elapsed)
         latency_ms = round(elapsed * 1000, 3)
-        if code == "OK":
+        if not log:  # shed calls: logged per interval by gateway.admission.ShedAudit
+            pass
+        elif code == "OK":
             _log.info("rpc_completed", code=code, latency_ms=latency_ms)
         else:
             _log.info("rpc_refused", code=code, reason=reason, latency_ms=latency_ms)
