@@ -5,9 +5,9 @@
 One gateway per scenario, started in this process on 127.0.0.1 with the reference back end, as
 ``onecard serve`` would run; a library floods it from a process of its own
 (``tests/integration/flood.py``: ``--concurrency`` VerifyCard calls in flight with made-up
-tokens, for ``--duration-s`` seconds), while a hospital makes GetInsuranceStatus calls one at a
-time with real tokens, one every ``--every-s`` (within its rate limit). Scenarios, in this
-order, in one run:
+tokens) while a hospital makes GetInsuranceStatus calls one at a time with real tokens, one
+every ``--every-s`` (within its rate limit), from 0.5 s into the flood for ``--duration-s`` less
+1 s; then the flood is stopped. Scenarios, in this order, in one run:
 
 - ``no flood``: the hospital alone (the same-run baseline);
 - ``flood, no admission control``: ``max_in_flight`` and every rate limit set out of reach,
@@ -15,8 +15,8 @@ order, in one run:
 - ``flood, defaults``: the default settings.
 
 For each: the hospital's median and 90th percentile latency and its outcomes, the flood's
-outcomes by status and reason, the calls shed (the gateway's ``onecard_shed_calls``) and how
-many entries the audit log grew by.
+outcomes by status and reason (the calls shed among them), how many entries the audit log grew
+by, the hospital's time inside the gateway (its own histogram) and the calls in handlers.
 """
 
 from __future__ import annotations
@@ -161,9 +161,9 @@ async def main(args: argparse.Namespace) -> None:
             ("flood, no admission control", OFF),
             ("flood, defaults", {}),
         ]
-        for _ in range(args.repeat):
+        for round_ in range(args.repeat):
             for name, overrides in plan:
-                result = await scenario(name, pki, root / f"r{_}", args, **overrides)
+                result = await scenario(name, pki, root / f"r{round_}", args, **overrides)
                 print(
                     f"{result['name']:<30} hospital p50 {result['p50_ms']:7.1f} ms  "
                     f"p90 {result['p90_ms']:7.1f} ms  ({result['visits']} calls: "

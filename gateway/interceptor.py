@@ -1,11 +1,13 @@
 """The interceptor: who is calling, which call this is, and how errors become statuses.
 
 For every RPC it (1) authenticates the caller from the mutual-TLS certificate against the org
-registry, (2) binds a request id and the caller to the call's context, (3) turns a
-``GatewayError`` into its gRPC status with a safe message and an ``onecard-reason`` trailer, and
-any other exception into INTERNAL without detail, (4) appends every ``onecard.v1`` exchange,
-allowed or refused, to the audit log before anything is released (a server stream is collected
-first, so that its entry covers everything it sends), and (5) logs and counts the outcome.
+registry and, for a ``onecard.v1`` call, asks admission control (``gateway.admission``) whether
+it may start (a shed call is counted, not audited on its own, nor logged), (2) binds a request
+id and the caller to the call's context, (3) turns a ``GatewayError`` into its gRPC status with
+a safe message and an ``onecard-reason`` trailer, and any other exception into INTERNAL without
+detail, (4) appends every ``onecard.v1`` exchange, allowed or refused, to the audit log before
+anything is released (a server stream is collected first, so that its entry covers everything
+it sends), and (5) logs and counts the outcome.
 TLS itself (a certificate from the OneCard CA, not expired) is enforced by the transport before
 this code runs.
 """
