@@ -22,6 +22,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from adapters.social_insurance import SocialInsuranceClient, start_reference_server
+from gateway.admission import Admission, ShedAudit
 from gateway.api.onecard.v1 import (
     audit_pb2_grpc,
     card_pb2_grpc,
@@ -77,6 +78,8 @@ class Gateway:
     store: SqliteStore
     audit_log: SqliteAuditLog
     _interceptor: GatewayInterceptor
+    admission: Admission
+    metrics: Metrics
     _health: Any
     _shutdown_grace_s: float
     _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
@@ -207,10 +210,23 @@ async def _start(settings: Settings, closers: list[Callable[[], Awaitable[None]]
         tz=dt.timezone(dt.timedelta(hours=settings.utc_offset_hours)),
     )
 
+    admission = Admission(
+        max_in_flight=settings.max_in_flight,
+        rate_limits={org_type: given.limit() for org_type, given in settings.rate_limits.items()},
+        metrics=metrics,
+    )
+    # Under a flood, calls wait inside gRPC before any handler runs: first in the core's queue
+    # of calls the asyncio server has not taken yet, whose defaults (1,000 soft, 3,000 hard)
+    # cancel waiting calls at random (CANCELLED, never seen by the gateway), then as tasks not
+    # yet run. The limits below let them wait for admission control, which answers each at
+    # once (measured: docs/operations.md). gRPC's own bound on handler tasks stays as a
+    # backstop far above ours; what it sheds (RESOURCE_EXHAUSTED "Concurrent RPC limit
+    # exceeded!", no onecard-reason) never reaches the interceptor, so only a client counts it.
     interceptor = GatewayInterceptor(
         orgs,
         metrics,
         AuditStage(audit_log),
+        admission,
         audited_services=SERVICE_NAMES,
         request_budget_s=settings.request_budget_s,
     )
@@ -219,7 +235,10 @@ async def _start(settings: Settings, closers: list[Callable[[], Awaitable[None]]
         options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.so_reuseport", 0),
+            ("grpc.server.max_pending_requests", 10_000),
+            ("grpc.server.max_pending_requests_hard_limit", 20_000),
         ],
+        maximum_concurrent_rpcs=8 * settings.max_in_flight + 1024,
     )
     card_pb2_grpc.add_CardServiceServicer_to_server(CardService(pipeline, tokens), server)
     audit_pb2_grpc.add_AuditServiceServicer_to_server(
@@ -250,6 +269,9 @@ async def _start(settings: Settings, closers: list[Callable[[], Awaitable[None]]
         port = server.add_secure_port(address, credentials)
     except RuntimeError as exc:
         raise StartupError(f"cannot listen on {address}: {exc}") from None
+    shed_audit = ShedAudit(admission, audit_log, settings.shed_audit_interval_s)
+    shed_audit.start()
+    closers.append(shed_audit.stop)  # after the server stopped, before the log is closed
     await server.start()
     for name in (*SERVICE_NAMES, ""):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -281,6 +303,8 @@ async def _start(settings: Settings, closers: list[Callable[[], Awaitable[None]]
         store=store,
         audit_log=audit_log,
         _interceptor=interceptor,
+        admission=admission,
+        metrics=metrics,
         _health=health_servicer,
         _shutdown_grace_s=settings.shutdown_grace_s,
         _closers=closers,

@@ -5,6 +5,15 @@ under ``var/``, the reference back ends started in-process, a development PKI cr
 start), and every address defaults to loopback.
 
     ONECARD_LISTEN_PORT=7443 ONECARD_BACKEND_TIMEOUT_S=1.5 onecard serve --config gateway.toml
+
+Load settings (docs/operations.md): ``max_in_flight``, ``shed_audit_interval_s`` and, per org
+type, a token bucket that the registry may override per organisation:
+
+    [rate_limits.library]
+    per_s = 20
+    burst = 40
+
+    ONECARD_RATE_LIMITS='{"library": {"per_s": 20, "burst": 40}}'   (types not named keep theirs)
 """
 
 from __future__ import annotations
@@ -13,10 +22,11 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from gateway.errors import SetupError
+from gateway.orgs import OrgType, RateLimit
 
 REPO_POLICIES = Path(__file__).resolve().parent.parent / "policies"
 _SHIPPED_POLICIES = Path(__file__).resolve().parent / "_policies"  # copied in by setup.py
@@ -29,6 +39,29 @@ def default_policies_dir() -> Path:
 
 class ConfigError(SetupError):
     """The configuration file or environment is invalid; the message says where and why."""
+
+
+class RateLimitSetting(BaseModel):
+    """A token bucket in the settings: ``per_s`` calls a second, ``burst`` at once."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    per_s: float = Field(gt=0, le=1_000_000)
+    burst: int = Field(ge=1, le=1_000_000)
+
+    def limit(self) -> RateLimit:
+        return RateLimit(self.per_s, self.burst)
+
+
+# Per organisation, by type. One gateway process answers a few hundred full requests a second
+# on a small machine (docs/benchmarks.md): no single org's default may take all of it.
+DEFAULT_RATE_LIMITS: dict[OrgType, RateLimitSetting] = {
+    OrgType.HOSPITAL: RateLimitSetting(per_s=100, burst=200),
+    OrgType.LIBRARY: RateLimitSetting(per_s=50, burst=100),
+    OrgType.TRANSIT: RateLimitSetting(per_s=100, burst=200),
+    OrgType.REGULATOR: RateLimitSetting(per_s=20, burst=40),
+    OrgType.CITIZEN_APP: RateLimitSetting(per_s=200, burst=400),
+}
 
 
 class Settings(BaseSettings):
@@ -61,8 +94,25 @@ class Settings(BaseSettings):
         "onecard.local/audit", description="the log's name in its checkpoints (C2SP origin)"
     )
     audit_checkpoint_interval_s: float = Field(1.0, ge=0, le=3600)
+    max_in_flight: int = Field(
+        128, ge=1, le=100_000, description="onecard.v1 calls admitted at once; beyond: shed"
+    )
+    rate_limits: dict[OrgType, RateLimitSetting] = Field(
+        default_factory=lambda: dict(DEFAULT_RATE_LIMITS),
+        description="per-organisation token bucket by org type; the registry may override",
+    )
+    shed_audit_interval_s: float = Field(
+        10.0, gt=0, le=3600, description="one audit entry per org and reason per interval"
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "json"
+
+    @field_validator("rate_limits", mode="after")
+    @classmethod
+    def _keep_unnamed_types(
+        cls, given: dict[OrgType, RateLimitSetting]
+    ) -> dict[OrgType, RateLimitSetting]:
+        return {**DEFAULT_RATE_LIMITS, **given}
 
     @property
     def effective_pki_dir(self) -> Path:

@@ -126,3 +126,29 @@ class RequestBudgetExceeded(GatewayError):
 
     code = grpc.StatusCode.DEADLINE_EXCEEDED
     reason = "request_budget_exceeded"
+
+
+class Shed(GatewayError):
+    """Admission control refused the call before any work: the caller should retry later.
+
+    ``retry_after_ms`` is the earliest time a retry can succeed, as far as the gateway knows.
+    """
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = "shed"
+
+    def __init__(self, message: str, *, retry_after_ms: int) -> None:
+        super().__init__(message)
+        self.retry_after_ms = retry_after_ms
+
+
+class Overloaded(Shed):
+    """The gateway already has as many calls in flight as it is configured to take."""
+
+    reason = "overloaded"
+
+
+class RateLimited(Shed):
+    """The caller's organisation has used up its rate limit (token bucket) for now."""
+
+    reason = "rate_limited"

@@ -1,9 +1,11 @@
 """The interceptor: who is calling, which call this is, and how every call ends in the log.
 
 For every RPC it (1) authenticates the caller from the mutual-TLS certificate against the org
-registry, (2) binds a request id and the caller to the call's context, (3) turns a
-``GatewayError`` into its gRPC status with a safe message and an ``onecard-reason`` trailer, and
-any other exception into INTERNAL without detail, (4) appends every exchange of an audited
+registry and, for a call of an audited service, asks admission control (``gateway.admission``)
+whether it may start (a shed call is counted and audited in aggregate, not one by one),
+(2) binds a request id and the caller to the call's context, (3) turns a ``GatewayError`` into
+its gRPC status with a safe message and an ``onecard-reason`` trailer, and any other exception
+into INTERNAL without detail, (4) appends every exchange of an audited
 service (the ``onecard.v1`` services bootstrap registers), allowed or refused, to the audit log
 before anything is released, and (5) logs and counts the outcome.
 
@@ -32,6 +34,7 @@ import grpc
 import structlog
 from google.protobuf.message import Message
 
+from gateway.admission import Admission, Ticket
 from gateway.audit.log import Receipt
 from gateway.audit.record import Trail
 from gateway.audit.stage import AuditStage, attach_receipt
@@ -43,6 +46,7 @@ from gateway.errors import (
     NotSupported,
     OrgSuspended,
     RequestBudgetExceeded,
+    Shed,
     Unauthenticated,
 )
 from gateway.metrics import Metrics
@@ -80,6 +84,7 @@ class _Started:
     cert_sha256: str
     org_type: str = ""
     trail: Trail = field(default_factory=Trail)
+    ticket: Ticket | None = None  # the call's place in flight, held until its entry is written
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +104,7 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         orgs: OrgRegistry,
         metrics: Metrics,
         audit: AuditStage | None,
+        admission: Admission | None = None,
         *,
         audited_services: Collection[str],
         request_budget_s: float,
@@ -106,6 +112,7 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         self._orgs = orgs
         self._metrics = metrics
         self._audit = audit
+        self._admission = admission
         self._audited_services = frozenset(audited_services)
         self._budget_s = request_budget_s
         self._running: set[asyncio.Future[Any]] = set()
@@ -205,12 +212,14 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             ended = await self._run(behavior, request, context, call, stream)
             ended, trailers = await self._audited(call, ended, started, stream)
         finally:
+            if call.ticket is not None:
+                call.ticket.release()
             if task is not None:
                 self._running.discard(task)
         error = ended.error
-        self._finish(
-            rpc, started, error.code.name if error else "OK", error.reason if error else ""
-        )
+        code, reason = (error.code.name, error.reason) if error else ("OK", "")
+        # A shed call is logged and audited per interval (gateway.admission.ShedAudit).
+        self._finish(rpc, started, code, reason, log=not isinstance(error, Shed))
         if ended.cancelled is not None:
             raise ended.cancelled
         if error is None:
@@ -226,6 +235,8 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         try:
             caller = self._authenticate(call.org_id, call.cert_sha256)
             call.org_type = caller.org.org_type.value
+            if self._admission is not None:
+                call.ticket = self._admission.admit(caller.org)  # or Shed, at once
             _check_request(request, call.rpc)
             token = bind_call(Call(call.request_id, call.rpc, caller, call.received_at, call.trail))
             try:
@@ -263,7 +274,7 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     ) -> tuple[_Ended, tuple[tuple[str, str], ...]]:
         """Append the call's entry; what to release (nothing if the append failed or replayed)."""
         trailers: tuple[tuple[str, str], ...] = (("onecard-request-id", call.request_id),)
-        if self._audit is None:
+        if self._audit is None or isinstance(ended.error, Shed):
             return ended, trailers
         error, messages = ended.error, ended.messages
         appending = asyncio.ensure_future(
@@ -373,12 +384,16 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         structlog.contextvars.bind_contextvars(org_id=org.org_id)
         return Caller(org, fingerprint)
 
-    def _finish(self, rpc: str, started: float, code: str, reason: str) -> None:
+    def _finish(
+        self, rpc: str, started: float, code: str, reason: str, *, log: bool = True
+    ) -> None:
         elapsed = time.perf_counter() - started
         self._metrics.requests.labels(rpc, code, reason).inc()
         self._metrics.latency.labels(rpc).observe(elapsed)
         latency_ms = round(elapsed * 1000, 3)
-        if code == "OK":
+        if not log:
+            pass
+        elif code == "OK":
             _log.info("rpc_completed", code=code, latency_ms=latency_ms)
         else:
             _log.info("rpc_refused", code=code, reason=reason, latency_ms=latency_ms)

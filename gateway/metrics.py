@@ -1,7 +1,8 @@
 """Prometheus metrics, served on their own loopback port.
 
 Each server owns its registry (tests run several gateways in one process). Labels never carry
-personal data: only RPC names, status codes, decisions and refusal reasons.
+personal data: only RPC names, status codes, decisions, refusal reasons and org ids (an
+organisation, never a person; as many as the registry holds).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ class Metrics:
     requests: Counter
     latency: Histogram
     decisions: Counter
+    shed: Counter
 
     @classmethod
     def create(cls) -> Metrics:
@@ -43,6 +45,13 @@ class Metrics:
                 "onecard_policy_decisions",
                 "Access-policy decisions, by action and outcome.",
                 ["action", "decision"],
+                registry=registry,
+            ),
+            shed=Counter(
+                "onecard_shed_calls",
+                "onecard.v1 calls refused by admission control before any work, by caller org "
+                "and reason (overloaded, rate_limited).",
+                ["org", "reason"],
                 registry=registry,
             ),
         )

@@ -1,17 +1,22 @@
 """The organisation registry: which organisations may call the gateway, and as what.
 
-Owns the ``Org`` value (id, type, name, district, status), the ``orgs.toml`` file format, its
-validation (pydantic, strict, at this trust boundary only) and its writer. An org id is also a
-file name (``clients/<org id>.pem``) and part of a certificate SAN URI, so its alphabet is narrow:
+Owns the ``Org`` value (id, type, name, district, status, an optional rate limit of its own),
+the ``RateLimit`` value (a token bucket), the ``orgs.toml`` file format, its validation
+(pydantic, strict, at this trust boundary only) and its writer. An org id is also a file name
+(``clients/<org id>.pem``) and part of a certificate SAN URI, so its alphabet is narrow:
 lowercase letters, digits, ``.``, ``_`` and ``-``, starting with a letter or digit.
 
     # OneCard organisation registry: who may call the gateway.
+    # An org may have a rate limit of its own instead of its type's default (settings):
+    #   rate_limit = { per_s = 400, burst = 800 }
+
     [[org]]
     id = "hosp-bj-001"
     type = "hospital"
     name = "Beijing Chaoyang Demo Hospital"
     district = "110105"
     status = "active"
+    rate_limit = { per_s = 400, burst = 800 }   # optional: overrides the org type's default
 """
 
 from __future__ import annotations
@@ -31,7 +36,11 @@ from gateway.errors import SetupError
 ORG_ID_PATTERN = r"[a-z0-9][a-z0-9._-]{0,63}"
 DISTRICT_PATTERN = r"[0-9]{6}"
 _ORG_ID = re.compile(ORG_ID_PATTERN)
-_HEADER = "# OneCard organisation registry: who may call the gateway.\n"
+_HEADER = (
+    "# OneCard organisation registry: who may call the gateway.\n"
+    "# An org may have a rate limit of its own instead of its type's default (settings):\n"
+    "#   rate_limit = { per_s = 400, burst = 800 }\n"
+)
 
 
 class OrgType(enum.Enum):
@@ -52,14 +61,30 @@ class OrgStatus(enum.Enum):
 
 
 @dataclass(frozen=True, slots=True)
+class RateLimit:
+    """A token bucket: ``per_s`` calls a second on average, up to ``burst`` at once."""
+
+    per_s: float
+    burst: int
+
+    def __post_init__(self) -> None:
+        if not (self.per_s > 0 and self.burst >= 1):
+            raise ValueError(f"a rate limit needs per_s > 0 and burst >= 1, not {self}")
+
+
+@dataclass(frozen=True, slots=True)
 class Org:
-    """A registered organisation. ``district`` is its 6-digit administrative division code."""
+    """A registered organisation. ``district`` is its 6-digit administrative division code.
+
+    ``rate_limit`` overrides the default of its type (settings); None uses that default.
+    """
 
     org_id: str
     org_type: OrgType
     name: str
     district: str
     status: OrgStatus = OrgStatus.ACTIVE
+    rate_limit: RateLimit | None = None
 
 
 class OrgRegistryError(SetupError):
@@ -131,6 +156,7 @@ def dump_toml(orgs: Iterable[Org]) -> str:
         f"name = {_toml_string(org.name)}\n"
         f"district = {_toml_string(org.district)}\n"
         f"status = {_toml_string(org.status.value)}\n"
+        f"{_toml_rate_limit(org.rate_limit)}"
         for org in orgs
     ]
     return _HEADER + "".join("\n" + block for block in blocks)
@@ -141,6 +167,13 @@ def dump_toml(orgs: Iterable[Org]) -> str:
 _Lenient = Field(strict=False)  # enums arrive from TOML as strings; still checked against values
 
 
+class _RateLimitEntry(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    per_s: Annotated[float, Field(gt=0, le=1_000_000, strict=False)]  # 50 is a float too
+    burst: Annotated[int, Field(ge=1, le=1_000_000)]
+
+
 class _OrgEntry(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
@@ -149,9 +182,12 @@ class _OrgEntry(BaseModel):
     name: Annotated[str, Field(min_length=1, max_length=200)]
     district: Annotated[str, Field(pattern=f"^{DISTRICT_PATTERN}$")]
     status: Annotated[OrgStatus, _Lenient]
+    rate_limit: _RateLimitEntry | None = None
 
     def to_org(self) -> Org:
-        return Org(self.id, self.type, self.name, self.district, self.status)
+        limit = self.rate_limit
+        own = RateLimit(limit.per_s, limit.burst) if limit is not None else None
+        return Org(self.id, self.type, self.name, self.district, self.status, own)
 
 
 class _RegistryFile(BaseModel):
@@ -162,6 +198,7 @@ class _RegistryFile(BaseModel):
 
 _ENUMS: dict[str, type[enum.Enum]] = {"type": OrgType, "status": OrgStatus}
 _FORMS = {"id": ORG_ID_PATTERN, "district": "6 digits (administrative division code)"}
+_KNOWN = "id, type, name, district, status, rate_limit"
 
 
 def _describe(path: Path, data: dict[str, Any], error: Any) -> str:
@@ -185,11 +222,12 @@ def _field_problem(field: str, error: Any) -> str:
     if kind == "missing":
         return f"{field} is missing"
     if kind == "extra_forbidden":
-        return f"{field} is not a known field (known: id, type, name, district, status)"
+        known = "per_s, burst" if field.startswith("rate_limit.") else _KNOWN
+        return f"{field} is not a known field (known: {known})"
     if field in _ENUMS:
         allowed = ", ".join(str(member.value) for member in _ENUMS[field])
         return f"{field} must be one of {allowed} (got {error['input']!r})"
-    if kind == "string_pattern_mismatch":
+    if kind == "string_pattern_mismatch" and field in _FORMS:
         return f"{field} must be {_FORMS[field]} (got {error['input']!r})"
     return f"{field}: {error['msg']} (got {error['input']!r})"
 
@@ -214,6 +252,12 @@ _ESCAPES = {
     "\f": "\\f",
     "\r": "\\r",
 }
+
+
+def _toml_rate_limit(limit: RateLimit | None) -> str:
+    if limit is None:
+        return ""
+    return f"rate_limit = {{ per_s = {limit.per_s!r}, burst = {limit.burst} }}\n"
 
 
 def _toml_string(value: str) -> str:

@@ -396,6 +396,7 @@ static PyObject *record_body(PyObject *module, PyObject *record) {
         {"backend", "{\"backend\":", 's'},
         {"basis", ",\"basis\":", 's'},
         {"basis_ref", ",\"basis_ref\":", 's'},
+        {"calls", ",\"calls\":", 'i'},
         {"cert_sha256", ",\"cert_sha256\":", 's'},
         {"decision", ",\"decision\":", 's'},
         {"emergency", ",\"emergency\":", 'b'},

@@ -14,6 +14,10 @@ Shape, following IHE Basic Audit Log Patterns (BALP) "Query" / "PatientQuery":
   the request id, and the log entry itself: its index and leaf hash (so a FHIR consumer can
   ask the log for an inclusion proof) with the policy decision as details.
 
+An aggregate entry of admission control (record version 2: ``calls`` calls of one organisation
+shed for one reason, ``rpc`` "") has no subtype and no query entity, and carries ``calls`` as a
+detail of its log-entry entity; version 1 records (no ``calls``) are single calls.
+
 BALP's profiles describe *successful* queries only ("failures are recorded differently"), so
 ``meta.profile`` is claimed for outcome OK alone; refusals and failures keep the same shape
 without the claim. The record holds no network addresses, which BALP requires for the client
@@ -105,9 +109,10 @@ def audit_event(
     event: dict[str, Any] = {"resourceType": "AuditEvent", "id": f"onecard-{index}"}
     if ok:
         event["meta"] = {"profile": [BALP_PATIENT_QUERY if subject else BALP_QUERY]}
+    event["type"] = _coding(AUDIT_EVENT_TYPE, "rest", "Restful Operation")
+    if record["rpc"]:
+        event["subtype"] = [_coding(ONECARD_RPC, record["rpc"], record["rpc"].rpartition("/")[2])]
     event |= {
-        "type": _coding(AUDIT_EVENT_TYPE, "rest", "Restful Operation"),
-        "subtype": [_coding(ONECARD_RPC, record["rpc"], record["rpc"].rpartition("/")[2])],
         "action": "E",
         "recorded": record["time"],
         "outcome": outcome_code(record["outcome"]),
@@ -253,14 +258,15 @@ def _entities(index: int, leaf_hash: bytes, record: Mapping[str, Any]) -> list[d
         )
     # The query is the method: the request body carries the card number and is not kept.
     rpc = record["rpc"]
-    entities.append(
-        {
-            "type": _coding(AUDIT_ENTITY_TYPE, "2", "System Object"),
-            "role": _coding(OBJECT_ROLE, "24", "Query"),
-            "description": rpc,
-            "query": base64.b64encode(rpc.encode()).decode("ascii"),
-        }
-    )
+    if rpc:
+        entities.append(
+            {
+                "type": _coding(AUDIT_ENTITY_TYPE, "2", "System Object"),
+                "role": _coding(OBJECT_ROLE, "24", "Query"),
+                "description": rpc,
+                "query": base64.b64encode(rpc.encode()).decode("ascii"),
+            }
+        )
     if record["request_id"]:
         entities.append(
             {
@@ -291,5 +297,8 @@ def _decision_details(record: Mapping[str, Any]) -> list[dict[str, str]]:
         ("grpc_status", record["outcome"]),
         ("released_sha256", record["released_sha256"]),
     ]
+    calls = record.get("calls", 1)  # version 1 records have none: one call each
+    if calls != 1:
+        pairs.append(("calls", str(calls)))
     # FHIR has no empty strings: an absent value is an absent detail.
     return [{"type": kind, "valueString": value} for kind, value in pairs if value]

@@ -33,7 +33,7 @@ __all__ = [
     "rfc3339",
 ]
 
-RECORD_VERSION = 1
+RECORD_VERSION = 2
 ZERO_HASH = bytes(32)
 
 
@@ -55,7 +55,8 @@ class Trail:
 
 @dataclass(frozen=True, slots=True)
 class AuditRecord:
-    """One exchange, allowed or refused, as it goes into the log."""
+    """One exchange, allowed or refused, as it goes into the log (``calls`` 1); or, written by
+    admission control, ``calls`` calls of one organisation that it shed for one reason."""
 
     time: str
     request_id: str
@@ -76,6 +77,7 @@ class AuditRecord:
     policies: tuple[str, ...] = field(default_factory=tuple)
     policy_set: str = ""
     backend: str = ""
+    calls: int = 1
     v: int = RECORD_VERSION
 
     def body(self) -> bytes:
@@ -93,7 +95,8 @@ def py_record_body(record: AuditRecord) -> bytes:
     r, q = record, _quote
     return (
         f'{{"backend":{q(r.backend)},"basis":{q(r.basis)},'
-        f'"basis_ref":{q(r.basis_ref)},"cert_sha256":{q(r.cert_sha256)},'
+        f'"basis_ref":{q(r.basis_ref)},"calls":{int(r.calls)},'
+        f'"cert_sha256":{q(r.cert_sha256)},'
         f'"decision":{q(r.decision)},"emergency":{"true" if r.emergency else "false"},'
         f'"latency_us":{int(r.latency_us)},"org":{q(r.org)},'
         f'"org_type":{q(r.org_type)},"outcome":{q(r.outcome)},'

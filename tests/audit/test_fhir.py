@@ -97,6 +97,25 @@ LIBRARY = record(
     backend="social_insurance",
 )
 UNNAMED_CALLER = record(org="", org_type="", cert_sha256="", request_id="", purpose="")
+# Version 2: admission control's aggregate of the calls of one org it shed in one interval.
+SHED = record(
+    v=2,
+    calls=7312,
+    rpc="",
+    outcome="RESOURCE_EXHAUSTED",
+    reason="rate_limited",
+    cert_sha256="",
+    purpose="",
+    subject="",
+    basis="",
+    basis_ref="",
+    decision="",
+    policies=[],
+    policy_set="",
+    backend="",
+    released_sha256="",
+    latency_us=0,
+)
 VARIANTS = {
     "insurance_query": RECORD,
     "refused": REFUSED,
@@ -105,6 +124,7 @@ VARIANTS = {
     "emergency": EMERGENCY,
     "library": LIBRARY,
     "unnamed_caller": UNNAMED_CALLER,
+    "shed": SHED,
 }
 
 try:
@@ -381,8 +401,24 @@ def test_empty_record_fields_leave_no_empty_strings() -> None:
             return [s for v in value for s in strings(v)]
         return []
 
-    for rec in (NO_CARD, UNNAMED_CALLER):
+    for rec in (NO_CARD, UNNAMED_CALLER, SHED):
         assert "" not in strings(event_of(rec))
+
+
+def test_a_shed_aggregate_says_how_many_calls_and_why() -> None:
+    event = event_of(SHED)
+    assert event["outcome"] == "4"
+    assert event["outcomeDesc"] == "rate_limited"
+    assert "subtype" not in event  # no one RPC: the entry covers every RPC the org called
+    (entry,) = entities_of_type(event, "urn:onecard:entity-type")
+    assert {"type": "calls", "valueString": "7312"} in entry["detail"]
+    assert {"type": "calls", "valueString": "1"} not in entry["detail"]
+
+
+def test_a_single_call_carries_no_calls_detail_in_either_version() -> None:
+    for rec in (RECORD, record(v=2, calls=1)):
+        (entry,) = entities_of_type(event_of(rec), "urn:onecard:entity-type")
+        assert all(detail["type"] != "calls" for detail in entry["detail"])
 
 
 # -- personal data --------------------------------------------------------------------------

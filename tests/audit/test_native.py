@@ -276,9 +276,10 @@ def test_record_body_agrees_on_random_records(seed: int) -> None:
     rec = AuditRecord(
         **texts,  # type: ignore[arg-type]
         latency_us=rng.choice([0, -1, 2**63, -(2**70), rng.randrange(10**6)]),
+        calls=rng.choice([1, 0, -1, 2**64, rng.randrange(10**9)]),
         emergency=rng.random() < 0.5,
         policies=tuple(random_text(rng) for _ in range(rng.randrange(0, 4))),
-        v=rng.randrange(1, 3),
+        v=rng.randrange(1, 4),
     )
     assert _native.record_body(rec) == record.py_record_body(rec)
 
@@ -291,7 +292,8 @@ def test_record_body_of_a_long_record_agrees() -> None:  # past the C function's
 @pytest.mark.parametrize(
     ("changes", "error"),
     [({"org": b"bytes"}, TypeError), ({"policies": ("a", 1)}, TypeError),
-     ({"latency_us": "x"}, ValueError), ({"policies": 5}, TypeError)],
+     ({"latency_us": "x"}, ValueError), ({"policies": 5}, TypeError),
+     ({"calls": "many"}, ValueError), ({"calls": None}, TypeError)],
 )  # fmt: skip
 def test_record_body_refuses_what_the_python_one_refuses(
     changes: dict[str, object], error: type[Exception]

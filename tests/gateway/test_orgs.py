@@ -80,7 +80,9 @@ def test_round_trip_keeps_every_field_and_awkward_names(tmp_path: Path) -> None:
 def test_dump_matches_the_documented_layout() -> None:
     org = Org("hosp-bj-001", OrgType.HOSPITAL, "Beijing Chaoyang Demo Hospital", "110105")
     assert dump_toml([org]) == (
-        "# OneCard organisation registry: who may call the gateway.\n" + HOSPITAL
+        "# OneCard organisation registry: who may call the gateway.\n"
+        "# An org may have a rate limit of its own instead of its type's default (settings):\n"
+        "#   rate_limit = { per_s = 400, burst = 800 }\n" + HOSPITAL
     )
 
 

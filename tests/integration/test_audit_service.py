@@ -418,10 +418,12 @@ def _edge_requests() -> list[Any]:
 
 
 async def test_no_edge_value_of_a_size_or_index_is_an_internal_error(
-    channel: Callable[[str], grpc.aio.Channel],
+    gateway_factory: Callable[..., Any], pki: PkiLayout
 ) -> None:
+    unlimited = {"regulator": {"per_s": 1_000_000, "burst": 1_000_000}}  # a sweep, not a flood
+    gateway: Gateway = await gateway_factory(rate_limits=unlimited)
     outcomes: dict[str, set[str]] = {}
-    async with channel(REGULATOR) as reg:
+    async with org_channel(gateway.target, pki, REGULATOR) as reg:
         await _read(reg, Search(first_page=True))
         for request_ in _edge_requests():
             try:
