@@ -17,43 +17,77 @@ first, so a search sees every appended entry.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import closing
 from itertools import count
+from pathlib import Path
 from typing import Any
 
-from gateway.audit.checkpoint import Checkpoint, sign_checkpoint
-from gateway.audit.compact import CompactRange, NodeID, border_ids
+import structlog
+
+from gateway.audit.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    OriginMismatchError,
+    open_checkpoint,
+    sign_checkpoint,
+)
+from gateway.audit.compact import CompactRange, NodeID
 from gateway.audit.log import Entry, Receipt, SearchQuery
+from gateway.audit.note import NoteError, Verifier, VerifierSet
 from gateway.audit.proof import OutOfRangeError, consistency_proof, inclusion_proof
-from gateway.audit.record import ZERO_HASH, AuditRecord, chain_leaves, rfc3339
+from gateway.audit.record import AuditRecord, chain_leaves, rfc3339
 from gateway.audit.rfc6962 import HASH_SIZE
+from gateway.audit.selfcheck import (
+    LogDamagedError,
+    StoredTip,
+    UnreadableNodeError,
+    check_stored_log,
+)
 from gateway.audit.signer import Signer
-from gateway.store.sqlite import SqliteStore
+from gateway.errors import SetupError
+from gateway.store.sqlite import SqliteStore, connect
 from gateway.store.sqlite_search import SearchIndex, log_size
 
+_log = structlog.get_logger(__name__)
 _INSERT_ENTRY = "INSERT INTO audit_entries (idx, nodes, leaf) VALUES (?, ?, ?)"
+_RETRY_S = 1.0  # after a failed batch, sign the entries it left uncovered this much later at most
 
 
 class SqliteAuditLog:
-    """``gateway.audit.log.AuditLog`` on a ``SqliteStore``."""
+    """``gateway.audit.log.AuditLog`` on a ``SqliteStore``.
+
+    Opening it binds the log's identity (``bind_identity``: the origin and current key recorded
+    in the database) and runs the self-check (``selfcheck``): either refuses with a one-line
+    ``SetupError`` before anything is signed.
+    """
 
     def __init__(self, store: SqliteStore, signer: Signer, *, checkpoint_interval_s: float) -> None:
         self.origin = signer.name
         self._store = store
         self._signer = signer
         self._interval = checkpoint_interval_s
+        self._verifiers = VerifierSet([Verifier.parse(signer.verifier_key())])
+        self.verifier_keys = bind_identity(store.path, signer, self._load)
+        self._verifiers = VerifierSet([Verifier.parse(key) for key in self.verifier_keys])
         self._range, self._prev, self._checkpointed = self._load(store.reader())
+        self._broken: Exception | None = None  # set when a reload failed: nothing is signed
         self._last_checkpoint = float("-inf")  # the first batch after a start is checkpointed
         self._durable: list[tuple[int, AuditRecord]] = []  # this batch's, once it commits
         self._search = SearchIndex(store.path)
         store.on_close(self._search.close)
+        if self._range.size > self._checkpointed:  # left by a crash: signed within an interval
+            store.run_at(self, time.monotonic() + self._interval)
 
     # -- writing (the writer thread) -------------------------------------------------------
 
     def run_batch(self, conn: sqlite3.Connection, payloads: list[Any]) -> list[Any]:
+        if self._broken is not None:
+            self._reload()
         start = self._range.size
         leaves, hashes = chain_leaves([body for _, body in payloads], start, self._prev)
         nodes = self._range.push_leaves(hashes)
@@ -65,20 +99,41 @@ class SqliteAuditLog:
         return [Receipt(i, h, origin, now) for i, h in enumerate(hashes, start)]
 
     def finish_batch(self, conn: sqlite3.Connection) -> None:
-        if time.monotonic() - self._last_checkpoint >= self._interval:
+        if time.monotonic() >= self._last_checkpoint + self._interval:
             self._checkpoint(conn)
 
     def committed(self) -> None:
         self._search.add(self._durable)
         self._durable = []
+        if self._range.size > self._checkpointed:  # an idle checkpoint covers it in time
+            self._store.run_at(self, self._last_checkpoint + self._interval)
 
     def rolled_back(self) -> None:
-        reader = self._store.reader()
-        self._range, self._prev, self._checkpointed = self._load(reader)
-        self._last_checkpoint = float("-inf")  # a checkpoint of this batch may be lost
         self._durable = []
+        self._last_checkpoint = float("-inf")  # a checkpoint of this batch may be lost
+        with contextlib.suppress(Exception):  # logged; the log stays broken until a reload passes
+            self._reload()
+        if self._broken is None and self._range.size > self._checkpointed:
+            self._store.run_at(self, time.monotonic() + max(self._interval, _RETRY_S))
+
+    def _reload(self) -> None:
+        """Rebuild the in-memory state from the database, checked (``selfcheck``).
+
+        If that fails, the log stays broken, signs nothing and fails every batch (each tries
+        again: a damaged log stays refused, a passing read error heals).
+        """
+        try:
+            self._range, self._prev, self._checkpointed = self._load(self._store.reader())
+        except Exception as exc:
+            if self._broken is None:
+                _log.error("audit_log_reload_failed", error_type=type(exc).__name__, error=str(exc))
+            self._broken = exc
+            raise
+        self._broken = None
 
     def _checkpoint(self, conn: sqlite3.Connection) -> None:
+        if self._broken is not None:
+            raise self._broken
         size = self._range.size
         if size == self._checkpointed:
             return
@@ -91,13 +146,46 @@ class SqliteAuditLog:
         self._last_checkpoint = time.monotonic()
 
     def _load(self, conn: sqlite3.Connection) -> tuple[CompactRange, bytes, int]:
-        size = log_size(conn)
-        hashes = _read_nodes(conn, border_ids(size))
-        prev = _read_nodes(conn, [NodeID(0, size - 1)])[0] if size else ZERO_HASH
-        (checkpointed,) = conn.execute(
-            "SELECT coalesce(max(size), 0) FROM audit_checkpoints"
+        """The compact range, newest leaf hash and newest checkpoint's size, self-checked."""
+        with _snapshot(conn):
+            checkpoint = self._newest_checkpoint(conn)
+            tip = _tip(conn)
+            rng, prev = check_stored_log(tip, checkpoint, _Reader(conn, tip.size))
+        return rng, prev, checkpoint.size if checkpoint is not None else 0
+
+    def _newest_checkpoint(self, conn: sqlite3.Connection) -> Checkpoint | None:
+        row = conn.execute(
+            "SELECT size, note FROM audit_checkpoints ORDER BY size DESC LIMIT 1"
         ).fetchone()
-        return CompactRange.from_border(size, hashes), prev, checkpointed
+        if row is None:
+            return None
+        size, note = row
+        if not isinstance(size, int) or not isinstance(note, bytes):
+            raise LogDamagedError(
+                0,
+                size if isinstance(size, int) else 0,
+                "the newest signed checkpoint is not "
+                f"stored as written (its note is {_SQL_TYPES.get(type(note), 'not a BLOB')})",
+            )
+        try:
+            checkpoint = open_checkpoint(note, self._verifiers, self.origin)
+        except OriginMismatchError as exc:
+            raise LogIdentityError(
+                f"{self._store.path}: audit_origin {self.origin!r} is not the origin of this "
+                f"log's checkpoints ({exc.found!r}); one data directory keeps one log: set "
+                f"audit_origin = {exc.found!r} or use another data_dir"
+            ) from None
+        except (NoteError, CheckpointError) as exc:
+            raise LogDamagedError(
+                0, size, f"signed checkpoint {size} does not open with the log's keys ({exc})"
+            ) from None
+        if checkpoint.size != size:
+            raise LogDamagedError(
+                0,
+                max(size, checkpoint.size),
+                f"checkpoint row {size} holds a checkpoint of {checkpoint.size} entries",
+            )
+        return checkpoint
 
     # -- the AuditLog port -----------------------------------------------------------------
 
@@ -156,6 +244,116 @@ class SqliteAuditLog:
         return await self._store.read(log_size)
 
 
+class LogIdentityError(SetupError):
+    """The configured origin or signing key is not the one this data directory's log has."""
+
+
+def recorded_keys(db: Path) -> list[tuple[str, str]]:
+    """The (origin, verifier key) of every key the log in ``db`` has had, oldest first."""
+    with closing(connect(db, readonly=True)) as conn:
+        rows = conn.execute("SELECT origin, verifier_key FROM audit_keys ORDER BY seq").fetchall()
+    return [(str(origin), str(key)) for origin, key in rows]
+
+
+def bind_identity(
+    db: Path, signer: Signer, load: Callable[[sqlite3.Connection], object]
+) -> list[str]:
+    """Check ``signer`` against the origin and current key recorded for the log in ``db``.
+
+    A log without recorded keys (a new one, or one from schema 4) records ``signer``'s, after
+    ``load`` (the self-check, which opens the newest checkpoint with that key) has passed.
+    Returns every verifier key of the log, oldest first (the published key set).
+    """
+    mine = signer.verifier_key()
+    with closing(connect(db)) as conn:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            rows = conn.execute("SELECT origin, verifier_key FROM audit_keys ORDER BY seq")
+            keys = [(str(origin), str(key)) for origin, key in rows]
+            if not keys:
+                load(conn)
+                conn.execute(
+                    "INSERT INTO audit_keys (origin, verifier_key, from_size, added_at) "
+                    "VALUES (?, ?, ?, ?)",
+                    (signer.name, mine, log_size(conn), _now()),
+                )
+                keys = [(signer.name, mine)]
+            conn.execute("COMMIT")
+        finally:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+    check_identity(db, signer, keys)
+    return [key for _, key in keys]
+
+
+def check_identity(db: Path, signer: Signer, keys: list[tuple[str, str]]) -> None:
+    """Refuse ``signer`` unless it is the current key (and origin) among the log's ``keys``."""
+    origin, current = keys[-1]
+    if signer.name != origin:
+        raise LogIdentityError(
+            f"{db}: audit_origin {signer.name!r} is not this log's origin {origin!r}; one data "
+            f"directory keeps one log: set audit_origin = {origin!r} or use another data_dir"
+        )
+    mine = signer.verifier_key()
+    if mine == current:
+        return
+    what = "a retired key of this log" if mine in [k for _, k in keys] else "not this log's key"
+    raise LogIdentityError(
+        f"{db}: the audit signing key {_key_name(mine)} is {what}; its current key is "
+        f"{_key_name(current)}: restore that key file (keys/audit-log.key), or change keys "
+        f"deliberately with `onecard audit rotate-key`"
+    )
+
+
+def add_key(db: Path, signer: Signer) -> list[str]:
+    """Record ``signer`` as the log's current key (the log must be stopped); every key, oldest
+    first. The old keys stay: their checkpoints keep verifying."""
+    with closing(connect(db)) as conn:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            keys = [str(k) for (k,) in conn.execute("SELECT verifier_key FROM audit_keys")]
+            conn.execute(
+                "INSERT INTO audit_keys (origin, verifier_key, from_size, added_at) "
+                "VALUES (?, ?, ?, ?)",
+                (signer.name, signer.verifier_key(), log_size(conn), _now()),
+            )
+            conn.execute("COMMIT")
+        finally:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+    return [*keys, signer.verifier_key()]
+
+
+def _now() -> str:
+    return rfc3339(dt.datetime.now(dt.UTC))
+
+
+def _key_name(verifier_key: str) -> str:
+    name, _, rest = verifier_key.partition("+")
+    return f"{name}+{rest.partition('+')[0]}"
+
+
+@contextlib.contextmanager
+def _snapshot(conn: sqlite3.Connection) -> Iterator[None]:
+    """Read in one transaction (one snapshot of the WAL), unless one is already open."""
+    if conn.in_transaction:
+        yield
+        return
+    conn.execute("BEGIN")
+    try:
+        yield
+    finally:
+        conn.execute("COMMIT")
+
+
+def _tip(conn: sqlite3.Connection) -> StoredTip:
+    first, last = conn.execute("SELECT min(idx), max(idx) FROM audit_entries").fetchone()
+    if last is None:
+        return StoredTip(0, 0, None)
+    (leaf,) = conn.execute("SELECT leaf FROM audit_entries WHERE idx = ?", (last,)).fetchone()
+    return StoredTip(int(last) + 1, int(first), leaf if isinstance(leaf, bytes) else None)
+
+
 class _Reader:
     """``proof.NodeReader`` over the stored nodes of a tree of ``size``: one query per proof."""
 
@@ -169,19 +367,34 @@ class _Reader:
         return _read_nodes(self._conn, ids)
 
 
+_SQL_TYPES = {str: "TEXT", int: "INTEGER", float: "REAL", type(None): "NULL"}
+
+
 def _read_nodes(conn: sqlite3.Connection, ids: Sequence[NodeID]) -> list[bytes]:
-    """The stored hashes of ``ids``, in order, read by primary key in one statement per 500."""
-    found: dict[int, bytes] = {}
+    """The stored hashes of ``ids``, in order, read by primary key in one statement per 500.
+
+    Raises ``UnreadableNodeError`` for a node whose row is missing, too short, or not a BLOB.
+    """
+    found: dict[int, object] = {}
     rows = sorted({((node.index + 1) << node.level) - 1 for node in ids})
     for at in range(0, len(rows), 500):
         chunk = rows[at : at + 500]
         sql = f"SELECT idx, nodes FROM audit_entries WHERE idx IN ({','.join('?' * len(chunk))})"  # noqa: S608 - placeholders only
-        found.update((idx, bytes(nodes)) for idx, nodes in conn.execute(sql, chunk))
+        found.update(conn.execute(sql, chunk))
     hashes = []
     for node in ids:
-        nodes = found.get(((node.index + 1) << node.level) - 1, b"")
+        nodes = found.get(((node.index + 1) << node.level) - 1)
+        if not isinstance(nodes, bytes):
+            why = (
+                "is not stored"
+                if nodes is None
+                else (
+                    f"is stored as {_SQL_TYPES.get(type(nodes), type(nodes).__name__)}, not a BLOB"
+                )
+            )
+            raise UnreadableNodeError(node, why)
         h = nodes[node.level * HASH_SIZE : (node.level + 1) * HASH_SIZE]
         if len(h) != HASH_SIZE:
-            raise LookupError(f"audit node {tuple(node)} is not stored: the database is damaged")
+            raise UnreadableNodeError(node, "is not stored (its row's nodes are too short)")
         hashes.append(h)
     return hashes
