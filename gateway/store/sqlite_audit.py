@@ -155,17 +155,15 @@ class SqliteAuditLog:
 
     def _newest_checkpoint(self, conn: sqlite3.Connection) -> Checkpoint | None:
         row = conn.execute(
-            "SELECT size, note FROM audit_checkpoints ORDER BY size DESC LIMIT 1"
+            "SELECT size, CAST(note AS BLOB), typeof(note) FROM audit_checkpoints"
+            " ORDER BY size DESC LIMIT 1"
         ).fetchone()
         if row is None:
             return None
-        size, note = row
-        if not isinstance(size, int) or not isinstance(note, bytes):
+        size, note, kind = row
+        if kind != "blob":
             raise LogDamagedError(
-                0,
-                size if isinstance(size, int) else 0,
-                "the newest signed checkpoint is not "
-                f"stored as written (its note is {_SQL_TYPES.get(type(note), 'not a BLOB')})",
+                0, size, f"signed checkpoint {size}'s note is stored as {kind.upper()}, not a BLOB"
             )
         try:
             checkpoint = open_checkpoint(note, self._verifiers, self.origin)
@@ -347,11 +345,16 @@ def _snapshot(conn: sqlite3.Connection) -> Iterator[None]:
 
 
 def _tip(conn: sqlite3.Connection) -> StoredTip:
-    first, last = conn.execute("SELECT min(idx), max(idx) FROM audit_entries").fetchone()
+    # Two queries: SQLite reads min() or max() of the primary key from one end of the B-tree
+    # only when the statement has a single such aggregate (together they scan the table).
+    (last,) = conn.execute("SELECT max(idx) FROM audit_entries").fetchone()
     if last is None:
         return StoredTip(0, 0, None)
-    (leaf,) = conn.execute("SELECT leaf FROM audit_entries WHERE idx = ?", (last,)).fetchone()
-    return StoredTip(int(last) + 1, int(first), leaf if isinstance(leaf, bytes) else None)
+    (first,) = conn.execute("SELECT min(idx) FROM audit_entries").fetchone()
+    leaf, kind = conn.execute(
+        "SELECT CAST(leaf AS BLOB), typeof(leaf) FROM audit_entries WHERE idx = ?", (last,)
+    ).fetchone()
+    return StoredTip(int(last) + 1, int(first), leaf if kind == "blob" else None)
 
 
 class _Reader:
@@ -367,32 +370,26 @@ class _Reader:
         return _read_nodes(self._conn, ids)
 
 
-_SQL_TYPES = {str: "TEXT", int: "INTEGER", float: "REAL", type(None): "NULL"}
-
-
 def _read_nodes(conn: sqlite3.Connection, ids: Sequence[NodeID]) -> list[bytes]:
     """The stored hashes of ``ids``, in order, read by primary key in one statement per 500.
 
     Raises ``UnreadableNodeError`` for a node whose row is missing, too short, or not a BLOB.
     """
-    found: dict[int, object] = {}
+    found: dict[int, tuple[bytes, str]] = {}
     rows = sorted({((node.index + 1) << node.level) - 1 for node in ids})
     for at in range(0, len(rows), 500):
         chunk = rows[at : at + 500]
-        sql = f"SELECT idx, nodes FROM audit_entries WHERE idx IN ({','.join('?' * len(chunk))})"  # noqa: S608 - placeholders only
-        found.update(conn.execute(sql, chunk))
+        marks = ",".join("?" * len(chunk))
+        # Read as a BLOB whatever it holds (TEXT that is not UTF-8 would not even decode), and
+        # tell a node that was stored as something else by its type.
+        sql = f"SELECT idx, CAST(nodes AS BLOB), typeof(nodes) FROM audit_entries WHERE idx IN ({marks})"  # noqa: S608, E501 - placeholders only
+        found.update((idx, (nodes, kind)) for idx, nodes, kind in conn.execute(sql, chunk))
     hashes = []
     for node in ids:
-        nodes = found.get(((node.index + 1) << node.level) - 1)
-        if not isinstance(nodes, bytes):
-            why = (
-                "is not stored"
-                if nodes is None
-                else (
-                    f"is stored as {_SQL_TYPES.get(type(nodes), type(nodes).__name__)}, not a BLOB"
-                )
-            )
-            raise UnreadableNodeError(node, why)
+        nodes, kind = found.get(((node.index + 1) << node.level) - 1, (b"", "missing"))
+        if kind != "blob":
+            why = "is not stored" if kind == "missing" else f"is stored as {kind.upper()}"
+            raise UnreadableNodeError(node, f"{why}, not a BLOB")
         h = nodes[node.level * HASH_SIZE : (node.level + 1) * HASH_SIZE]
         if len(h) != HASH_SIZE:
             raise UnreadableNodeError(node, "is not stored (its row's nodes are too short)")

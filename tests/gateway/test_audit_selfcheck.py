@@ -105,6 +105,14 @@ DAMAGE: dict[str, tuple[Callable[[Path], None], str]] = {
         lambda db: sql(db, "UPDATE audit_entries SET nodes = 7 WHERE idx = 7"),
         "[0, 8)",
     ),
+    "nodes stored as TEXT that is not UTF-8": (
+        lambda db: sql(db, "UPDATE audit_entries SET nodes = CAST(nodes AS TEXT) WHERE idx = 7"),
+        "[0, 8)",
+    ),
+    "the newest leaf stored as TEXT": (
+        lambda db: sql(db, "UPDATE audit_entries SET leaf = CAST(leaf AS TEXT) WHERE idx = 15"),
+        "[15, 16)",
+    ),
     "a node row missing": (
         lambda db: sql(db, "DELETE FROM audit_entries WHERE idx = 13"),
         "[12, 14)",
