@@ -295,7 +295,7 @@ async def test_a_reopened_log_signs_the_entries_a_crash_left_uncovered(logs: Log
     assert await wait_for_checkpoint(logs.db, 3) == [1, 3]
 
 
-async def test_a_store_without_timers_waits_without_signing(logs: Logs) -> None:
+async def test_an_idle_log_does_not_sign_before_its_interval(logs: Logs) -> None:
     store = SqliteStore(logs.db)
     log = SqliteAuditLog(store, logs.signer, checkpoint_interval_s=HOUR)
     await append_each(log, records(2))
