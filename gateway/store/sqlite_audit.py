@@ -72,7 +72,9 @@ class SqliteAuditLog:
         self._signer = signer
         self._interval = checkpoint_interval_s
         self._verifiers = VerifierSet([Verifier.parse(signer.verifier_key())])
+        self._binding = True  # until the identity is recorded, another origin is a setup error
         self.verifier_keys = bind_identity(store.path, signer, self._load)
+        self._binding = False
         self._verifiers = VerifierSet([Verifier.parse(key) for key in self.verifier_keys])
         self._range, self._prev, self._checkpointed = self._load(store.reader())
         self._broken: Exception | None = None  # set when a reload failed: nothing is signed
@@ -165,15 +167,16 @@ class SqliteAuditLog:
             raise LogDamagedError(
                 0, size, f"signed checkpoint {size}'s note is stored as {kind.upper()}, not a BLOB"
             )
+        claimed = note.split(b"\n", 1)[0].decode("utf-8", "replace")  # not yet verified
         try:
             checkpoint = open_checkpoint(note, self._verifiers, self.origin)
-        except OriginMismatchError as exc:
-            raise LogIdentityError(
-                f"{self._store.path}: audit_origin {self.origin!r} is not the origin of this "
-                f"log's checkpoints ({exc.found!r}); one data directory keeps one log: set "
-                f"audit_origin = {exc.found!r} or use another data_dir"
-            ) from None
         except (NoteError, CheckpointError) as exc:
+            if self._binding and (claimed != self.origin or isinstance(exc, OriginMismatchError)):
+                raise LogIdentityError(
+                    f"{self._store.path}: audit_origin {self.origin!r} is not the origin of "
+                    f"this log's checkpoints ({claimed!r}); one data directory keeps one log: "
+                    f"set audit_origin = {claimed!r} or use another data_dir"
+                ) from None
             raise LogDamagedError(
                 0, size, f"signed checkpoint {size} does not open with the log's keys ({exc})"
             ) from None

@@ -268,6 +268,17 @@ async def test_a_schema_4_log_is_bound_to_the_key_that_signed_it(
     assert recorded_keys(logs.db) == [(ORIGIN, logs.signer.verifier_key())]
 
 
+async def test_a_schema_4_log_refuses_another_origin_before_recording_it(
+    logs: Logs, tmp_path: Path
+) -> None:
+    await written(logs)
+    sql(logs.db, "DROP TABLE audit_keys", "PRAGMA user_version = 4")
+    other = Ed25519FileSigner.generate(tmp_path / "o.key", "other.example/audit")
+    with pytest.raises(LogIdentityError, match="is not the origin of this log's checkpoints"):
+        Logs(logs.db, other).open()
+    assert recorded_keys(logs.db) == []
+
+
 # -- idle checkpoints ------------------------------------------------------------------------
 
 
