@@ -47,7 +47,8 @@ from gateway.services.card import CardService
 from gateway.services.insurance import InsuranceService
 from gateway.store import SqliteStore
 from gateway.store.lock import DataDirLock, is_served
-from gateway.store.sqlite_audit import SqliteAuditLog, add_key, check_identity, recorded_keys
+from gateway.store.sqlite_audit import SqliteAuditLog
+from gateway.store.sqlite_keys import add_key, check_identity, recorded_keys
 from gateway.tokens import CardTokens
 
 _log = structlog.get_logger(__name__)

@@ -4,8 +4,15 @@ Appends go through the store's writer thread (group commit). For each batch the 
 indexes in queue order, builds the leaves and their hashes (``record.chain_leaves``), extends
 the compact range (``CompactRange.push_leaves``; both in C where it is built), and writes each
 entry with the hashes of the Merkle nodes it completes, in one row, in the same transaction; it
-signs a checkpoint when the configured interval has passed. If the transaction fails, the
-in-memory range is reloaded from the database, so memory never runs ahead of the disk.
+signs a checkpoint when the configured interval has passed, and when the log goes quiet with
+entries no checkpoint covers, it asks the writer for an empty batch at the end of the interval
+(``SqliteStore.run_at``) and signs there. If the transaction fails, the in-memory range is
+reloaded from the database, so memory never runs ahead of the disk.
+
+Whenever the range is built from the database (on opening, after a rolled-back batch) it is
+self-checked against the newest signed checkpoint first (``gateway.audit.selfcheck``); a log
+that fails signs nothing more. Its origin and current key are bound on opening
+(``sqlite_keys``).
 
 Node (level, k) lives in the row of entry ((k + 1) << level) - 1, at byte 32 * level of its
 ``nodes``: a proof reads its O(log n) nodes by primary key in one statement.
@@ -21,10 +28,8 @@ import contextlib
 import datetime as dt
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import closing
+from collections.abc import Iterator, Sequence
 from itertools import count
-from pathlib import Path
 from typing import Any
 
 import structlog
@@ -49,8 +54,8 @@ from gateway.audit.selfcheck import (
     check_stored_log,
 )
 from gateway.audit.signer import Signer
-from gateway.errors import SetupError
-from gateway.store.sqlite import SqliteStore, connect
+from gateway.store.sqlite import SqliteStore
+from gateway.store.sqlite_keys import LogIdentityError, bind_identity
 from gateway.store.sqlite_search import SearchIndex, log_size
 
 _log = structlog.get_logger(__name__)
@@ -243,95 +248,6 @@ class SqliteAuditLog:
 
     async def size(self) -> int:
         return await self._store.read(log_size)
-
-
-class LogIdentityError(SetupError):
-    """The configured origin or signing key is not the one this data directory's log has."""
-
-
-def recorded_keys(db: Path) -> list[tuple[str, str]]:
-    """The (origin, verifier key) of every key the log in ``db`` has had, oldest first."""
-    with closing(connect(db, readonly=True)) as conn:
-        rows = conn.execute("SELECT origin, verifier_key FROM audit_keys ORDER BY seq").fetchall()
-    return [(str(origin), str(key)) for origin, key in rows]
-
-
-def bind_identity(
-    db: Path, signer: Signer, load: Callable[[sqlite3.Connection], object]
-) -> list[str]:
-    """Check ``signer`` against the origin and current key recorded for the log in ``db``.
-
-    A log without recorded keys (a new one, or one from schema 4) records ``signer``'s, after
-    ``load`` (the self-check, which opens the newest checkpoint with that key) has passed.
-    Returns every verifier key of the log, oldest first (the published key set).
-    """
-    mine = signer.verifier_key()
-    with closing(connect(db)) as conn:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            rows = conn.execute("SELECT origin, verifier_key FROM audit_keys ORDER BY seq")
-            keys = [(str(origin), str(key)) for origin, key in rows]
-            if not keys:
-                load(conn)
-                conn.execute(
-                    "INSERT INTO audit_keys (origin, verifier_key, from_size, added_at) "
-                    "VALUES (?, ?, ?, ?)",
-                    (signer.name, mine, log_size(conn), _now()),
-                )
-                keys = [(signer.name, mine)]
-            conn.execute("COMMIT")
-        finally:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-    check_identity(db, signer, keys)
-    return [key for _, key in keys]
-
-
-def check_identity(db: Path, signer: Signer, keys: list[tuple[str, str]]) -> None:
-    """Refuse ``signer`` unless it is the current key (and origin) among the log's ``keys``."""
-    origin, current = keys[-1]
-    if signer.name != origin:
-        raise LogIdentityError(
-            f"{db}: audit_origin {signer.name!r} is not this log's origin {origin!r}; one data "
-            f"directory keeps one log: set audit_origin = {origin!r} or use another data_dir"
-        )
-    mine = signer.verifier_key()
-    if mine == current:
-        return
-    what = "a retired key of this log" if mine in [k for _, k in keys] else "not this log's key"
-    raise LogIdentityError(
-        f"{db}: the audit signing key {_key_name(mine)} is {what}; its current key is "
-        f"{_key_name(current)}: restore that key file (keys/audit-log.key), or change keys "
-        f"deliberately with `onecard audit rotate-key`"
-    )
-
-
-def add_key(db: Path, signer: Signer) -> list[str]:
-    """Record ``signer`` as the log's current key (the log must be stopped); every key, oldest
-    first. The old keys stay: their checkpoints keep verifying."""
-    with closing(connect(db)) as conn:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            keys = [str(k) for (k,) in conn.execute("SELECT verifier_key FROM audit_keys")]
-            conn.execute(
-                "INSERT INTO audit_keys (origin, verifier_key, from_size, added_at) "
-                "VALUES (?, ?, ?, ?)",
-                (signer.name, signer.verifier_key(), log_size(conn), _now()),
-            )
-            conn.execute("COMMIT")
-        finally:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-    return [*keys, signer.verifier_key()]
-
-
-def _now() -> str:
-    return rfc3339(dt.datetime.now(dt.UTC))
-
-
-def _key_name(verifier_key: str) -> str:
-    name, _, rest = verifier_key.partition("+")
-    return f"{name}+{rest.partition('+')[0]}"
 
 
 @contextlib.contextmanager

@@ -22,7 +22,8 @@ from gateway.audit.selfcheck import LogDamagedError
 from gateway.audit.signer import Ed25519FileSigner
 from gateway.errors import StoreUnavailable
 from gateway.store import SqliteStore
-from gateway.store.sqlite_audit import LogIdentityError, SqliteAuditLog, add_key, recorded_keys
+from gateway.store.sqlite_audit import SqliteAuditLog
+from gateway.store.sqlite_keys import LogIdentityError, add_key, recorded_keys
 from tests.gateway.test_sqlite_audit import (
     HOUR,
     ORIGIN,

@@ -10,7 +10,8 @@ import pytest
 from gateway.audit.signer import Ed25519FileSigner
 from gateway.cli import main
 from gateway.store import SqliteStore
-from gateway.store.sqlite_audit import SqliteAuditLog, recorded_keys
+from gateway.store.sqlite_audit import SqliteAuditLog
+from gateway.store.sqlite_keys import recorded_keys
 from tests.gateway.test_sqlite_audit import append_each, records
 
 ORIGIN = "onecard.local/audit"
