@@ -47,8 +47,9 @@ from gateway.services.audit import AuditService
 from gateway.services.card import CardService
 from gateway.services.insurance import InsuranceService
 from gateway.store import SqliteStore
-from gateway.store.lock import DataDirLock
+from gateway.store.lock import DataDirLock, is_served
 from gateway.store.sqlite_audit import SqliteAuditLog
+from gateway.store.sqlite_keys import add_key, check_identity, recorded_keys
 from gateway.tokens import CardTokens
 
 _log = structlog.get_logger(__name__)
@@ -126,11 +127,72 @@ def _pki(settings: Settings) -> PkiLayout:
     return layout
 
 
-def _audit_signer(path: Path, origin: str) -> Ed25519FileSigner:
+def _audit_signer(path: Path, origin: str, db: Path) -> Ed25519FileSigner:
+    """The log's signing key; a new log's is created, a missing one of an existing log is not."""
     if path.exists():
         return Ed25519FileSigner(path, origin)
+    if keys := recorded_keys(db):
+        raise StartupError(
+            f"{path}: missing, but the audit log in {db} is signed with key "
+            f"{keys[-1][1].rsplit('+', 1)[0]}: restore that key file (a new key would fork the "
+            f"log's signatures; change keys deliberately with `onecard audit rotate-key`)"
+        )
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     return Ed25519FileSigner.generate(path, origin)
+
+
+def publish_verifier_keys(path: Path, keys: list[str]) -> None:
+    """Write the log's published key set: one C2SP verifier key per line, oldest first."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(key + "\n" for key in keys))
+    tmp.replace(path)
+
+
+@dataclass(frozen=True)
+class Rotation:
+    """What ``rotate_audit_key`` did."""
+
+    old_key: str
+    new_key: str
+    retired_file: Path
+    published: Path
+
+
+def rotate_audit_key(settings: Settings) -> Rotation:
+    """Give the stopped log in ``settings.data_dir`` a new Ed25519 signing key, same origin.
+
+    The old key file is kept, renamed ``audit-log.key.retired-<key id>``; the database records
+    the new key as current (from the log's present size on); ``audit-log.pub`` lists every key,
+    oldest first, so that the old checkpoints keep verifying. Refused while a gateway serves
+    the directory, and for a key or origin that is not the log's current one.
+    """
+    data_dir = settings.data_dir
+    db, key_file = data_dir / "onecard.db", data_dir / "keys" / "audit-log.key"
+    if not db.is_file():
+        raise StartupError(f"{data_dir}: no audit log here (no onecard.db); nothing to rotate")
+    if is_served(data_dir):
+        raise StartupError(
+            f"{data_dir}: a gateway is serving this data directory; stop it first (a key is "
+            f"rotated only while the log is stopped)"
+        )
+    lock = DataDirLock.acquire(data_dir)  # and no gateway starts while the key changes
+    try:
+        keys = recorded_keys(db)
+        if not keys:
+            raise StartupError(f"{db}: the log has no recorded key yet; start the gateway once")
+        old = Ed25519FileSigner(key_file, settings.audit_origin)
+        check_identity(db, old, keys)
+        retired = key_file.with_name(f"audit-log.key.retired-{old.key_id.hex()}")
+        fresh = key_file.with_name("audit-log.key.new")
+        new = Ed25519FileSigner.generate(fresh, settings.audit_origin)
+        published = add_key(db, new)
+        key_file.rename(retired)
+        fresh.rename(key_file)
+        pub = data_dir / "audit-log.pub"
+        publish_verifier_keys(pub, published)
+    finally:
+        lock.release()
+    return Rotation(old.verifier_key(), new.verifier_key(), retired, pub)
 
 
 def _read(path: Path) -> bytes:
@@ -171,20 +233,33 @@ async def start_gateway(settings: Settings) -> Gateway:
         raise
 
 
+def _open_log(
+    settings: Settings, closers: list[Callable[[], Awaitable[None]]]
+) -> tuple[SqliteStore, SqliteAuditLog]:
+    """The store and the audit log, checked; on stop, a final checkpoint, then the store closes.
+
+    The log refuses another origin or key and a damaged log. A log that failed its self-check
+    signs nothing, so its final checkpoint fails, and ``Gateway.stop`` reports that in one line.
+    """
+    store = SqliteStore(settings.data_dir / "onecard.db")
+    closers.append(store.close)
+    keys = settings.data_dir / "keys"
+    signer = _audit_signer(keys / "audit-log.key", settings.audit_origin, store.path)
+    audit_log = SqliteAuditLog(
+        store, signer, checkpoint_interval_s=settings.audit_checkpoint_interval_s
+    )
+    publish_verifier_keys(settings.data_dir / "audit-log.pub", audit_log.verifier_keys)
+    closers.append(audit_log.checkpoint_now)
+    return store, audit_log
+
+
 async def _start(settings: Settings, closers: list[Callable[[], Awaitable[None]]]) -> Gateway:
     pki = _pki(settings)
     orgs = OrgRegistry.load(settings.orgs_file or pki.orgs_file)
     policy = PolicyEngine.load(settings.policies_dir, responses=response_types())
 
-    store = SqliteStore(settings.data_dir / "onecard.db")
-    closers.append(store.close)
+    store, audit_log = _open_log(settings, closers)
     keys = settings.data_dir / "keys"
-    signer = _audit_signer(keys / "audit-log.key", settings.audit_origin)
-    (settings.data_dir / "audit-log.pub").write_text(signer.verifier_key() + "\n")
-    audit_log = SqliteAuditLog(
-        store, signer, checkpoint_interval_s=settings.audit_checkpoint_interval_s
-    )
-    closers.append(audit_log.checkpoint_now)
     pseudonymize = Pseudonymizer(load_or_create_secret(keys / "audit-pseudonym.key"))
     tokens = CardTokens(
         load_or_create_secret(keys / "token.key"),

@@ -9,6 +9,7 @@ onecard policy test [--dir DIR]     run the policy tests (policies/tests/*.toml)
 onecard policy check [--dir DIR]    validate the policy set against its schema
 onecard audit export --out DIR      the audit log's entries and signed checkpoints, to files
 onecard audit verify DIR --key F    verify an export offline (or one receipt: --receipt I:HASH)
+onecard audit rotate-key            a new signing key for a stopped log (old keys stay published)
 """
 
 from __future__ import annotations
@@ -204,6 +205,16 @@ def _audit_verify_receipt(args: argparse.Namespace, verifiers: VerifierSet) -> i
     return 0
 
 
+def _audit_rotate_key(args: argparse.Namespace) -> int:
+    from gateway.bootstrap import rotate_audit_key
+
+    rotation = rotate_audit_key(load_settings(args.config))
+    print(f"new audit signing key: {rotation.new_key}")
+    print(f"old key kept as {rotation.retired_file} (its checkpoints keep verifying)")
+    print(f"published key set (oldest first): {rotation.published}")
+    return 0
+
+
 def _receipt(text: str) -> tuple[int, bytes]:
     """``INDEX:LEAF_HASH`` (the leaf hash in hex, as in the onecard-audit-leaf-hash trailer)."""
     index, _, digest = text.partition(":")
@@ -264,6 +275,9 @@ def _parser() -> argparse.ArgumentParser:
         help="only prove this receipt against the newest signed checkpoint (inclusion)",
     )
     verify.set_defaults(func=_audit_verify)
+    rotate = audit.add_parser("rotate-key", help="give a stopped log a new signing key")
+    rotate.add_argument("--config", type=Path, help="the gateway's configuration file")
+    rotate.set_defaults(func=_audit_rotate_key)
 
     policy = sub.add_parser("policy", help="access policies").add_subparsers(
         dest="policy", required=True

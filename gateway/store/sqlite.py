@@ -10,7 +10,9 @@ at once (one ``executemany`` rather than many statements), may finish the batch 
 transaction (``finish_batch``: the audit log signs a checkpoint there), and is told whether the
 transaction became durable (``committed``, before any result is handed out: the audit log then
 passes the batch to its search index) or was rolled back (``rolled_back``, so it can drop
-in-memory state that never reached the disk).
+in-memory state that never reached the disk). A handler can also ask for a batch of its own at a
+given time (``run_at``, an empty one: the audit log signs its idle checkpoints there); the writer
+thread sleeps on its queue until the earliest such time, so nothing polls.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ T = TypeVar("T")
 _log = structlog.get_logger(__name__)
 _MAX_BATCH = 2048
 _PRUNE_EVERY_S = 60.0
-_SCHEMA_VERSION = 4
+_SCHEMA_VERSION = 5
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS redeemed_tokens (
     token_id   BLOB PRIMARY KEY,
@@ -56,8 +58,20 @@ CREATE TABLE IF NOT EXISTS audit_checkpoints (
     note       BLOB NOT NULL,
     created_at TEXT NOT NULL
 );
+
+-- The log's identity: its origin and every key that has signed its checkpoints, oldest first;
+-- the newest row is the current key (the first start records it, `onecard audit rotate-key`
+-- adds one). Start-up refuses another origin or key.
+CREATE TABLE IF NOT EXISTS audit_keys (
+    seq          INTEGER PRIMARY KEY,
+    origin       TEXT NOT NULL,
+    verifier_key TEXT NOT NULL UNIQUE,
+    from_size    INTEGER NOT NULL,
+    added_at     TEXT NOT NULL
+);
 """
 _STOP = object()
+_WAKE = object()  # a timer was set from another thread: recompute how long to sleep
 
 
 class BatchHandler(Protocol):
@@ -122,6 +136,8 @@ class SqliteStore:
         self._ops = _Ops()
         self._readers = threading.local()
         self._on_close: list[Callable[[], Awaitable[None]]] = []
+        self._timers: dict[BatchHandler, float] = {}
+        self._timers_lock = threading.Lock()
         self._writer = threading.Thread(target=self._run, name="sqlite-writer", daemon=True)
         self._writer.start()
 
@@ -134,12 +150,14 @@ class SqliteStore:
             )
         if version == 3:  # the search index moved to a file of its own (sqlite_search)
             self._conn.execute("DROP TABLE IF EXISTS audit_search")
-        elif 0 < version < _SCHEMA_VERSION:
+        elif 0 < version < 3:
             raise SetupError(
                 f"{self.path}: database schema version {version} is from a development build "
                 f"whose audit log layout was replaced before any release; move the data "
                 f"directory aside (or delete it) and start again"
             )
+        # Version 4 -> 5 adds audit_keys; the audit log records its origin and key there on its
+        # first start (after checking that the existing checkpoints are theirs).
         self._conn.executescript(_SCHEMA)
         self._conn.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
 
@@ -192,15 +210,47 @@ class SqliteStore:
         await asyncio.to_thread(self._writer.join)
         self._conn.close()
 
+    def run_at(self, handler: BatchHandler, deadline: float) -> None:
+        """Run an empty batch of ``handler`` at ``deadline`` (``time.monotonic()``) or soon after.
+
+        No payloads: the handler's ``run_batch`` gets none, then ``finish_batch`` and
+        ``committed`` or ``rolled_back`` run as for any batch. An earlier deadline already set
+        for ``handler`` stands. Callable from any thread.
+        """
+        with self._timers_lock:
+            current = self._timers.get(handler)
+            if current is not None and current <= deadline:
+                return
+            self._timers[handler] = deadline
+        if threading.current_thread() is not self._writer:
+            self._queue.put(_WAKE)
+
+    def _due(self) -> tuple[list[BatchHandler], float | None]:
+        """The handlers whose time has come, and how long to sleep until the next (None: none)."""
+        now = time.monotonic()
+        with self._timers_lock:
+            due = [handler for handler, at in self._timers.items() if at <= now]
+            for handler in due:
+                del self._timers[handler]
+            wait = min(self._timers.values(), default=None)
+        return due, None if wait is None else max(0.0, wait - now)
+
     def _run(self) -> None:
         stop = False
         while not stop:
-            item = self._queue.get()
+            due, wait = self._due()
+            if due:
+                self._commit([], idle=due)
+                continue
+            try:
+                item = self._queue.get(timeout=wait)
+            except queue.Empty:
+                continue
             batch: list[tuple[BatchHandler, Any, asyncio.Future[Any]]] = []
             while True:
                 if item is _STOP:
                     stop = True
-                else:
+                elif item is not _WAKE:
                     batch.append(item)
                 if stop or len(batch) >= _MAX_BATCH:
                     break
@@ -211,8 +261,12 @@ class SqliteStore:
             if batch:
                 self._commit(batch)
 
-    def _commit(self, batch: list[tuple[BatchHandler, Any, asyncio.Future[Any]]]) -> None:
-        groups: dict[BatchHandler, list[int]] = {}
+    def _commit(
+        self,
+        batch: list[tuple[BatchHandler, Any, asyncio.Future[Any]]],
+        idle: list[BatchHandler] | None = None,
+    ) -> None:
+        groups: dict[BatchHandler, list[int]] = {handler: [] for handler in idle or ()}
         for position, (handler, _, _) in enumerate(batch):
             groups.setdefault(handler, []).append(position)
         results: list[Any] = [None] * len(batch)
