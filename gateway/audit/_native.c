@@ -28,6 +28,10 @@
  *                                            and returns its offset (-1 if none)
  *   hash_pairs(hashes, start, end)        -> [SHA-256(0x01 || hashes[i] || hashes[i + 1])
  *                                             for i in range(start, end, 2)]
+ *   check_records(block, programs)        -> the offset of the first line that is not a leaf
+ *                                            of the record schema (-1 if none): the prefix's
+ *                                            shape, then a record as one of the programs (one
+ *                                            per record version, from record.RECORD_SCHEMAS)
  *
  * A block is any bytes-like object of lines split at "\n"; its last line may lack the "\n".
  * Reading lines in place saves splitting the file into one bytes object per line.
@@ -579,6 +583,147 @@ error:
     return NULL;
 }
 
+/* --- the record schema (check_records) ---------------------------------------------------
+ * A program is bytes of items, each <type><literal>\0: the literal must come next, then a
+ * value of the type: 's' a JSON string, 'i' an integer, 'b' true or false, 'l' a list of
+ * strings, 'z' nothing (the literal alone). The line must end where the last item does. */
+
+static int match_lit(const char *s, Py_ssize_t n, Py_ssize_t *i, const char *lit, size_t len) {
+    if ((size_t)(n - *i) < len || memcmp(s + *i, lit, len) != 0) return 0;
+    *i += (Py_ssize_t)len;
+    return 1;
+}
+
+static int is_hex(char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'); }
+
+static int match_string(const char *s, Py_ssize_t n, Py_ssize_t *i) {
+    Py_ssize_t k = *i;
+    if (k >= n || s[k] != '"') return 0;
+    for (k++; k < n; k++) {
+        unsigned char c = (unsigned char)s[k];
+        if (c == '"') {
+            *i = k + 1;
+            return 1;
+        }
+        if (c == '\\') {
+            if (k + 1 >= n) return 0;
+            char e = s[k + 1];
+            if (e == 'u') {
+                if (k + 5 >= n || !is_hex(s[k + 2]) || !is_hex(s[k + 3]) || !is_hex(s[k + 4]) ||
+                    !is_hex(s[k + 5]))
+                    return 0;
+                k += 5;
+            } else if (e == '"' || e == '\\' || e == '/' || e == 'b' || e == 'f' || e == 'n' ||
+                       e == 'r' || e == 't') {
+                k += 1;
+            } else {
+                return 0;
+            }
+        } else if (c < 0x20 || c >= 0x80) {
+            return 0;
+        }
+    }
+    return 0;
+}
+
+static int match_int(const char *s, Py_ssize_t n, Py_ssize_t *i) {
+    Py_ssize_t k = *i;
+    if (k < n && s[k] == '-') k++;
+    if (k >= n || s[k] < '0' || s[k] > '9') return 0;
+    if (s[k] == '0') {
+        k++;
+    } else {
+        while (k < n && s[k] >= '0' && s[k] <= '9') k++;
+    }
+    *i = k;
+    return 1;
+}
+
+static int match_value(char type, const char *s, Py_ssize_t n, Py_ssize_t *i) {
+    switch (type) {
+    case 's':
+        return match_string(s, n, i);
+    case 'i':
+        return match_int(s, n, i);
+    case 'b':
+        return match_lit(s, n, i, "true", 4) || match_lit(s, n, i, "false", 5);
+    case 'l':
+        if (!match_lit(s, n, i, "[", 1)) return 0;
+        if (match_lit(s, n, i, "]", 1)) return 1;
+        do {
+            if (!match_string(s, n, i)) return 0;
+        } while (match_lit(s, n, i, ",", 1));
+        return match_lit(s, n, i, "]", 1);
+    case 'z':
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+static int run_program(const char *prog, Py_ssize_t plen, const char *s, Py_ssize_t n,
+                       Py_ssize_t i) {
+    Py_ssize_t at = 0;
+    while (at < plen) {
+        char type = prog[at++];
+        const char *lit = prog + at;
+        const char *end = memchr(lit, '\0', (size_t)(plen - at));
+        if (end == NULL) return 0;
+        at = end - prog + 1;
+        if (!match_lit(s, n, &i, lit, (size_t)(end - lit)) || !match_value(type, s, n, &i))
+            return 0;
+    }
+    return i == n;
+}
+
+/* {"i":<decimal>,"prev":"<64 lowercase hex>","r": -> the offset after it, or -1. */
+static Py_ssize_t prefix_shape(const char *s, Py_ssize_t n) {
+    Py_ssize_t i = 0;
+    if (!match_lit(s, n, &i, "{\"i\":", 5)) return -1;
+    if (i >= n || s[i] < '0' || s[i] > '9') return -1;
+    if (s[i] == '0') {
+        i++;
+    } else {
+        while (i < n && s[i] >= '0' && s[i] <= '9') i++;
+    }
+    if (!match_lit(s, n, &i, ",\"prev\":\"", 9) || n - i < HEX_SIZE) return -1;
+    for (int k = 0; k < HEX_SIZE; k++, i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f'))) return -1;
+    if (!match_lit(s, n, &i, "\",\"r\":", 6)) return -1;
+    return i;
+}
+
+static PyObject *check_records(PyObject *module, PyObject *args) {
+    Py_buffer block;
+    PyObject *programs;
+    if (!PyArg_ParseTuple(args, "y*O!:check_records", &block, &PyTuple_Type, &programs))
+        return NULL;
+    Py_ssize_t count = PyTuple_GET_SIZE(programs);
+    for (Py_ssize_t k = 0; k < count; k++)
+        if (check_bytes(PyTuple_GET_ITEM(programs, k), "each program") < 0) {
+            PyBuffer_Release(&block);
+            return NULL;
+        }
+    Lines it = {block.buf, block.len, 0};
+    const char *line;
+    Py_ssize_t len, bad = -1, at = 0;
+    while (next_line(&it, &line, &len)) {
+        Py_ssize_t body = prefix_shape(line, len);
+        int ok = 0;
+        for (Py_ssize_t k = 0; body >= 0 && !ok && k < count; k++) {
+            PyObject *prog = PyTuple_GET_ITEM(programs, k);
+            ok = run_program(PyBytes_AS_STRING(prog), PyBytes_GET_SIZE(prog), line, len, body);
+        }
+        if (!ok) {
+            bad = at;
+            break;
+        }
+        at = it.pos;
+    }
+    PyBuffer_Release(&block);
+    return PyLong_FromSsize_t(bad);
+}
+
 static PyMethodDef methods[] = {
     {"record_body", record_body, METH_O,
      "record_body(record) -> the canonical JSON of an AuditRecord (AuditRecord.body)."},
@@ -592,6 +737,8 @@ static PyMethodDef methods[] = {
      "hash_lines(block, p, prev_hex, out) -> (p, prev_hex, bad): check and hash entry lines."},
     {"hash_pairs", hash_pairs, METH_VARARGS,
      "hash_pairs(hashes, start, end) -> the RFC 6962 parents of the pairs in [start, end)."},
+    {"check_records", check_records, METH_VARARGS,
+     "check_records(block, programs) -> the offset of the first line off the schema, or -1."},
     {NULL, NULL, 0, NULL},
 };
 

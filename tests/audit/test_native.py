@@ -171,6 +171,81 @@ def test_bad_arguments_are_type_errors_not_crashes() -> None:
         _native.hash_pairs([b"x" * 32, b"y" * 31], 0, 2)
 
 
+# -- the record schema: check_records ---------------------------------------------------------
+
+RECORDS = [
+    RECORD,
+    dataclasses.replace(RECORD, policies=("a", "b/2"), emergency=True, latency_us=0),
+    dataclasses.replace(RECORD, reason='quote " backslash \\ nl \n nul \x00 del \x7f', org="ü"),
+    dataclasses.replace(RECORD, purpose="\U0001f3e5", subject="12" * 32, latency_us=-5),
+]
+
+
+def record_lines() -> list[bytes]:
+    lines, prev = [], ZERO_HASH
+    for i, r in enumerate(RECORDS * 3):
+        lines.append(leaf_bytes(i * 97, prev, r.body()))
+        prev = hash_leaf(lines[-1])
+    return lines
+
+
+SCHEMA_BREAKS = [
+    (b'"latency_us":523', b'"latency_us":"523"'),
+    (b'"latency_us":523', b'"latency_us":05'),
+    (b'"latency_us":523', b'"latency_us":5.5'),
+    (b'"emergency":false', b'"emergency":0'),
+    (b'"policies":[]', b'"policies":[1]'),
+    (b'"policies":[]', b'"policies":[""'),
+    (b'"policies":[]', b'"policies":["a",]'),
+    (b'"backend":"', b'"backend": "'),
+    (b'"org":"', b'"org":"\x01'),
+    (b'"org":"', b'"org":"\\x'),
+    (b'"org":"', b'"org":"\\u12g4'),
+    (b'"org":"', b'"org":"\xc3\xbc'),
+    (b',"v":1}', b',"v":2}'),
+    (b',"v":1}', b',"v":1,"w":1}'),
+    (b',"rpc":', b',"RPC":'),
+    (b',"subject":"', b',"subject":"x","subject":"'),
+    (b'"r":{', b'"r": {'),
+    (b'"prev":"', b'"prev":"A'),
+    (b'{"i":', b'{"i":-'),
+    (b'{"i":', b'{"i":0'),
+]
+
+
+def test_check_records_accepts_every_record_the_writer_makes() -> None:
+    block = b"".join(line + b"\n" for line in record_lines())
+    assert both("check_records", block, fast.record_programs()) == -1
+    assert both("check_records", block[:-1], fast.record_programs()) == -1  # no final newline
+    assert both("check_records", b"", fast.record_programs()) == -1
+
+
+@pytest.mark.parametrize(("old", "new"), SCHEMA_BREAKS)
+def test_check_records_agrees_on_the_line_off_the_schema(old: bytes, new: bytes) -> None:
+    lines = record_lines()
+    assert old in lines[4]
+    lines[4] = lines[4].replace(old, new, 1)
+    block = b"".join(line + b"\n" for line in lines)
+    bad = both("check_records", block, fast.record_programs())
+    assert bad == block.index(lines[4])
+
+
+@pytest.mark.parametrize("seed", range(100))
+def test_check_records_agrees_on_random_damage(seed: int) -> None:
+    rng = random.Random(seed)
+    lines = damaged(rng, record_lines())
+    block = b"".join(line + b"\n" for line in lines)
+    both("check_records", block, fast.record_programs())
+    both("check_records", block, (*fast.record_programs(), b"zx\0"))  # a second program
+
+
+def test_record_programs_follow_the_schema_table() -> None:
+    (program,) = fast.record_programs()
+    assert program.startswith(b's{"backend":\x00s,"basis":\x00')
+    assert program.endswith(b'z,"v":1\x00z}}\x00')
+    assert b'l,"policies":\x00' in program and b'b,"emergency":\x00' in program
+
+
 # -- the writer's loops: chain_leaves and push_leaves ----------------------------------------
 
 
