@@ -481,10 +481,15 @@ class _Run:
             return Problem(None, f"{ENTRIES}: holds no entries: there is nothing to verify")
         newest = self.checkpoints[-1].size if self.checkpoints else 0
         if self.p > newest:
+            what = (
+                f"entry {newest} is"
+                if self.p - 1 == newest
+                else (f"entries {newest}..{self.p - 1} are")
+            )
             return Problem(
                 newest,
-                f"entries {newest}..{self.p - 1} are not covered by a signed checkpoint: "
-                f"appended after the newest one ({newest}), they are not proven",
+                f"{what} not covered by a signed checkpoint: appended after the newest one "
+                f"({newest}), not proven",
                 self.p - 1,
             )
         return None
