@@ -493,7 +493,7 @@ LINE_DAMAGE = [
         appended(chained=True),
         12,
         12,
-        "entries 12..12 are not covered by a signed checkpoint",
+        "entry 12 is not covered by a signed checkpoint",
         id="appended-chained",
     ),
     pytest.param(
