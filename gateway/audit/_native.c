@@ -40,6 +40,7 @@
 #include <Python.h>
 
 #include <openssl/evp.h>
+#include <stdint.h>
 #include <string.h>
 
 #define HASH_SIZE 32
@@ -596,34 +597,54 @@ static int match_lit(const char *s, Py_ssize_t n, Py_ssize_t *i, const char *lit
 
 static int is_hex(char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'); }
 
+/* The bytes a JSON string (as json.dumps writes it, ensure_ascii) holds as they are: printable
+ * ASCII and DEL, but not '"' or '\\'. Filled in once, when the module is first imported. */
+static unsigned char plain_byte[256];
+
+static void fill_plain_bytes(void) {
+    for (int c = 0x20; c < 0x80; c++) plain_byte[c] = c != '"' && c != '\\';
+}
+
+/* Whether all 8 bytes at p are plain (plain_byte), 8 at a time: none has its high bit set,
+ * is below 0x20, or is '"' or '\\' (a byte is zero in v ^ c where it equals c). */
+static int swar_plain(const char *p) {
+    uint64_t w;
+    memcpy(&w, p, 8);
+    const uint64_t ones = 0x0101010101010101ULL, high = 0x8080808080808080ULL;
+#define HAS_ZERO(v) (((v) - ones) & ~(v) & high)
+    uint64_t bad = (w & high) | ((w - 0x20 * ones) & ~w & high) | HAS_ZERO(w ^ (0x22 * ones)) |
+                   HAS_ZERO(w ^ (0x5c * ones));
+#undef HAS_ZERO
+    return bad == 0;
+}
+
 static int match_string(const char *s, Py_ssize_t n, Py_ssize_t *i) {
+    const unsigned char *u = (const unsigned char *)s;
     Py_ssize_t k = *i;
     if (k >= n || s[k] != '"') return 0;
-    for (k++; k < n; k++) {
-        unsigned char c = (unsigned char)s[k];
-        if (c == '"') {
+    k++;
+    for (;;) {
+        while (k + 8 <= n && swar_plain(s + k)) k += 8;
+        while (k < n && plain_byte[u[k]]) k++;
+        if (k >= n) return 0;
+        if (s[k] == '"') {
             *i = k + 1;
             return 1;
         }
-        if (c == '\\') {
-            if (k + 1 >= n) return 0;
-            char e = s[k + 1];
-            if (e == 'u') {
-                if (k + 5 >= n || !is_hex(s[k + 2]) || !is_hex(s[k + 3]) || !is_hex(s[k + 4]) ||
-                    !is_hex(s[k + 5]))
-                    return 0;
-                k += 5;
-            } else if (e == '"' || e == '\\' || e == '/' || e == 'b' || e == 'f' || e == 'n' ||
-                       e == 'r' || e == 't') {
-                k += 1;
-            } else {
+        if (s[k] != '\\' || k + 1 >= n) return 0; /* a control or non-ASCII byte */
+        char e = s[k + 1];
+        if (e == 'u') {
+            if (k + 5 >= n || !is_hex(s[k + 2]) || !is_hex(s[k + 3]) || !is_hex(s[k + 4]) ||
+                !is_hex(s[k + 5]))
                 return 0;
-            }
-        } else if (c < 0x20 || c >= 0x80) {
+            k += 6;
+        } else if (e == '"' || e == '\\' || e == '/' || e == 'b' || e == 'f' || e == 'n' ||
+                   e == 'r' || e == 't') {
+            k += 2;
+        } else {
             return 0;
         }
     }
-    return 0;
 }
 
 static int match_int(const char *s, Py_ssize_t n, Py_ssize_t *i) {
@@ -661,16 +682,38 @@ static int match_value(char type, const char *s, Py_ssize_t n, Py_ssize_t *i) {
     }
 }
 
-static int run_program(const char *prog, Py_ssize_t plen, const char *s, Py_ssize_t n,
-                       Py_ssize_t i) {
-    Py_ssize_t at = 0;
-    while (at < plen) {
-        char type = prog[at++];
-        const char *lit = prog + at;
-        const char *end = memchr(lit, '\0', (size_t)(plen - at));
-        if (end == NULL) return 0;
-        at = end - prog + 1;
-        if (!match_lit(s, n, &i, lit, (size_t)(end - lit)) || !match_value(type, s, n, &i))
+/* A program, split into its items once per call instead of once per line. */
+#define MAX_ITEMS 256
+typedef struct {
+    char type;
+    const char *lit;
+    size_t len;
+} Item;
+
+typedef struct {
+    Item items[MAX_ITEMS];
+    int count;
+} Program;
+
+static int compile_program(PyObject *bytes, Program *prog) {
+    const char *at = PyBytes_AS_STRING(bytes), *end = at + PyBytes_GET_SIZE(bytes);
+    prog->count = 0;
+    while (at < end) {
+        const char *nul = memchr(at + 1, '\0', (size_t)(end - at - 1));
+        if (nul == NULL || at + 1 > end || prog->count == MAX_ITEMS) {
+            PyErr_SetString(PyExc_ValueError, "check_records: a malformed program");
+            return -1;
+        }
+        prog->items[prog->count++] = (Item){at[0], at + 1, (size_t)(nul - at - 1)};
+        at = nul + 1;
+    }
+    return 0;
+}
+
+static int run_program(const Program *prog, const char *s, Py_ssize_t n, Py_ssize_t i) {
+    for (int k = 0; k < prog->count; k++) {
+        const Item *item = &prog->items[k];
+        if (!match_lit(s, n, &i, item->lit, item->len) || !match_value(item->type, s, n, &i))
             return 0;
     }
     return i == n;
@@ -699,29 +742,36 @@ static PyObject *check_records(PyObject *module, PyObject *args) {
     if (!PyArg_ParseTuple(args, "y*O!:check_records", &block, &PyTuple_Type, &programs))
         return NULL;
     Py_ssize_t count = PyTuple_GET_SIZE(programs);
-    for (Py_ssize_t k = 0; k < count; k++)
-        if (check_bytes(PyTuple_GET_ITEM(programs, k), "each program") < 0) {
-            PyBuffer_Release(&block);
-            return NULL;
-        }
+    Program *compiled = PyMem_Calloc((size_t)(count ? count : 1), sizeof(Program));
+    if (compiled == NULL) {
+        PyBuffer_Release(&block);
+        return PyErr_NoMemory();
+    }
+    PyObject *result = NULL;
+    for (Py_ssize_t k = 0; k < count; k++) {
+        PyObject *prog = PyTuple_GET_ITEM(programs, k);
+        if (check_bytes(prog, "each program") < 0 || compile_program(prog, &compiled[k]) < 0)
+            goto done;
+    }
     Lines it = {block.buf, block.len, 0};
     const char *line;
     Py_ssize_t len, bad = -1, at = 0;
     while (next_line(&it, &line, &len)) {
         Py_ssize_t body = prefix_shape(line, len);
         int ok = 0;
-        for (Py_ssize_t k = 0; body >= 0 && !ok && k < count; k++) {
-            PyObject *prog = PyTuple_GET_ITEM(programs, k);
-            ok = run_program(PyBytes_AS_STRING(prog), PyBytes_GET_SIZE(prog), line, len, body);
-        }
+        for (Py_ssize_t k = 0; body >= 0 && !ok && k < count; k++)
+            ok = run_program(&compiled[k], line, len, body);
         if (!ok) {
             bad = at;
             break;
         }
         at = it.pos;
     }
+    result = PyLong_FromSsize_t(bad);
+done:
+    PyMem_Free(compiled);
     PyBuffer_Release(&block);
-    return PyLong_FromSsize_t(bad);
+    return result;
 }
 
 static PyMethodDef methods[] = {
@@ -753,6 +803,7 @@ static struct PyModuleDef module_def = {
 PyMODINIT_FUNC PyInit__native(void) {
     if (sha256_md == NULL) {
         sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+        fill_plain_bytes();
         if (sha256_md == NULL) {
             PyErr_SetString(PyExc_ImportError, "OpenSSL has no SHA-256 here");
             return NULL;

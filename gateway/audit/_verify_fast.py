@@ -180,7 +180,9 @@ def record_programs() -> tuple[bytes, ...]:
     return tuple(programs)
 
 
-_STRING = rb'"(?:[^"\\\x00-\x1f\x80-\xff]|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4})*"'
+_PLAIN = rb'[^"\\\x00-\x1f\x80-\xff]*'
+_STRING = rb'"' + _PLAIN + rb'(?:\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4})' + _PLAIN + rb')*"'
+"""A JSON string as ``json.dumps`` writes it (ASCII only), as an unrolled loop: fast in ``re``."""
 _VALUES = {
     ord("s"): _STRING,
     ord("i"): rb"-?(?:0|[1-9][0-9]*)",

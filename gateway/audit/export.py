@@ -71,6 +71,10 @@ def export_log(
     partial = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)
     try:
+        partial.mkdir()
+    except OSError as e:
+        raise SetupError(f"{out}: cannot write an export there ({e.strerror})") from None
+    try:
         summary = _write(database, partial, served=served, origin=origin)
         if fhir_file is not None:
             _write_fhir(partial, out, fhir_file, origin)
@@ -140,7 +144,7 @@ def _write(database: Path, partial: Path, *, served: bool, origin: str) -> Expor
             newest = int(rows[-1][0]) if rows else 0
             signer = None if served else _signer(database.parent, rows, origin)
             size = int(total) if signer is not None else newest
-            (partial / "checkpoints").mkdir(parents=True)
+            (partial / "checkpoints").mkdir()
             for note_size, note in rows:
                 (partial / "checkpoints" / f"{note_size:012d}.note").write_bytes(bytes(note))
             tree, count = fast.Tree(), 0
@@ -227,7 +231,8 @@ def _write_fhir(partial: Path, out: Path, fhir_file: Path, origin: str) -> None:
         if inside
         else fhir_file.with_name(fhir_file.name + ".partial")
     )
-    target.parent.mkdir(parents=True, exist_ok=True)
+    if inside:
+        target.parent.mkdir(parents=True, exist_ok=True)
     with (partial / "entries.jsonl").open("rb") as leaves, target.open("w", encoding="utf-8") as f:
         indexed = ((i, line.rstrip(b"\n")) for i, line in enumerate(leaves))
         export_fhir(indexed, f, log_origin=origin)

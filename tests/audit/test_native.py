@@ -375,3 +375,15 @@ def test_record_body_refuses_what_the_python_one_refuses(
     for function in (_native.record_body, record.py_record_body):
         with pytest.raises(error):
             function(rec)
+
+
+@pytest.mark.parametrize("byte", [0x00, 0x1F, 0x5C, 0x7F, 0x80, 0xFF, 0x20, 0x41])
+def test_check_records_agrees_on_each_kind_of_byte_at_every_offset(byte: int) -> None:
+    """The C loop reads strings 8 bytes at a time: a byte that ends or breaks a string must be
+    found at any offset in a word, as the Python loop finds it."""
+    lines = record_lines()
+    for offset in range(17):
+        line = lines[4].replace(b'"org":"', b'"org":"' + b"a" * offset + bytes([byte]), 1)
+        block = b"".join(x + b"\n" for x in [*lines[:4], line, *lines[5:]])
+        bad = both("check_records", block, fast.record_programs())
+        assert (bad == -1) == (0x20 <= byte < 0x80 and byte != 0x5C)
