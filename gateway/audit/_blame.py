@@ -140,9 +140,8 @@ def _misplaced(lines: Lines, p: int, index: int, recorded: bytes, line: bytes) -
                     return Problem(p, f"entries {p} and {p + 1} were swapped", p + 1)
                 return Problem(p, f"entry {p} was moved: line {j} holds it, line {p} entry {index}")
         what = f"entry {p} is" if index == p + 1 else f"entries {p}..{index - 1} are"
-        return Problem(
-            p, f"{what} missing: the line after entry {p - 1} holds entry {index}", index - 1
-        )
+        where = f"the line after entry {p - 1}" if p else "the first line"
+        return Problem(p, f"{what} missing: {where} holds entry {index}", index - 1)
     if next(lines(index), None) == line:
         return Problem(p, f"entry {p}: a copy of entry {index} was inserted here")
     before = next(lines(index - 1), b"") if index else b""

@@ -428,6 +428,9 @@ LINE_DAMAGE = [
     pytest.param(prev_digit_of(7), 7, None, "signed checkpoint of size 7", id="prev-of-7"),
     pytest.param(rewrite(lambda ls: [*ls[:5], *ls[6:]]), 5, 5, "entry 5 is missing", id="deleted"),
     pytest.param(
+        rewrite(lambda ls: ls[1:]), 0, 0, "entry 0 is missing: the first line holds entry 1", id="0"
+    ),
+    pytest.param(
         rewrite(lambda ls: [*ls[:4], *ls[7:]]), 4, 6, "entries 4..6 are missing", id="deleted-3"
     ),
     pytest.param(
