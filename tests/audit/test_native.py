@@ -387,3 +387,21 @@ def test_check_records_agrees_on_each_kind_of_byte_at_every_offset(byte: int) ->
         block = b"".join(x + b"\n" for x in [*lines[:4], line, *lines[5:]])
         bad = both("check_records", block, fast.record_programs())
         assert (bad == -1) == (0x20 <= byte < 0x80 and byte != 0x5C)
+
+
+def test_a_new_record_version_is_one_row_of_the_schema_table(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A version 2 with one more int key: its records pass, version 1's still do, and a
+    version 2 record without the key does not (in C and in Python alike)."""
+    monkeypatch.setitem(record.RECORD_SCHEMAS, 2, {**record.RECORD_SCHEMAS[1], "shard": "int"})
+    fast.record_programs.cache_clear()
+    try:
+        programs = fast.record_programs()
+        v1 = record_lines()[4]
+        v2 = v1.replace(b',"v":1}', b',"v":2}').replace(b'"subject":', b'"shard":7,"subject":')
+        assert both("check_records", v1 + b"\n" + v2 + b"\n", programs) == -1
+        no_key = v1.replace(b',"v":1}', b',"v":2}')
+        assert both("check_records", no_key + b"\n", programs) == 0
+    finally:
+        fast.record_programs.cache_clear()

@@ -87,10 +87,12 @@ async def test_a_stopped_directory_with_its_key_is_exported_whole_under_a_new_ch
 ) -> None:
     before = beside_db(stopped)
     out = tmp_path / "export"
-    code, text, _ = run(export_args(stopped, out, tmp_path), capsys)
+    fhir = out / "fhir" / "auditevents.jsonl"  # inside the export: written with it
+    code, text, _ = run([*export_args(stopped, out, tmp_path), "--fhir", str(fhir)], capsys)
     assert code == 0
     assert "exported 6 entries" in text and "signed a checkpoint of all 6 entries" in text
     assert (out / "checkpoints" / "000000000006.note").is_file()
+    assert len(fhir.read_text().splitlines()) == 6
     assert beside_db(stopped) == before  # no -wal or -shm made
     code, text, _ = run(
         ["audit", "verify", str(out), "--key", str(stopped / "audit-log.pub")], capsys
