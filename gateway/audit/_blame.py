@@ -101,6 +101,8 @@ def blame_root(
             f"entry {size - 1} was changed: entry {size} and {cut.label} hold another entry "
             f"there (leaf hash {after[2].decode()})",
         )
+    if cut.trusted:
+        got += "; the log was rewritten after the trusted checkpoint was signed: a fork"
     if cut.size - proven == 1:
         return Problem(cut.size - 1, f"entry {cut.size - 1} is not the one in {cut.label}: {got}")
     return Problem(

@@ -896,6 +896,19 @@ def test_a_fork_of_a_trusted_checkpoint_is_refused(
     )
 
 
+def test_a_fork_below_the_exports_checkpoints_names_the_range(
+    export: Export, verifiers: VerifierSet, mode: Mode
+) -> None:
+    other = chain(12)
+    other[4] = leaf_bytes(4, hash_leaf(other[3]), dataclasses.replace(RECORD, org="x").body())
+    trusted = open_trusted(trusted_note(export, 5, other), verifiers)
+    report = verify_export(export.path, verifiers, trusted=[trusted], workers=mode.workers)
+    assert report.problem is not None
+    assert (report.problem.index, report.problem.last) == (3, 4)
+    assert "do not give the root of trusted checkpoint 5" in report.problem.message
+    assert "rewritten after the trusted checkpoint was signed: a fork" in report.problem.message
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [
