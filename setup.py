@@ -7,7 +7,7 @@ gateway finds its own policies without the source tree (``gateway.config.default
 ``gateway.audit._native`` moves the offline verifier's hashing loops out of the interpreter
 (SHA-256 from OpenSSL's libcrypto). It needs a C compiler and OpenSSL's headers; where they are
 missing the build says so and goes on without it, and the verifier uses the same loops in
-Python (``gateway/audit/_verify_fast.py``), about half as fast.
+Python (``gateway/audit/_verify_fast.py``), about a quarter as fast.
 """
 
 import shutil

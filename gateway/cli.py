@@ -8,7 +8,8 @@ onecard pki init --dir DIR          make a development CA and certificates
 onecard policy test [--dir DIR]     run the policy tests (policies/tests/*.toml)
 onecard policy check [--dir DIR]    validate the policy set against its schema
 onecard audit export --out DIR      the audit log's entries and signed checkpoints, to files
-onecard audit verify DIR --key F    verify an export offline (or one receipt: --receipt I:HASH)
+onecard audit verify DIR --key F    verify an export offline (--trusted-checkpoint FILE: against
+                                    one kept from earlier; one receipt: --receipt I:HASH)
 onecard audit rotate-key            a new signing key for a stopped log (old keys stay published)
 """
 
@@ -16,10 +17,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import string
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,6 +32,7 @@ from gateway.config import default_policies_dir, load_settings
 from gateway.errors import SetupError
 
 if TYPE_CHECKING:
+    from gateway.audit.checkpoint import Checkpoint
     from gateway.audit.note import VerifierSet
 
 _HEX = frozenset(string.hexdigits.lower())
@@ -120,7 +125,21 @@ def _policy_check(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _file_errors() -> Iterator[None]:
+    """A file that cannot be read or written is a setup error: one line, exit status 2."""
+    try:
+        yield
+    except OSError as e:
+        raise SetupError(f"{e.filename or 'a file'}: {e.strerror or e}") from None
+
+
 def _audit_export(args: argparse.Namespace) -> int:
+    with _file_errors():
+        return _audit_export_files(args)
+
+
+def _audit_export_files(args: argparse.Namespace) -> int:
     from gateway.audit.export import export_log
 
     settings = load_settings(args.config)
@@ -134,59 +153,107 @@ def _audit_export(args: argparse.Namespace) -> int:
         f"exported {summary.entries} entries and {summary.checkpoints} signed checkpoints "
         f"to {summary.directory}"
     )
+    if summary.signed_here:
+        print(f"signed a checkpoint of all {summary.entries} entries with the log's key here")
+    if summary.left_out:
+        print(
+            f"{summary.left_out} newer entries are not in a signed checkpoint yet and were left "
+            "out (a running gateway signs one within audit_checkpoint_interval_s; without the "
+            "key, export stops at the newest checkpoint)"
+        )
     if args.fhir:
         print(f"FHIR R4 AuditEvent resources (JSON lines) in {args.fhir}")
     print(f"verifier key: {settings.data_dir / 'audit-log.pub'}")
     return 0
 
 
-def _audit_verify(args: argparse.Namespace) -> int:
-    from gateway.audit.note import Verifier, VerifierSet
-    from gateway.audit.verify import verify_export
+def _verifier_keys(paths: list[Path]) -> VerifierSet:
+    """Every vkey line of every ``--key`` file; a file that holds none is a setup error."""
+    from gateway.audit.note import NoteError, Verifier, VerifierSet
 
-    keys: list[str] = []
-    for path in args.key:
-        keys.extend(line.strip() for line in path.read_text().splitlines() if line.strip())
-    verifiers = VerifierSet([Verifier.parse(k) for k in keys])
+    verifiers = []
+    for path in paths:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as e:
+            raise SetupError(f"{path}: cannot read the key file ({e.strerror})") from None
+        except UnicodeDecodeError:
+            raise SetupError(f"{path}: not a verifier key file (one vkey per line)") from None
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        if not lines:
+            raise SetupError(f"{path}: holds no verifier key (one vkey per line)")
+        for number, line in enumerate(lines, 1):
+            try:
+                verifiers.append(Verifier.parse(line))
+            except (NoteError, ValueError) as e:
+                raise SetupError(f"{path}: line {number} is not a verifier key ({e})") from None
+    try:
+        return VerifierSet(verifiers)
+    except (NoteError, ValueError) as e:
+        raise SetupError(f"--key: {e}") from None
+
+
+def _audit_verify(args: argparse.Namespace) -> int:
+    with _file_errors():
+        return _audit_verify_files(args)
+
+
+def _audit_verify_files(args: argparse.Namespace) -> int:
+    from gateway.audit.verify import ExportError, open_trusted, verify_export
+
+    verifiers = _verifier_keys(args.key)
+    if not args.export.is_dir():
+        raise SetupError(f"{args.export}: no such export directory")
+    try:
+        trusted = [open_trusted(p, verifiers, args.origin) for p in args.trusted_checkpoint]
+    except ExportError as e:
+        raise SetupError(f"--trusted-checkpoint {e.problem.message}") from None
     if args.receipt is not None:
-        return _audit_verify_receipt(args, verifiers)
+        return _audit_verify_receipt(args, verifiers, trusted)
+
+    quiet_until = time.monotonic() + 1.0  # progress only on runs longer than a second
 
     def progress(done: int, total: int) -> None:
-        of = f" of {total}" if total else ""
-        print(f"  verified {done}{of} entries...", file=sys.stderr)
+        if time.monotonic() >= quiet_until:
+            of = f" of the {total} signed" if done <= total else f" ({total} signed)"
+            print(f"  verified {done}{of} entries...", file=sys.stderr)
 
     report = verify_export(
-        args.export, verifiers, origin=args.origin, progress=progress, workers=args.workers
+        args.export,
+        verifiers,
+        origin=args.origin,
+        trusted=trusted,
+        progress=progress,
+        workers=args.workers,
     )
-    rate = report.entries / report.elapsed_s if report.elapsed_s else 0.0
     if report.problem is not None:
-        where = (
-            f"first bad entry: {report.problem.index}: " if report.problem.index is not None else ""
-        )
-        print(f"FAILED: {where}{report.problem.message}")
+        print(f"FAILED: {report.problem}")
         return 1
-    latest = report.latest
+    rate = report.entries / report.elapsed_s if report.elapsed_s else 0.0
     print(
-        f"OK: {report.entries} entries, {report.checkpoints} signed checkpoints verified "
-        f"({rate:,.0f} entries/s)"
+        f"OK: {report.entries} entries, {report.checkpoints} signed checkpoints verified"
+        + (f", consistent with {len(trusted)} trusted" if trusted else "")
+        + f" ({rate:,.0f} entries/s)"
     )
-    if latest is not None:
+    if report.latest is not None:
+        latest = report.latest
         print(
             f"latest checkpoint: {latest.origin} size {latest.size} root {latest.root_hash.hex()}"
         )
-    if report.beyond_latest:
-        print(f"{report.beyond_latest} newer entries are chained but not yet in a checkpoint")
     return 0
 
 
-def _audit_verify_receipt(args: argparse.Namespace, verifiers: VerifierSet) -> int:
+def _audit_verify_receipt(
+    args: argparse.Namespace, verifiers: VerifierSet, trusted: list[Checkpoint]
+) -> int:
     from gateway.audit.proof import ProofError
     from gateway.audit.verify import ExportError, prove_receipt
 
     index, leaf_hash = args.receipt
+    against = max(trusted, key=lambda c: c.size) if trusted else None
     try:
         checkpoint, proof, export_matches = prove_receipt(
-            args.export, verifiers, index, leaf_hash, origin=args.origin
+            args.export, verifiers, index, leaf_hash, origin=args.origin, against=against
         )
     except ExportError as e:
         print(f"FAILED: {e.problem.message}")
@@ -194,9 +261,10 @@ def _audit_verify_receipt(args: argparse.Namespace, verifiers: VerifierSet) -> i
     except ProofError as e:
         print(f"FAILED: receipt {index} is not in the signed log: {e}")
         return 1
+    signed = "the trusted checkpoint" if against is not None else "the export's newest checkpoint"
     print(
         f"OK: receipt {index} (leaf hash {leaf_hash.hex()[:16]}...) is in the tree of "
-        f"{checkpoint.size} entries signed as {checkpoint.origin} (root "
+        f"{checkpoint.size} entries of {signed}, signed as {checkpoint.origin} (root "
         f"{checkpoint.root_hash.hex()[:16]}...): {len(proof)} proof hashes"
     )
     if not export_matches:
@@ -223,6 +291,12 @@ def _receipt(text: str) -> tuple[int, bytes]:
     raise argparse.ArgumentTypeError(
         "a receipt is INDEX:LEAF_HASH, e.g. 1:2c9f...e4 (the leaf hash as 64 hex digits)"
     )
+
+
+def _positive(text: str) -> int:
+    if text.isdigit() and int(text) > 0:
+        return int(text)
+    raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -264,15 +338,24 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--origin", help="the log's origin (default: the checkpoints' own)")
     verify.add_argument(
         "--workers",
-        type=int,
+        type=_positive,
         default=os.cpu_count() or 1,
         help="processes to hash with (default: one per CPU)",
+    )
+    verify.add_argument(
+        "--trusted-checkpoint",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a checkpoint note kept from earlier (repeatable): the export must extend it",
     )
     verify.add_argument(
         "--receipt",
         type=_receipt,
         metavar="INDEX:LEAF_HASH",
-        help="only prove this receipt against the newest signed checkpoint (inclusion)",
+        help="only prove this receipt against the newest --trusted-checkpoint, or else the "
+        "export's newest signed checkpoint (inclusion)",
     )
     verify.set_defaults(func=_audit_verify)
     rotate = audit.add_parser("rotate-key", help="give a stopped log a new signing key")

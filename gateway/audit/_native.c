@@ -28,6 +28,10 @@
  *                                            and returns its offset (-1 if none)
  *   hash_pairs(hashes, start, end)        -> [SHA-256(0x01 || hashes[i] || hashes[i + 1])
  *                                             for i in range(start, end, 2)]
+ *   check_records(block, programs)        -> the offset of the first line that is not a leaf
+ *                                            of the record schema (-1 if none): the prefix's
+ *                                            shape, then a record as one of the programs (one
+ *                                            per record version, from record.RECORD_SCHEMAS)
  *
  * A block is any bytes-like object of lines split at "\n"; its last line may lack the "\n".
  * Reading lines in place saves splitting the file into one bytes object per line.
@@ -36,6 +40,7 @@
 #include <Python.h>
 
 #include <openssl/evp.h>
+#include <stdint.h>
 #include <string.h>
 
 #define HASH_SIZE 32
@@ -580,6 +585,196 @@ error:
     return NULL;
 }
 
+/* --- the record schema (check_records) ---------------------------------------------------
+ * A program is bytes of items, each <type><literal>\0: the literal must come next, then a
+ * value of the type: 's' a JSON string, 'i' an integer, 'b' true or false, 'l' a list of
+ * strings, 'z' nothing (the literal alone). The line must end where the last item does. */
+
+static int match_lit(const char *s, Py_ssize_t n, Py_ssize_t *i, const char *lit, size_t len) {
+    if ((size_t)(n - *i) < len || memcmp(s + *i, lit, len) != 0) return 0;
+    *i += (Py_ssize_t)len;
+    return 1;
+}
+
+static int is_hex(char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'); }
+
+/* The bytes a JSON string (as json.dumps writes it, ensure_ascii) holds as they are: printable
+ * ASCII and DEL, but not '"' or '\\'. Filled in once, when the module is first imported. */
+static unsigned char plain_byte[256];
+
+static void fill_plain_bytes(void) {
+    for (int c = 0x20; c < 0x80; c++) plain_byte[c] = c != '"' && c != '\\';
+}
+
+/* Whether all 8 bytes at p are plain (plain_byte), 8 at a time: none has its high bit set,
+ * is below 0x20, or is '"' or '\\' (a byte is zero in v ^ c where it equals c). */
+static int swar_plain(const char *p) {
+    uint64_t w;
+    memcpy(&w, p, 8);
+    const uint64_t ones = 0x0101010101010101ULL, high = 0x8080808080808080ULL;
+#define HAS_ZERO(v) (((v) - ones) & ~(v) & high)
+    uint64_t bad = (w & high) | ((w - 0x20 * ones) & ~w & high) | HAS_ZERO(w ^ (0x22 * ones)) |
+                   HAS_ZERO(w ^ (0x5c * ones));
+#undef HAS_ZERO
+    return bad == 0;
+}
+
+static int match_string(const char *s, Py_ssize_t n, Py_ssize_t *i) {
+    const unsigned char *u = (const unsigned char *)s;
+    Py_ssize_t k = *i;
+    if (k >= n || s[k] != '"') return 0;
+    k++;
+    for (;;) {
+        while (k + 8 <= n && swar_plain(s + k)) k += 8;
+        while (k < n && plain_byte[u[k]]) k++;
+        if (k >= n) return 0;
+        if (s[k] == '"') {
+            *i = k + 1;
+            return 1;
+        }
+        if (s[k] != '\\' || k + 1 >= n) return 0; /* a control or non-ASCII byte */
+        char e = s[k + 1];
+        if (e == 'u') {
+            if (k + 5 >= n || !is_hex(s[k + 2]) || !is_hex(s[k + 3]) || !is_hex(s[k + 4]) ||
+                !is_hex(s[k + 5]))
+                return 0;
+            k += 6;
+        } else if (e == '"' || e == '\\' || e == '/' || e == 'b' || e == 'f' || e == 'n' ||
+                   e == 'r' || e == 't') {
+            k += 2;
+        } else {
+            return 0;
+        }
+    }
+}
+
+static int match_int(const char *s, Py_ssize_t n, Py_ssize_t *i) {
+    Py_ssize_t k = *i;
+    if (k < n && s[k] == '-') k++;
+    if (k >= n || s[k] < '0' || s[k] > '9') return 0;
+    if (s[k] == '0') {
+        k++;
+    } else {
+        while (k < n && s[k] >= '0' && s[k] <= '9') k++;
+    }
+    *i = k;
+    return 1;
+}
+
+static int match_value(char type, const char *s, Py_ssize_t n, Py_ssize_t *i) {
+    switch (type) {
+    case 's':
+        return match_string(s, n, i);
+    case 'i':
+        return match_int(s, n, i);
+    case 'b':
+        return match_lit(s, n, i, "true", 4) || match_lit(s, n, i, "false", 5);
+    case 'l':
+        if (!match_lit(s, n, i, "[", 1)) return 0;
+        if (match_lit(s, n, i, "]", 1)) return 1;
+        do {
+            if (!match_string(s, n, i)) return 0;
+        } while (match_lit(s, n, i, ",", 1));
+        return match_lit(s, n, i, "]", 1);
+    case 'z':
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* A program, split into its items once per call instead of once per line. */
+#define MAX_ITEMS 256
+typedef struct {
+    char type;
+    const char *lit;
+    size_t len;
+} Item;
+
+typedef struct {
+    Item items[MAX_ITEMS];
+    int count;
+} Program;
+
+static int compile_program(PyObject *bytes, Program *prog) {
+    const char *at = PyBytes_AS_STRING(bytes), *end = at + PyBytes_GET_SIZE(bytes);
+    prog->count = 0;
+    while (at < end) {
+        const char *nul = memchr(at + 1, '\0', (size_t)(end - at - 1));
+        if (nul == NULL || at + 1 > end || prog->count == MAX_ITEMS) {
+            PyErr_SetString(PyExc_ValueError, "check_records: a malformed program");
+            return -1;
+        }
+        prog->items[prog->count++] = (Item){at[0], at + 1, (size_t)(nul - at - 1)};
+        at = nul + 1;
+    }
+    return 0;
+}
+
+static int run_program(const Program *prog, const char *s, Py_ssize_t n, Py_ssize_t i) {
+    for (int k = 0; k < prog->count; k++) {
+        const Item *item = &prog->items[k];
+        if (!match_lit(s, n, &i, item->lit, item->len) || !match_value(item->type, s, n, &i))
+            return 0;
+    }
+    return i == n;
+}
+
+/* {"i":<decimal>,"prev":"<64 lowercase hex>","r": -> the offset after it, or -1. */
+static Py_ssize_t prefix_shape(const char *s, Py_ssize_t n) {
+    Py_ssize_t i = 0;
+    if (!match_lit(s, n, &i, "{\"i\":", 5)) return -1;
+    if (i >= n || s[i] < '0' || s[i] > '9') return -1;
+    if (s[i] == '0') {
+        i++;
+    } else {
+        while (i < n && s[i] >= '0' && s[i] <= '9') i++;
+    }
+    if (!match_lit(s, n, &i, ",\"prev\":\"", 9) || n - i < HEX_SIZE) return -1;
+    for (int k = 0; k < HEX_SIZE; k++, i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f'))) return -1;
+    if (!match_lit(s, n, &i, "\",\"r\":", 6)) return -1;
+    return i;
+}
+
+static PyObject *check_records(PyObject *module, PyObject *args) {
+    Py_buffer block;
+    PyObject *programs;
+    if (!PyArg_ParseTuple(args, "y*O!:check_records", &block, &PyTuple_Type, &programs))
+        return NULL;
+    Py_ssize_t count = PyTuple_GET_SIZE(programs);
+    Program *compiled = PyMem_Calloc((size_t)(count ? count : 1), sizeof(Program));
+    if (compiled == NULL) {
+        PyBuffer_Release(&block);
+        return PyErr_NoMemory();
+    }
+    PyObject *result = NULL;
+    for (Py_ssize_t k = 0; k < count; k++) {
+        PyObject *prog = PyTuple_GET_ITEM(programs, k);
+        if (check_bytes(prog, "each program") < 0 || compile_program(prog, &compiled[k]) < 0)
+            goto done;
+    }
+    Lines it = {block.buf, block.len, 0};
+    const char *line;
+    Py_ssize_t len, bad = -1, at = 0;
+    while (next_line(&it, &line, &len)) {
+        Py_ssize_t body = prefix_shape(line, len);
+        int ok = 0;
+        for (Py_ssize_t k = 0; body >= 0 && !ok && k < count; k++)
+            ok = run_program(&compiled[k], line, len, body);
+        if (!ok) {
+            bad = at;
+            break;
+        }
+        at = it.pos;
+    }
+    result = PyLong_FromSsize_t(bad);
+done:
+    PyMem_Free(compiled);
+    PyBuffer_Release(&block);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"record_body", record_body, METH_O,
      "record_body(record) -> the canonical JSON of an AuditRecord (AuditRecord.body)."},
@@ -593,6 +788,8 @@ static PyMethodDef methods[] = {
      "hash_lines(block, p, prev_hex, out) -> (p, prev_hex, bad): check and hash entry lines."},
     {"hash_pairs", hash_pairs, METH_VARARGS,
      "hash_pairs(hashes, start, end) -> the RFC 6962 parents of the pairs in [start, end)."},
+    {"check_records", check_records, METH_VARARGS,
+     "check_records(block, programs) -> the offset of the first line off the schema, or -1."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -607,6 +804,7 @@ static struct PyModuleDef module_def = {
 PyMODINIT_FUNC PyInit__native(void) {
     if (sha256_md == NULL) {
         sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+        fill_plain_bytes();
         if (sha256_md == NULL) {
             PyErr_SetString(PyExc_ImportError, "OpenSSL has no SHA-256 here");
             return NULL;

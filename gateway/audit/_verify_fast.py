@@ -22,15 +22,20 @@ line); only a file's last line may lack its ``"\\n"``.
   sizes (``subtree_roots``). The parent appends those few roots to a ``CompactRange``: all
   the hashing of the tree happens in the workers.
 
-``hash_leaves``, ``hash_lines`` and ``hash_pairs`` are the per-entry loops. They come from the
-C extension ``gateway.audit._native`` when it is used (``_accel.NATIVE``), and otherwise from
-the Python functions of the same names prefixed ``py_``, which are the reference the extension
-is tested against (``tests/audit/test_native.py``).
+- ``check_records`` checks that each line is a leaf of the record schema
+  (``record.RECORD_SCHEMAS``, compiled once into ``record_programs``): the prefix's shape,
+  then the record's keys in order and the JSON type of each value, without a JSON parse.
+
+``hash_leaves``, ``hash_lines``, ``hash_pairs`` and ``check_records`` are the per-entry loops.
+They come from the C extension ``gateway.audit._native`` when it is used (``_accel.NATIVE``),
+and otherwise from the Python functions of the same names prefixed ``py_``, which are the
+reference the extension is tested against (``tests/audit/test_native.py``).
 """
 
 from __future__ import annotations
 
 import binascii
+import functools
 import hashlib
 import mmap
 import os
@@ -42,6 +47,7 @@ from typing import BinaryIO, NamedTuple
 
 from gateway.audit._accel import NATIVE
 from gateway.audit.compact import CompactRange, range_nodes
+from gateway.audit.record import RECORD_SCHEMAS
 from gateway.audit.rfc6962 import HASH_SIZE, LEAF_PREFIX, NODE_PREFIX
 
 __all__ = [
@@ -53,13 +59,16 @@ __all__ = [
     "ZERO_HEX",
     "RangeResult",
     "Tree",
+    "check_records",
     "hash_leaves",
     "hash_lines",
     "hash_pairs",
+    "py_check_records",
     "py_hash_leaves",
     "py_hash_lines",
     "py_hash_pairs",
     "read_blocks",
+    "record_programs",
     "scan_range",
     "set_cuts",
     "subtree_roots",
@@ -142,13 +151,80 @@ def py_hash_pairs(hashes: list[bytes], start: int, end: int) -> list[bytes]:
     ]
 
 
-LOOPS = ("hash_leaves", "hash_lines", "hash_pairs")
+_TYPE_CODES = {"string": b"s", "int": b"i", "bool": b"b", "strings": b"l"}
+_KEY = re.compile(r"[a-z_][a-z0-9_]*")
+
+
+@functools.cache
+def record_programs() -> tuple[bytes, ...]:
+    """``record.RECORD_SCHEMAS`` as ``check_records`` programs, one per record version.
+
+    A program is items ``<type><literal>\0``: the literal (``{"key":`` or ``,"key":``) must
+    come next, then a value of the type (``s`` string, ``i`` integer, ``b`` bool, ``l`` list
+    of strings, ``z`` none); the keys in sorted order, ``v`` holding the version, and the
+    closing ``}}`` of the record and the leaf last.
+    """
+    programs = []
+    for version, schema in sorted(RECORD_SCHEMAS.items()):
+        items = []
+        for n, key in enumerate(sorted({*schema, "v"})):
+            if not _KEY.fullmatch(key):
+                raise ValueError(f"record schema {version}: key {key!r} is not a plain name")
+            literal = b'%s"%s":' % (b"," if n else b"{", key.encode())
+            if key == "v":
+                items.append(b"z" + literal + b"%d\0" % version)
+            else:
+                items.append(_TYPE_CODES[schema[key]] + literal + b"\0")
+        items.append(b"z}}\0")
+        programs.append(b"".join(items))
+    return tuple(programs)
+
+
+_PLAIN = rb'[^"\\\x00-\x1f\x80-\xff]*'
+_STRING = rb'"' + _PLAIN + rb'(?:\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4})' + _PLAIN + rb')*"'
+"""A JSON string as ``json.dumps`` writes it (ASCII only), as an unrolled loop: fast in ``re``."""
+_VALUES = {
+    ord("s"): _STRING,
+    ord("i"): rb"-?(?:0|[1-9][0-9]*)",
+    ord("b"): rb"(?:true|false)",
+    ord("l"): rb"\[(?:" + _STRING + rb"(?:," + _STRING + rb")*)?\]",
+    ord("z"): b"",
+}
+_LEAF_HEAD = rb'\{"i":(?:0|[1-9][0-9]*),"prev":"[0-9a-f]{64}","r":'
+
+
+@functools.cache
+def _program_pattern(programs: tuple[bytes, ...]) -> re.Pattern[bytes]:
+    """One regular expression for a whole line: the leaf's head, then any of the programs."""
+    bodies = []
+    for program in programs:
+        items = program.split(b"\0")
+        if items.pop() != b"":
+            raise ValueError("check_records: a program must end with an item's \\0")
+        bodies.append(b"".join(re.escape(item[1:]) + _VALUES[item[0]] for item in items))
+    return re.compile(_LEAF_HEAD + b"(?:" + b"|".join(bodies) + b")")
+
+
+def py_check_records(block: bytes | memoryview, programs: tuple[bytes, ...]) -> int:
+    """The offset in ``block`` of the first line that is not a leaf whose record matches one
+    of ``programs`` (``record_programs``), or -1 if every line is one."""
+    fullmatch = _program_pattern(programs).fullmatch
+    at = 0
+    for line in _lines(block):
+        if fullmatch(line) is None:
+            return at
+        at += len(line) + 1
+    return -1
+
+
+LOOPS = ("hash_leaves", "hash_lines", "hash_pairs", "check_records")
 """The per-entry loops, each in C (``_native``) and in Python (``py_`` + its name)."""
 
 if NATIVE:
-    from gateway.audit._native import hash_leaves, hash_lines, hash_pairs
+    from gateway.audit._native import check_records, hash_leaves, hash_lines, hash_pairs
 else:
     hash_leaves, hash_lines, hash_pairs = py_hash_leaves, py_hash_lines, py_hash_pairs
+    check_records = py_check_records
 
 
 def _pair_up(lower: list[bytes], upper: list[bytes]) -> bool:
@@ -306,6 +382,8 @@ def scan_range(path: str, start: int, end: int) -> RangeResult:
     if match is None or data[-1] != _NEWLINE:
         return RangeResult(False, -1, 0, b"", b"", [])
     first, first_prev = int(match[1]), bytes(match[2])
+    if check_records(data, record_programs()) >= 0:
+        return RangeResult(False, first, 0, first_prev, b"", [])
     out: list[bytes] = []
     p, last_hex, bad = hash_lines(data, first, first_prev, out)
     if bad >= 0:

@@ -1,84 +1,247 @@
 """``onecard audit export``: the log as files a regulator can verify offline.
 
-Reads the gateway's database (read-only; the gateway may keep running) and writes the export
-directory of docs/audit-format.md: ``entries.jsonl`` (line i is exactly leaf i), every signed
-checkpoint under ``checkpoints/``, and ``log.json``. Optionally the entries as FHIR R4
-AuditEvent resources, one per line.
+Writes the export directory of docs/audit-format.md: ``entries.jsonl`` (line i is exactly leaf
+i), the signed checkpoints under ``checkpoints/``, and ``log.json``; optionally the entries as
+FHIR R4 AuditEvent resources, one per line. Every exported entry is covered by a signed
+checkpoint, so that the export verifies as a whole:
+
+- a directory a live gateway serves (``store.lock.is_served``): the entries up to its newest
+  checkpoint (the gateway signs one within ``audit_checkpoint_interval_s`` of every append);
+- a stopped directory holding the signing key: all entries, with a checkpoint over them signed
+  here, but only once the export, that checkpoint included, verifies against the published
+  keys (``audit-log.pub``): the stored leaves' chain, schema and the root of every stored
+  checkpoint; state that does not check is never signed;
+- a stopped directory without the key: the entries up to the newest checkpoint, said so.
+
+The database is opened read-only without creating files: ``mode=ro`` beside a live gateway,
+``immutable=1`` otherwise (no writer can change it; a read-only copy works, and no ``-wal`` or
+``-shm`` file appears). The export is written beside ``out`` and renamed into place: a failed
+export leaves nothing behind. ``out`` must be missing or empty.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import os
+import shutil
 import sqlite3
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.audit import _verify_fast as fast
+from gateway.audit.checkpoint import Checkpoint, sign_checkpoint
 from gateway.audit.fhir import export_fhir
+from gateway.audit.note import NoteError, Verifier, VerifierSet
+from gateway.audit.signer import Ed25519FileSigner
+from gateway.audit.verify import open_log_checkpoint, verify_export
 from gateway.errors import SetupError
+from gateway.store.lock import is_served
 
 _PAGE = 10_000
+KEY_FILE = Path("keys") / "audit-log.key"
+PUBLISHED_KEYS = "audit-log.pub"
 
 
 @dataclass(frozen=True, slots=True)
 class ExportSummary:
-    """What an export wrote."""
+    """What an export wrote, and how its newest checkpoint came about."""
 
     entries: int
     checkpoints: int
     directory: Path
+    signed_here: bool
+    left_out: int
+    """Durable entries not covered by a checkpoint, so not exported."""
 
 
 def export_log(
     database: Path, out: Path, *, origin: str, fhir_file: Path | None = None
 ) -> ExportSummary:
-    """Write the export of ``database`` into the directory ``out`` (created if missing)."""
+    """Export the log of ``database`` (``DATA_DIR/onecard.db``) into ``out``; see the module
+    docstring. ``origin`` names the log when it has no checkpoint yet."""
+    _check_out(out)
     if not database.is_file():
         raise SetupError(f"{database}: no gateway database here (see --data-dir)")
-    conn = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+    data_dir = database.parent
+    served = is_served(data_dir)
+    partial = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(partial, ignore_errors=True)
     try:
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if "audit_entries" not in tables:
-            raise SetupError(
-                f"{database}: holds no audit log yet (made by an older gateway: start the "
-                "gateway once to upgrade it)"
-            )
-        with conn:  # one read transaction: entries and checkpoints from the same snapshot
+        partial.mkdir()
+    except OSError as e:
+        raise SetupError(f"{out}: cannot write an export there ({e.strerror})") from None
+    try:
+        summary = _write(database, partial, served=served, origin=origin)
+        if fhir_file is not None:
+            _write_fhir(partial, out, fhir_file, origin)
+        _finish(partial, out)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return ExportSummary(
+        summary.entries, summary.checkpoints, out, summary.signed_here, summary.left_out
+    )
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise SetupError(
+            f"{out}: not an empty directory: export into a new one (an older export's "
+            "checkpoints would be mixed into this one)"
+        )
+
+
+@contextlib.contextmanager
+def _connect(database: Path, served: bool) -> Iterator[sqlite3.Connection]:
+    """The database, read-only, creating no file beside it.
+
+    Beside a live gateway, ``mode=ro`` (its ``-wal`` and ``-shm`` files exist). A stopped
+    gateway's database is immutable, unless a ``-wal`` holds writes not yet in it: then it is
+    read through its existing ``-shm``, or, without one or in a read-only directory, from a
+    private copy of the two files.
+    """
+    wal = database.with_name(database.name + "-wal")
+    shm = database.with_name(database.name + "-shm")
+    pending = wal.exists() and wal.stat().st_size > 0
+    with tempfile.TemporaryDirectory(prefix="onecard-export-") as scratch:
+        if served or not pending:
+            uri = database.resolve().as_uri() + ("?mode=ro" if served else "?mode=ro&immutable=1")
+        elif shm.exists() and os.access(database.parent, os.W_OK) and os.access(shm, os.W_OK):
+            uri = database.resolve().as_uri() + "?mode=ro"
+        else:
+            copy = Path(scratch) / database.name
+            shutil.copyfile(database, copy)
+            shutil.copyfile(wal, copy.with_name(wal.name))
+            uri = copy.as_uri() + "?mode=ro"
+        try:
+            conn = sqlite3.connect(uri, uri=True)
+            names = conn.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
+        except sqlite3.Error as e:
+            raise SetupError(f"{database}: cannot read the database ({e})") from None
+        try:
+            if ("audit_entries",) not in names:
+                raise SetupError(
+                    f"{database}: holds no audit log yet (made by an older gateway: start the "
+                    "gateway once to upgrade it)"
+                )
+            yield conn
+        finally:
+            conn.close()
+
+
+def _write(database: Path, partial: Path, *, served: bool, origin: str) -> ExportSummary:
+    try:
+        with _connect(database, served) as conn, conn:  # one read transaction: one snapshot
             conn.execute("BEGIN")
-            (checkpoints_dir := out / "checkpoints").mkdir(parents=True, exist_ok=True)
-            count = 0
-            with (out / "entries.jsonl").open("wb") as f:
-                for _, leaf in _leaves(conn):
-                    f.write(leaf + b"\n")
-                    count += 1
             rows = conn.execute("SELECT size, note FROM audit_checkpoints ORDER BY size").fetchall()
-            for size, note in rows:
-                (checkpoints_dir / f"{size:012d}.note").write_bytes(note)
-            if fhir_file is not None:
-                with fhir_file.open("w", encoding="utf-8") as f:
-                    export_fhir(_leaves(conn), f, log_origin=origin)
-    finally:
-        conn.close()
-    (out / "log.json").write_text(
+            (total,) = conn.execute(
+                "SELECT coalesce(max(idx) + 1, 0) FROM audit_entries"
+            ).fetchone()
+            newest = int(rows[-1][0]) if rows else 0
+            signer = None if served else _signer(database.parent, rows, origin)
+            size = int(total) if signer is not None else newest
+            (partial / "checkpoints").mkdir()
+            for note_size, note in rows:
+                (partial / "checkpoints" / f"{note_size:012d}.note").write_bytes(bytes(note))
+            tree, count = fast.Tree(), 0
+            with (partial / "entries.jsonl").open("wb") as f:
+                for page in _pages(conn, size):
+                    block = b"".join(leaf + b"\n" for leaf in page)
+                    f.write(block)
+                    tree.extend(fast.hash_leaves(block))
+                    count += len(page)
+    except sqlite3.Error as e:
+        raise SetupError(f"{database}: cannot read the audit log ({e})") from None
+    signed_here = signer is not None and count > newest
+    if signer is not None and signed_here:
+        checkpoint = Checkpoint(signer.name, count, tree.root())
+        note_path = partial / "checkpoints" / f"{count:012d}.note"
+        note_path.write_bytes(sign_checkpoint(checkpoint, signer))
+        _check_before_publishing(partial, database.parent, note_path)
+    (partial / "log.json").write_text(
         json.dumps(
-            {"origin": origin, "size": count, "exported_at": dt.datetime.now(dt.UTC).isoformat()},
+            {
+                "origin": signer.name if signer is not None else origin,
+                "size": count,
+                "exported_at": dt.datetime.now(dt.UTC).isoformat(),
+            },
             indent=2,
         )
         + "\n"
     )
-    return ExportSummary(count, len(rows), out)
+    return ExportSummary(count, len(rows) + signed_here, partial, signed_here, int(total) - count)
 
 
-def _leaves(conn: sqlite3.Connection) -> Iterator[tuple[int, bytes]]:
-    after = -1
-    while True:
+def _signer(data_dir: Path, rows: list[tuple[int, bytes]], origin: str) -> Ed25519FileSigner | None:
+    """The log's signing key, named as the log's origin (its checkpoints'), if it is here."""
+    key = data_dir / KEY_FILE
+    if not key.exists():
+        return None
+    if rows:
+        origin = bytes(rows[-1][1]).split(b"\n", 1)[0].decode("utf-8", "replace")
+    return Ed25519FileSigner(key, origin)
+
+
+def _check_before_publishing(partial: Path, data_dir: Path, note_path: Path) -> None:
+    """Verify the export, the checkpoint just signed included, against the published keys."""
+    keys = _published_keys(data_dir)
+    report = verify_export(partial, keys)
+    if report.problem is not None:
+        note_path.unlink()
+        raise SetupError(
+            f"{data_dir}: refusing to sign a checkpoint over a log that does not verify "
+            f"({report.problem}); run onecard audit verify on an export of it"
+        )
+    try:  # the key signed it: is that key one the log publishes?
+        open_log_checkpoint(note_path.read_bytes(), keys, None)
+    except (NoteError, ValueError):
+        note_path.unlink()
+        raise SetupError(
+            f"{data_dir / KEY_FILE}: not a key published in {data_dir / PUBLISHED_KEYS}"
+        ) from None
+
+
+def _published_keys(data_dir: Path) -> VerifierSet:
+    path = data_dir / PUBLISHED_KEYS
+    try:
+        lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        return VerifierSet(Verifier.parse(line) for line in lines)
+    except (OSError, UnicodeDecodeError, NoteError, ValueError) as e:
+        raise SetupError(f"{path}: cannot read the published verifier keys ({e})") from None
+
+
+def _pages(conn: sqlite3.Connection, size: int) -> Iterator[list[bytes]]:
+    for start in range(0, size, _PAGE):
         rows = conn.execute(
-            "SELECT idx, leaf FROM audit_entries WHERE idx > ? ORDER BY idx LIMIT ?",
-            (after, _PAGE),
+            "SELECT idx, leaf FROM audit_entries WHERE idx >= ? AND idx < ? ORDER BY idx",
+            (start, min(start + _PAGE, size)),
         ).fetchall()
-        if not rows:
-            return
-        for idx, leaf in rows:
-            yield int(idx), bytes(leaf)
-        after = rows[-1][0]
+        yield [bytes(leaf) for _, leaf in rows]
+
+
+def _write_fhir(partial: Path, out: Path, fhir_file: Path, origin: str) -> None:
+    """The exported entries as FHIR; a file inside ``out`` is written into the partial copy."""
+    inside = fhir_file.resolve().is_relative_to(out.resolve())
+    target = (
+        partial / fhir_file.resolve().relative_to(out.resolve())
+        if inside
+        else fhir_file.with_name(fhir_file.name + ".partial")
+    )
+    if inside:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    with (partial / "entries.jsonl").open("rb") as leaves, target.open("w", encoding="utf-8") as f:
+        indexed = ((i, line.rstrip(b"\n")) for i, line in enumerate(leaves))
+        export_fhir(indexed, f, log_origin=origin)
+    if not inside:
+        target.replace(fhir_file)
+
+
+def _finish(partial: Path, out: Path) -> None:
+    _check_out(out)  # still empty: nothing appeared there meanwhile
+    if out.exists():
+        out.rmdir()
+    partial.rename(out)

@@ -19,6 +19,7 @@ from gateway.audit._accel import NATIVE
 from gateway.audit.rfc6962 import hash_leaf
 
 __all__ = [
+    "RECORD_SCHEMAS",
     "RECORD_VERSION",
     "ZERO_HASH",
     "AuditRecord",
@@ -35,6 +36,37 @@ __all__ = [
 
 RECORD_VERSION = 2
 ZERO_HASH = bytes(32)
+
+_V1: dict[str, str] = {
+    "time": "string",
+    "request_id": "string",
+    "org": "string",
+    "org_type": "string",
+    "cert_sha256": "string",
+    "rpc": "string",
+    "purpose": "string",
+    "basis": "string",
+    "basis_ref": "string",
+    "emergency": "bool",
+    "subject": "string",
+    "decision": "string",
+    "policies": "strings",
+    "policy_set": "string",
+    "backend": "string",
+    "outcome": "string",
+    "reason": "string",
+    "released_sha256": "string",
+    "latency_us": "int",
+}
+
+RECORD_SCHEMAS: dict[int, dict[str, str]] = {
+    1: _V1,
+    2: {**_V1, "calls": "int"},  # how many calls the entry stands for (shed calls, in aggregate)
+}
+"""The leaf format's record (docs/audit-format.md), per record version ``v``: every key and its
+JSON type (``string``, ``int``, ``bool``, ``strings``: a list of strings); ``v`` itself is
+implied. The verifier refuses a record that is not exactly one of these (keys sorted, canonical
+JSON). A new version is one line: ``2: {**_V1, "new_key": "int"},``."""
 
 
 @dataclass(slots=True)

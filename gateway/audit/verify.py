@@ -1,46 +1,41 @@
 """The offline verifier: check an audit log export with nothing but the regulator's keys.
 
-``verify_export`` reads an export directory (``docs/audit-format.md``) and trusts none of
-it, only the verifier keys passed in. Checks, in order; the first failure is the one reported,
-with the index of the first entry whose tampering can be named:
+It says OK only when it proved every entry: ``verify_export`` reads an export directory
+(``docs/audit-format.md``), trusts none of it, only the verifier keys passed in (and the
+checkpoints the regulator kept, ``trusted``), and fails on anything it cannot prove. Checks:
 
-1. every ``checkpoints/<size>.note`` is signed by a known key, names one origin, and its file
-   name is its tree size (``load_checkpoints``);
+1. every ``checkpoints/<size>.note`` is signed by a known key named as the log's origin, names
+   one origin, and its file name is its tree size (``load_checkpoints``, in ``_trust``); there
+   must be one;
 2. ``entries.jsonl`` is streamed in blocks: line ``p`` must start with exactly
-   ``{"i":p,"prev":"<hex leaf hash of entry p-1>","r":`` and end with ``}``. The prefix is
-   compared as bytes, never parsed as JSON. A wrong index means entries were deleted,
-   inserted or reordered; a wrong ``prev`` means entry ``p-1`` was changed;
-3. the tree is built as the leaves go by, and at each checkpoint size ``s`` its root must be
-   the checkpoint's. As every ``prev`` link before ``s`` held, entry ``s-1`` is the one named;
-4. the file must hold at least as many entries as the largest checkpoint; entries beyond it
-   are fine (``VerifyReport.beyond_latest``): they are simply not signed yet.
+   ``{"i":p,"prev":"<hex leaf hash of entry p-1>","r":`` (compared as bytes, never parsed) and
+   its record must match the leaf format's schema (``record.RECORD_SCHEMAS``);
+3. the tree is built as the leaves go by, and at each checkpoint size, the export's and the
+   trusted ones, its root must be the signed one;
+4. the file must hold exactly as many entries as the largest checkpoint: an entry past the
+   newest checkpoint is not proven, and fewer entries than a trusted checkpoint is a rollback.
 
-Consistency between checkpoints is not proved again with RFC 9162 proofs: every checkpoint
-root is recomputed from the one sequence of leaves, so each checkpoint is a prefix of the
-next by construction, and a consistency proof built from these nodes could not fail. That
-keeps the verifier at O(log n) memory and one pass.
+When a check fails, ``_blame`` names the entry at fault, or the range where only a range can be
+known. Consistency between checkpoints is not proved again with RFC 9162 proofs: every root is
+recomputed from the one sequence of leaves, so each checkpoint is a prefix of the next by
+construction. That keeps the verifier at O(log n) memory and one pass.
 
 ``workers > 1`` splits the file into byte ranges hashed in parallel processes
 (``_verify_fast.scan_range``), which fold their leaves into subtree roots; the parent checks
-that each range continues the previous one and joins the roots. Workers check every line as the
-sequential pass does. On any anomaly, a root that does not match included, the sequential pass
-runs and names the first bad entry.
-
-The per-entry loops run in C when the extension ``gateway.audit._native`` is built, and in
-Python otherwise (``_verify_fast``); both give the same answers.
+that each range continues the previous one and joins the roots. On any anomaly, the sequential
+pass runs and names the problem. The per-entry loops run in C when the extension
+``gateway.audit._native`` is built, and in Python otherwise; both give the same answers.
 
 ``verify_leaves`` runs checks 2 to 4 on leaves from anywhere (entries streamed from a live
 gateway); ``verify_receipt`` checks the inclusion proof of a receipt against a checkpoint, and
-``prove_receipt`` builds that proof from an export's leaves, for a regulator who holds a
-receipt and an export but not the gateway.
+``prove_receipt`` builds that proof from an export's leaves against its newest checkpoint or a
+trusted one.
 """
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
-import re
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -50,14 +45,17 @@ from multiprocessing.pool import AsyncResult
 from pathlib import Path
 
 from gateway.audit import _verify_fast as fast
-from gateway.audit.checkpoint import (
-    Checkpoint,
-    CheckpointError,
-    OriginMismatchError,
-    open_checkpoint,
+from gateway.audit._blame import Cut, Lines, Problem, blame_line, blame_root
+from gateway.audit._trust import (
+    CHECKPOINTS,
+    ExportError,
+    load_checkpoints,
+    open_log_checkpoint,
+    open_trusted,
 )
+from gateway.audit.checkpoint import Checkpoint
 from gateway.audit.compact import CompactRange, NodeID
-from gateway.audit.note import BadSignatureError, NoteError, UnknownKeyError, VerifierSet
+from gateway.audit.note import VerifierSet
 from gateway.audit.proof import OutOfRangeError, inclusion_proof, root_of, verify_inclusion
 from gateway.audit.rfc6962 import EMPTY_ROOT
 
@@ -67,6 +65,8 @@ __all__ = [
     "Progress",
     "VerifyReport",
     "load_checkpoints",
+    "open_log_checkpoint",
+    "open_trusted",
     "prove_receipt",
     "verify_export",
     "verify_leaves",
@@ -74,26 +74,14 @@ __all__ = [
 ]
 
 Progress = Callable[[int, int], None]
-"""Called with (entries done, total expected or 0) about once per second, and at the end."""
+"""Called with (entries read, entries the signed checkpoints hold) about once per second, and
+at the end."""
 
 ENTRIES = "entries.jsonl"
-CHECKPOINTS = "checkpoints"
 RANGE_SIZE = 8 << 20
 """Bytes of the entries file per task in the parallel mode."""
 
-_NOTE_NAME = re.compile(r"([0-9]{12,})\.note")
 _NO_CHECKPOINT = 1 << 64  # larger than any tree size
-
-
-@dataclass(frozen=True)
-class Problem:
-    """What is wrong with a log; ``index`` is the first bad entry, when one can be named."""
-
-    index: int | None
-    message: str
-
-    def __str__(self) -> str:
-        return self.message
 
 
 @dataclass(frozen=True)
@@ -110,19 +98,6 @@ class VerifyReport:
     def ok(self) -> bool:
         return self.problem is None
 
-    @property
-    def beyond_latest(self) -> int:
-        """Entries after the latest checkpoint: verified as a chain, not yet signed."""
-        return self.entries - (self.latest.size if self.latest else 0)
-
-
-class ExportError(Exception):
-    """The export cannot be verified: ``problem`` says which file and why."""
-
-    def __init__(self, problem: Problem) -> None:
-        super().__init__(problem.message)
-        self.problem = problem
-
 
 def verify_receipt(
     leaf_index: int, leaf_hash: bytes, checkpoint: Checkpoint, proof: Sequence[bytes]
@@ -138,8 +113,9 @@ def prove_receipt(
     leaf_hash: bytes,
     *,
     origin: str | None = None,
+    against: Checkpoint | None = None,
 ) -> tuple[Checkpoint, list[bytes], bool]:
-    """Prove a receipt against the newest signed checkpoint of an export.
+    """Prove a receipt against ``against`` (a trusted checkpoint) or the export's newest.
 
     Only the checkpoint's signature is trusted: the proof is computed from the export's leaves
     and checked against the signed root (RFC 9162 2.1.3.2), so a changed export cannot make a
@@ -148,21 +124,27 @@ def prove_receipt(
     export's copy of the entry was changed). Raises ``ExportError`` for an unusable export and
     a ``ProofError`` if the receipt is not in the signed tree.
     """
-    checkpoints = load_checkpoints(directory, verifiers, origin)
-    if not checkpoints:
-        raise ExportError(Problem(None, f"{CHECKPOINTS}: no signed checkpoint to prove against"))
-    checkpoint = checkpoints[-1]
+    if against is None:
+        checkpoints = load_checkpoints(directory, verifiers, origin)
+        if not checkpoints:
+            raise ExportError(
+                Problem(None, f"{CHECKPOINTS}: no signed checkpoint to prove against")
+            )
+        against = checkpoints[-1]
+    checkpoint = against
     if not 0 <= leaf_index < checkpoint.size:
         raise OutOfRangeError(
-            f"receipt index {leaf_index} is not in the newest checkpoint "
-            f"({checkpoint.size} entries)"
+            f"receipt index {leaf_index} is not in the checkpoint ({checkpoint.size} entries)"
         )
     hashes: list[bytes] = []
-    with (Path(directory) / ENTRIES).open("rb") as f:
-        for block in fast.read_blocks(f):
-            hashes.extend(fast.hash_leaves(block))
-            if len(hashes) >= checkpoint.size:
-                break
+    try:
+        with (Path(directory) / ENTRIES).open("rb") as f:
+            for block in fast.read_blocks(f):
+                hashes.extend(fast.hash_leaves(block))
+                if len(hashes) >= checkpoint.size:
+                    break
+    except OSError as e:
+        raise ExportError(Problem(None, f"{ENTRIES}: cannot read it ({e.strerror})")) from None
     del hashes[checkpoint.size :]
     proof = inclusion_proof(_LeafNodes(hashes), leaf_index, checkpoint.size)
     verify_receipt(leaf_index, leaf_hash, checkpoint, proof)
@@ -185,84 +167,39 @@ class _LeafNodes:
         return nodes
 
 
-def load_checkpoints(
-    directory: str | os.PathLike[str], verifiers: VerifierSet, origin: str | None = None
-) -> list[Checkpoint]:
-    """Open every ``checkpoints/*.note`` of an export; return them sorted by tree size.
-
-    Each must be signed by a key of ``verifiers`` and be a checkpoint of ``origin`` (if
-    ``origin`` is None, of the same origin as the others), in a file named after its size.
-    Raises ``ExportError`` naming the first file, in size order, that is not.
-    """
-    folder = Path(directory) / CHECKPOINTS
-    if not folder.is_dir():
-        return []
-    notes = sorted(
-        (p for p in folder.iterdir() if p.suffix == ".note"), key=lambda p: (len(p.name), p.name)
-    )
-    checkpoints: list[Checkpoint] = []
-    first_file = ""
-    given = origin is not None
-    for path in notes:
-        name = f"{CHECKPOINTS}/{path.name}"
-        match = _NOTE_NAME.fullmatch(path.name)
-        if match is None:
-            raise ExportError(Problem(None, f"{name}: file name is not the 12-digit tree size"))
-        note = path.read_bytes()
-        want = origin if origin is not None else _claimed_origin(note)
-        try:
-            checkpoint = open_checkpoint(note, verifiers, want)
-        except OriginMismatchError as e:
-            if given or not first_file:  # the caller's origin, not another file's
-                raise ExportError(Problem(None, f"{name}: {e}")) from None
-            raise ExportError(
-                Problem(None, f"{name}: origin {e.found!r} differs from {want!r} of {first_file}")
-            ) from None
-        except UnknownKeyError:
-            raise ExportError(
-                Problem(None, f"{name}: signed by an unknown key ({_signers(note)})")
-            ) from None
-        except BadSignatureError as e:
-            raise ExportError(
-                Problem(None, f"{name}: {e}: the checkpoint was changed after signing, or forged")
-            ) from None
-        except (NoteError, CheckpointError) as e:
-            raise ExportError(Problem(None, f"{name}: {e}")) from None
-        if f"{checkpoint.size:012d}" != match[1]:
-            raise ExportError(
-                Problem(None, f"{name}: holds the checkpoint of tree size {checkpoint.size}")
-            )
-        if not first_file:
-            origin, first_file = checkpoint.origin, name
-        checkpoints.append(checkpoint)
-    return checkpoints
-
-
 def verify_export(
     directory: str | os.PathLike[str],
     verifiers: VerifierSet,
     *,
     origin: str | None = None,
+    trusted: Sequence[Checkpoint] = (),
     progress: Progress | None = None,
     workers: int = 1,
 ) -> VerifyReport:
-    """Verify an export directory against the regulator's keys; see the module docstring."""
+    """Verify an export directory against the regulator's keys and the checkpoints it kept
+    (``trusted``, opened with ``open_trusted``); see the module docstring."""
     started = time.perf_counter()
     try:
         checkpoints = load_checkpoints(directory, verifiers, origin)
     except ExportError as e:
         return VerifyReport(0, 0, None, e.problem, time.perf_counter() - started)
     path = Path(directory) / ENTRIES
+    if not checkpoints:
+        problem = Problem(None, f"{CHECKPOINTS}: no signed checkpoint: nothing can be proven")
+        return VerifyReport(0, 0, None, problem, time.perf_counter() - started)
+    mixed = _origin_problem(checkpoints, trusted)
+    if mixed is not None:
+        return VerifyReport(0, len(checkpoints), None, mixed, time.perf_counter() - started)
     if not path.is_file():
-        run = _Run(checkpoints, progress, 0, started)
-        return run.report(Problem(None, f"{ENTRIES}: no such file"))
-    total = _expected_total(Path(directory), checkpoints)
+        return _Run(checkpoints, trusted, progress, started).report(
+            Problem(None, f"{ENTRIES}: no such file")
+        )
     if workers > 1:
-        run = _Run(checkpoints, progress, total, started)
-        problem = _run_parallel(run, path, workers)
-        if not isinstance(problem, _Fallback):
-            return run.report(problem)
-    run = _Run(checkpoints, progress, total, started)
+        run = _Run(checkpoints, trusted, progress, started)
+        outcome = _run_parallel(run, path, workers)
+        if not isinstance(outcome, _Fallback):
+            return run.report(outcome)
+    run = _Run(checkpoints, trusted, progress, started, _file_lines(path))
     with path.open("rb") as f:
         return run.report(run.feed_blocks(fast.read_blocks(f)))
 
@@ -271,20 +208,55 @@ def verify_leaves(
     leaves: Iterable[bytes],
     checkpoints: Sequence[Checkpoint],
     *,
+    trusted: Sequence[Checkpoint] = (),
     progress: Progress | None = None,
-    total: int = 0,
 ) -> VerifyReport:
     """Verify leaf bytes (entries 0, 1, ...) against already opened checkpoints (checks 2-4)."""
-    run = _Run(sorted(checkpoints, key=lambda c: c.size), progress, total, time.perf_counter())
-    for batch in _batches(leaves):
+    started = time.perf_counter()
+    if not checkpoints:
+        return VerifyReport(0, 0, None, Problem(None, "no signed checkpoint"), 0.0)
+    held = list(leaves)
+    broken = next((i for i, leaf in enumerate(held) if b"\n" in leaf), len(held))
+    run = _Run(sorted(checkpoints, key=lambda c: c.size), trusted, progress, started,
+               lambda start: iter(held[start:]))  # fmt: skip
+    problem = run.feed_blocks(
+        b"".join(leaf + b"\n" for leaf in batch) for batch in _batches(held[:broken])
+    )
+    if problem is None and broken < len(held):
         # A leaf is one line of an export: one holding a line break would pass for two.
-        broken = next((i for i, leaf in enumerate(batch) if b"\n" in leaf), len(batch))
-        problem = run.feed_blocks([b"".join(leaf + b"\n" for leaf in batch[:broken])])
-        if problem is None and broken < len(batch):
-            problem = Problem(run.p, f"entry {run.p}: malformed: holds a line break")
-        if problem is not None:
-            return run.report(problem)
-    return run.report(None)
+        problem = Problem(run.p, f"entry {run.p}: malformed: holds a line break")
+    return run.report(problem)
+
+
+def _origin_problem(
+    checkpoints: Sequence[Checkpoint], trusted: Sequence[Checkpoint]
+) -> Problem | None:
+    origin = checkpoints[0].origin
+    for t in trusted:
+        if t.origin != origin:
+            return Problem(
+                None, f"the trusted checkpoint is of log {t.origin!r}, the export of {origin!r}"
+            )
+    return None
+
+
+def _file_lines(path: Path) -> Lines:
+    def lines(start: int) -> Iterator[bytes]:
+        with path.open("rb") as f:
+            seen = 0
+            for block in fast.read_blocks(f):
+                data = bytes(block)
+                count = data.count(b"\n") + (not data.endswith(b"\n"))
+                if seen + count <= start:
+                    seen += count
+                    continue
+                parts = data.split(b"\n")
+                if data.endswith(b"\n"):
+                    parts.pop()
+                yield from parts[max(0, start - seen) :]
+                seen += count
+
+    return lines
 
 
 class _Fallback:
@@ -292,29 +264,35 @@ class _Fallback:
 
 
 class _Run:
-    """One verification pass: the chain and tree so far, and the checkpoints still ahead."""
+    """One verification pass: the chain and tree so far, and the signed sizes still ahead."""
 
     def __init__(
         self,
         checkpoints: Sequence[Checkpoint],
+        trusted: Sequence[Checkpoint],
         progress: Progress | None,
-        total: int,
         started: float,
+        lines: Lines | None = None,
     ) -> None:
         self.checkpoints = checkpoints
+        cuts = [Cut(c.size, c.root_hash, f"checkpoint {c.size}") for c in checkpoints]
+        cuts += [Cut(c.size, c.root_hash, f"trusted checkpoint {c.size}", True) for c in trusted]
+        self.cuts = sorted(cuts, key=lambda c: (c.size, c.trusted))
         self.p = 0
         self.prev_hex = fast.ZERO_HEX
+        self.proven = 0  # entries [0, proven) are proven by a signed root
         self._tree = fast.Tree()
         self._joined: CompactRange | None = None  # the parallel pass joins subtree roots
-        self._next = 0  # index in ``checkpoints`` of the next one to compare
+        self._next = 0  # index in ``cuts`` of the next one to compare
+        self._lines = lines
         self._progress = progress
-        self._total = total
+        self._total = self.cuts[-1].size if self.cuts else 0
         self._started = started
         self._tick = time.monotonic() + 1.0
 
     def report(self, problem: Problem | None) -> VerifyReport:
         if problem is None:
-            problem = self._check_checkpoints() or self._missing()
+            problem = self._check_cuts() or self._end_problem()
         if self._progress is not None:
             self._progress(self.p, self._total)
         latest = self.checkpoints[-1] if self.checkpoints else None
@@ -323,29 +301,32 @@ class _Run:
 
     def feed_blocks(self, blocks: Iterable[bytes | memoryview]) -> Problem | None:
         """Check and add blocks of whole lines; return the first problem, if any."""
+        programs = fast.record_programs()
         for block in blocks:
+            off_schema = fast.check_records(block, programs)
+            checked = block if off_schema < 0 else block[:off_schema]
             out: list[bytes] = []
-            p, prev_hex, bad = fast.hash_lines(block, self.p, self.prev_hex, out)
+            p, prev_hex, bad = fast.hash_lines(checked, self.p, self.prev_hex, out)
             problem = self.add_hashes(out)
             if problem is not None:
                 return problem
             self.prev_hex = prev_hex
-            if bad >= 0:
-                return _diagnose(bytes(block[bad:]).split(b"\n", 1)[0], p, prev_hex)
+            if bad >= 0 or off_schema >= 0:
+                return self._blame_line(p, prev_hex)
             if block and block[-1] != ord("\n"):
                 return Problem(p - 1, f"entry {p - 1}: truncated: the file ends without a newline")
             self.report_progress()
         return None
 
     def add_hashes(self, hashes: list[bytes]) -> Problem | None:
-        """Add leaf hashes that passed the line checks, comparing every checkpoint on the way."""
+        """Add leaf hashes that passed the line checks, comparing every signed size on the way."""
         tree, done, n = self._tree, 0, len(hashes)
         while self._next_size() - self.p <= n - done:
             take = self._next_size() - self.p
             tree.extend(hashes[done : done + take])
             done += take
             self.p += take
-            problem = self._check_checkpoints()
+            problem = self._check_cuts()
             if problem is not None:
                 return problem
         if done < n:
@@ -358,70 +339,82 @@ class _Run:
         if self._joined is None:
             self._joined = CompactRange()
         joined = self._joined
-        problem = self._check_checkpoints()  # one at the size the range starts at: size 0
+        problem = self._check_cuts()  # one at the size the range starts at: size 0
         if problem is not None:
             return problem
         for level, root in subtrees:
             joined.push_subtree(level, root)
             self.p += 1 << level
             if self._next_size() == self.p:
-                problem = self._check_checkpoints()
+                problem = self._check_cuts()
                 if problem is not None:
                     return problem
         return None
 
     def _next_size(self) -> int:
-        cps, i = self.checkpoints, self._next
-        return cps[i].size if i < len(cps) else _NO_CHECKPOINT
+        cuts, i = self.cuts, self._next
+        return cuts[i].size if i < len(cuts) else _NO_CHECKPOINT
 
-    def _check_checkpoints(self) -> Problem | None:
-        """Compare the checkpoints of the current size with the tree's root."""
-        cps = self.checkpoints
-        while self._next < len(cps) and cps[self._next].size == self.p:
-            size = self.p
+    def _check_cuts(self) -> Problem | None:
+        """Compare the signed sizes equal to the current size with the tree's root."""
+        cuts, matched = self.cuts, False
+        while self._next < len(cuts) and cuts[self._next].size == self.p:
+            size, cut = self.p, cuts[self._next]
             tree = self._joined if self._joined is not None else self._tree
             root = tree.root() if size else EMPTY_ROOT
-            if root != cps[self._next].root_hash:
+            if root != cut.root:
                 if size == 0:
-                    return Problem(None, "checkpoint 0 does not hold the root of the empty tree")
-                return Problem(
-                    size - 1,
-                    f"entry {size - 1} does not match checkpoint {size}: the entries before "
-                    f"it are chained to it, but the tree root is {root.hex()}, not the signed "
-                    f"{cps[self._next].root_hash.hex()}",
-                )
+                    return Problem(None, f"{cut.label} does not hold the root of the empty tree")
+                return blame_root(self._lines, self.proven, cut, root, matched)
+            matched = True
+            self.proven = size
             self._next += 1
         return None
 
-    def _missing(self) -> Problem | None:
-        if self.checkpoints and self.checkpoints[-1].size > self.p:
-            size = self.checkpoints[-1].size
-            return Problem(self.p, f"entries {self.p}..{size - 1} are missing (checkpoint {size})")
+    def _blame_line(self, p: int, prev_hex: bytes) -> Problem:
+        ahead = self.cuts[self._next] if self._next < len(self.cuts) else None
+        if self._lines is None:  # the parallel pass: the sequential one names it
+            return Problem(p, f"entry {p}: bad")
+        return blame_line(self._lines, p, prev_hex, self.proven, ahead)
+
+    def _end_problem(self) -> Problem | None:
+        """What the whole file must satisfy: no rollback, no missing and no unsigned entry."""
+        ahead = [c for c in self.cuts[self._next :] if c.size > self.p]
+        rolled = [c for c in ahead if c.trusted]
+        if rolled:
+            size = rolled[-1].size
+            return Problem(
+                self.p,
+                f"entries {self.p}..{size - 1} are missing, but the trusted checkpoint {size} "
+                f"holds them: the log was rolled back or the export cut short",
+                size - 1,
+            )
+        if ahead:
+            size = ahead[-1].size
+            return Problem(
+                self.p, f"entries {self.p}..{size - 1} are missing ({ahead[-1].label})", size - 1
+            )
+        if self.p == 0:
+            return Problem(None, f"{ENTRIES}: holds no entries: there is nothing to verify")
+        newest = self.checkpoints[-1].size if self.checkpoints else 0
+        if self.p > newest:
+            what = (
+                f"entry {newest} is"
+                if self.p - 1 == newest
+                else (f"entries {newest}..{self.p - 1} are")
+            )
+            return Problem(
+                newest,
+                f"{what} not covered by a signed checkpoint: appended after the newest one "
+                f"({newest}), not proven",
+                self.p - 1,
+            )
         return None
 
     def report_progress(self) -> None:
         if self._progress is not None and time.monotonic() >= self._tick:
             self._progress(self.p, self._total)
             self._tick = time.monotonic() + 1.0
-
-
-def _diagnose(line: bytes, p: int, prev_hex: bytes) -> Problem:
-    """Name what is wrong with line ``p``, which failed the fast check."""
-    match = fast.ENTRY_PREFIX.match(line)
-    if match is None:
-        return Problem(p, f'entry {p}: malformed: does not start with {{"i":{p},"prev":"..."')
-    index = int(match[1])
-    if index != p:
-        return Problem(
-            p, f"entry {p}: holds index {index}: entries were deleted, inserted or reordered"
-        )
-    if match[2] != prev_hex:
-        if p == 0:
-            return Problem(0, "entry 0: malformed: its prev is not 64 zeros")
-        return Problem(
-            p - 1, f"entry {p - 1} was changed: entry {p} recorded a different hash for it"
-        )
-    return Problem(p, f"entry {p}: malformed: does not end with }}")
 
 
 def _run_parallel(run: _Run, path: Path, workers: int) -> Problem | _Fallback | None:
@@ -431,7 +424,7 @@ def _run_parallel(run: _Run, path: Path, workers: int) -> Problem | _Fallback | 
         (str(path), start, min(start + RANGE_SIZE, size)) for start in range(0, size, RANGE_SIZE)
     )
     # spawn, not fork: the caller may be a threaded process (a gateway, a test runner).
-    cuts = [c.size for c in run.checkpoints]
+    cuts = sorted({c.size for c in run.cuts})
     with multiprocessing.get_context("spawn").Pool(workers, fast.set_cuts, (cuts,)) as pool:
         try:
             # A bounded window of ranges in flight keeps memory flat if the parent falls behind.
@@ -459,39 +452,10 @@ def _run_parallel(run: _Run, path: Path, workers: int) -> Problem | _Fallback | 
             # leaves the result queue's lock taken, and Pool.terminate then hangs.
             pool.close()
             pool.join()
-    if run.checkpoints and run.p < run.checkpoints[-1].size:
-        return _Fallback()  # entries are missing: the sequential pass says which
-    return None
+    return None  # what the whole file must satisfy, ``_Run.report`` checks
 
 
 def _batches(leaves: Iterable[bytes], size: int = 4096) -> Iterator[list[bytes]]:
     it = iter(leaves)
     while batch := list(islice(it, size)):
         yield batch
-
-
-def _expected_total(directory: Path, checkpoints: Sequence[Checkpoint]) -> int:
-    """Entries expected, for progress only: log.json's size (untrusted) or the latest size."""
-    try:
-        size = json.loads((directory / "log.json").read_text())["size"]
-        if isinstance(size, int) and size >= 0:
-            return size
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    return checkpoints[-1].size if checkpoints else 0
-
-
-def _claimed_origin(note: bytes) -> str:
-    """The origin line a note claims, before it is verified."""
-    return note.split(b"\n", 1)[0].decode("utf-8", "replace")
-
-
-def _signers(note: bytes) -> str:
-    """Describe the keys named in a note's signature lines, for an unknown-key message."""
-    text = note.decode("utf-8", "replace")
-    names = [
-        line[2:].split(" ", 1)[0]
-        for line in text[text.rfind("\n\n") + 2 :].splitlines()
-        if line.startswith("\u2014 ")
-    ]
-    return "signatures by " + ", ".join(names) if names else "no signature lines"

@@ -17,7 +17,7 @@ import pytest
 from gateway.audit import _verify_fast as fast
 from gateway.audit import compact, record
 from gateway.audit.compact import CompactRange
-from gateway.audit.record import ZERO_HASH, AuditRecord, leaf_bytes
+from gateway.audit.record import RECORD_VERSION, ZERO_HASH, AuditRecord, leaf_bytes
 from gateway.audit.rfc6962 import hash_children, hash_leaf
 from tests.audit.test_record import BASE as RECORD
 from tests.conftest import require_native
@@ -171,6 +171,84 @@ def test_bad_arguments_are_type_errors_not_crashes() -> None:
         _native.hash_pairs([b"x" * 32, b"y" * 31], 0, 2)
 
 
+# -- the record schema: check_records ---------------------------------------------------------
+
+RECORDS = [
+    RECORD,
+    dataclasses.replace(RECORD, policies=("a", "b/2"), emergency=True, latency_us=0),
+    dataclasses.replace(RECORD, reason='quote " backslash \\ nl \n nul \x00 del \x7f', org="ü"),
+    dataclasses.replace(RECORD, purpose="\U0001f3e5", subject="12" * 32, latency_us=-5),
+]
+
+
+def record_lines() -> list[bytes]:
+    lines, prev = [], ZERO_HASH
+    for i, r in enumerate(RECORDS * 3):
+        lines.append(leaf_bytes(i * 97, prev, r.body()))
+        prev = hash_leaf(lines[-1])
+    return lines
+
+
+SCHEMA_BREAKS = [
+    (b'"latency_us":523', b'"latency_us":"523"'),
+    (b'"latency_us":523', b'"latency_us":05'),
+    (b'"latency_us":523', b'"latency_us":5.5'),
+    (b'"emergency":false', b'"emergency":0'),
+    (b'"policies":[]', b'"policies":[1]'),
+    (b'"policies":[]', b'"policies":[""'),
+    (b'"policies":[]', b'"policies":["a",]'),
+    (b'"backend":"', b'"backend": "'),
+    (b'"org":"', b'"org":"\x01'),
+    (b'"org":"', b'"org":"\\x'),
+    (b'"org":"', b'"org":"\\u12g4'),
+    (b'"org":"', b'"org":"\xc3\xbc'),
+    (b',"v":%d}' % RECORD_VERSION, b',"v":%d}' % (RECORD_VERSION + 1)),
+    (b',"v":%d}' % RECORD_VERSION, b',"v":%d,"w":1}' % RECORD_VERSION),
+    (b',"rpc":', b',"RPC":'),
+    (b',"subject":"', b',"subject":"x","subject":"'),
+    (b'"r":{', b'"r": {'),
+    (b'"prev":"', b'"prev":"A'),
+    (b'{"i":', b'{"i":-'),
+    (b'{"i":', b'{"i":0'),
+]
+
+
+def test_check_records_accepts_every_record_the_writer_makes() -> None:
+    block = b"".join(line + b"\n" for line in record_lines())
+    assert both("check_records", block, fast.record_programs()) == -1
+    assert both("check_records", block[:-1], fast.record_programs()) == -1  # no final newline
+    assert both("check_records", b"", fast.record_programs()) == -1
+
+
+@pytest.mark.parametrize(("old", "new"), SCHEMA_BREAKS)
+def test_check_records_agrees_on_the_line_off_the_schema(old: bytes, new: bytes) -> None:
+    lines = record_lines()
+    assert old in lines[4]
+    lines[4] = lines[4].replace(old, new, 1)
+    block = b"".join(line + b"\n" for line in lines)
+    bad = both("check_records", block, fast.record_programs())
+    assert bad == block.index(lines[4])
+
+
+@pytest.mark.parametrize("seed", range(100))
+def test_check_records_agrees_on_random_damage(seed: int) -> None:
+    rng = random.Random(seed)
+    lines = damaged(rng, record_lines())
+    block = b"".join(line + b"\n" for line in lines)
+    both("check_records", block, fast.record_programs())
+    both("check_records", block, (*fast.record_programs(), b"zx\0"))  # a second program
+
+
+def test_record_programs_follow_the_schema_table() -> None:
+    programs = fast.record_programs()
+    assert len(programs) == len(record.RECORD_SCHEMAS)
+    for version, program in zip(sorted(record.RECORD_SCHEMAS), programs, strict=True):
+        assert program.startswith(b's{"backend":\x00s,"basis":\x00')
+        assert program.endswith(b'z,"v":%d\x00z}}\x00' % version)
+        assert b'l,"policies":\x00' in program and b'b,"emergency":\x00' in program
+        assert (b'i,"calls":\x00' in program) is ("calls" in record.RECORD_SCHEMAS[version])
+
+
 # -- the writer's loops: chain_leaves and push_leaves ----------------------------------------
 
 
@@ -302,3 +380,34 @@ def test_record_body_refuses_what_the_python_one_refuses(
     for function in (_native.record_body, record.py_record_body):
         with pytest.raises(error):
             function(rec)
+
+
+@pytest.mark.parametrize("byte", [0x00, 0x1F, 0x5C, 0x7F, 0x80, 0xFF, 0x20, 0x41])
+def test_check_records_agrees_on_each_kind_of_byte_at_every_offset(byte: int) -> None:
+    """The C loop reads strings 8 bytes at a time: a byte that ends or breaks a string must be
+    found at any offset in a word, as the Python loop finds it."""
+    lines = record_lines()
+    for offset in range(17):
+        line = lines[4].replace(b'"org":"', b'"org":"' + b"a" * offset + bytes([byte]), 1)
+        block = b"".join(x + b"\n" for x in [*lines[:4], line, *lines[5:]])
+        bad = both("check_records", block, fast.record_programs())
+        assert (bad == -1) == (0x20 <= byte < 0x80 and byte != 0x5C)
+
+
+def test_a_new_record_version_is_one_row_of_the_schema_table(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A version 2 with one more int key: its records pass, version 1's still do, and a
+    version 2 record without the key does not (in C and in Python alike)."""
+    now, new = RECORD_VERSION, RECORD_VERSION + 1
+    monkeypatch.setitem(record.RECORD_SCHEMAS, new, {**record.RECORD_SCHEMAS[now], "shard": "int"})
+    fast.record_programs.cache_clear()
+    try:
+        programs = fast.record_programs()
+        old = record_lines()[4]
+        at_new = old.replace(b',"v":%d}' % now, b',"v":%d}' % new)
+        added = at_new.replace(b'"subject":', b'"shard":7,"subject":')
+        assert both("check_records", old + b"\n" + added + b"\n", programs) == -1
+        assert both("check_records", at_new + b"\n", programs) == 0  # without the new key
+    finally:
+        fast.record_programs.cache_clear()

@@ -7,7 +7,14 @@ import json
 
 import pytest
 
-from gateway.audit.record import AuditRecord, Pseudonymizer, canonical_json, leaf_bytes
+from gateway.audit.record import (
+    RECORD_SCHEMAS,
+    RECORD_VERSION,
+    AuditRecord,
+    Pseudonymizer,
+    canonical_json,
+    leaf_bytes,
+)
 
 pytestmark = pytest.mark.usefixtures("loops")  # record_body in C, then in Python
 
@@ -58,3 +65,13 @@ def test_pseudonyms_are_stable_per_key_and_differ_between_keys() -> None:
     assert first("PSN0001") == first("PSN0001") != first("PSN0002")
     assert first("PSN0001") != second("PSN0001")
     assert len(first("PSN0001")) == 64 and "PSN0001" not in first("PSN0001")
+
+
+def test_the_schema_table_names_every_field_of_a_record_with_its_json_type() -> None:
+    """``RECORD_SCHEMAS`` (what the verifier checks) is what ``AuditRecord.body`` writes."""
+    types = {str: "string", int: "int", bool: "bool", list: "strings"}
+    body = json.loads(dataclasses.replace(BASE, policies=("a",)).body())
+    assert body.pop("v") == RECORD_VERSION
+    assert {key: types[type(value)] for key, value in body.items()} == (
+        RECORD_SCHEMAS[RECORD_VERSION]
+    )

@@ -30,12 +30,13 @@ from gateway.audit.checkpoint import Checkpoint, sign_checkpoint
 from gateway.audit.compact import CompactRange
 from gateway.audit.note import VerifierSet
 from gateway.audit.proof import ProofError, root_of
-from gateway.audit.record import ZERO_HASH, canonical_json, leaf_bytes
+from gateway.audit.record import RECORD_VERSION, ZERO_HASH, AuditRecord, leaf_bytes
 from gateway.audit.rfc6962 import hash_leaf
 from gateway.audit.signer import Ed25519FileSigner
 from gateway.audit.verify import (
     VerifyReport,
     load_checkpoints,
+    open_trusted,
     verify_export,
     verify_leaves,
     verify_receipt,
@@ -53,13 +54,27 @@ SMALL_BLOCK = 256
 # --- building exports -----------------------------------------------------------------------
 
 
+RECORD = AuditRecord(
+    time="2026-11-24T17:33:40.659634Z",
+    request_id="req-0",
+    org="hosp-bj-001",
+    org_type="hospital",
+    cert_sha256="ab" * 32,
+    rpc="onecard.v1.InsuranceService/GetInsuranceStatus",
+    outcome="OK",
+    reason="",
+    released_sha256="cd" * 32,
+    latency_us=523,
+)
+
+
 def chain(n: int) -> list[bytes]:
-    """``n`` leaves chained as the log writes them, with bodies of varied lengths."""
+    """``n`` leaves chained as the log writes them, with records of varied lengths."""
     leaves: list[bytes] = []
     prev = ZERO_HASH
     for i in range(n):
-        body = canonical_json({"request_id": f"req-{i}", "pad": "x" * (i % 5 * 20)})
-        leaves.append(leaf_bytes(i, prev, body))
+        record = dataclasses.replace(RECORD, request_id=f"req-{i}", reason="x" * (i % 5 * 20))
+        leaves.append(leaf_bytes(i, prev, record.body()))
         prev = hash_leaf(leaves[-1])
     return leaves
 
@@ -127,8 +142,8 @@ def verifiers(signer: Ed25519FileSigner) -> VerifierSet:
 
 @pytest.fixture
 def export(tmp_path: Path, signer: Ed25519FileSigner) -> Export:
-    """12 entries, checkpoints at 3, 7 and 10: two entries are not signed yet."""
-    return make_export(tmp_path / "export", signer, 12, (3, 7, 10))
+    """12 entries, checkpoints at 3, 7, 10 and 12."""
+    return make_export(tmp_path / "export", signer, 12, (3, 7, 10, 12))
 
 
 class Mode(NamedTuple):
@@ -160,15 +175,12 @@ def without_time(report: VerifyReport) -> VerifyReport:
 # --- a good export --------------------------------------------------------------------------
 
 GOOD = [
-    pytest.param(0, (), id="empty"),
-    pytest.param(0, (0,), id="empty-with-checkpoint-0"),
-    pytest.param(1, (), id="1-unsigned"),
     pytest.param(1, (1,), id="1"),
     pytest.param(3, (1, 2, 3), id="3"),
     pytest.param(5, (0, 5), id="5"),
     pytest.param(13, (4, 8, 13), id="13"),
-    pytest.param(37, (1, 16, 20, 31), id="37-with-6-unsigned"),
-    pytest.param(100, (64, 99), id="100-with-1-unsigned"),
+    pytest.param(37, (1, 16, 20, 31, 37), id="37"),
+    pytest.param(100, (64, 99, 100), id="100"),
 ]
 
 
@@ -187,8 +199,8 @@ def test_a_good_export_verifies(
     assert report.ok
     assert report.entries == n
     assert report.checkpoints == len(sizes)
-    assert (report.latest.size if report.latest else None) == (sizes[-1] if sizes else None)
-    assert report.beyond_latest == n - (sizes[-1] if sizes else 0)
+    assert report.latest is not None
+    assert report.latest.size == sizes[-1]
 
 
 @pytest.mark.parametrize(("n", "sizes"), GOOD)
@@ -213,7 +225,7 @@ def test_the_parallel_mode_does_not_fall_back_on_a_good_export(
     verifiers: VerifierSet,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    export = make_export(tmp_path, signer, 37, (1, 16, 20, 31))
+    export = make_export(tmp_path, signer, 37, (1, 16, 20, 31, 37))
     assert export.entries.stat().st_size > 10 * SMALL_RANGE
     monkeypatch.setattr(verify, "RANGE_SIZE", SMALL_RANGE)
 
@@ -331,89 +343,226 @@ def changed_after_signing(export: Export) -> None:
     note.write_bytes(note.read_bytes().replace(true_root, base64.b64encode(export.root(6))))
 
 
-# (damage, first bad entry, part of the message); the export has 12 entries, signed at 3, 7, 10.
+def prev_digit_of(i: int) -> Damage:
+    """One hex digit of entry ``i``'s ``prev`` changed: entry ``i - 1`` is intact."""
+
+    def change(lines: list[bytes]) -> list[bytes]:
+        at = lines[i].index(b'"prev":"') + 8
+        digit = b"1" if lines[i][at : at + 1] == b"0" else b"0"
+        return [*lines[:i], lines[i][:at] + digit + lines[i][at + 1 :], *lines[i + 1 :]]
+
+    return rewrite(change)
+
+
+def rechained(i: int) -> Damage:
+    """Entry ``i`` changed and every later ``prev`` rewritten to match: the chain holds."""
+
+    def damage(export: Export) -> None:
+        lines = export.lines()
+        lines[i] = lines[i].replace(b'"req-', b'"REQ-')
+        for k in range(i + 1, len(lines)):
+            prev = hash_leaf(lines[k - 1]).hex().encode()
+            head, _, rest = lines[k].partition(b'"prev":"')
+            lines[k] = head + b'"prev":"' + prev + rest[64:]
+        export.write_lines(lines)
+
+    return damage
+
+
+def forged_after(i: int) -> Damage:
+    """A forged entry inserted after entry ``i``, chained to it, with the index ``i + 1``."""
+
+    def change(lines: list[bytes]) -> list[bytes]:
+        forged = leaf_bytes(i + 1, hash_leaf(lines[i]), RECORD.body())
+        return [*lines[: i + 1], forged, *lines[i + 1 :]]
+
+    return rewrite(change)
+
+
+def appended(chained: bool) -> Damage:
+    """One more entry after the last, chained to it or not."""
+
+    def change(lines: list[bytes]) -> list[bytes]:
+        prev = hash_leaf(lines[-1]) if chained else bytes(32)
+        return [*lines, leaf_bytes(len(lines), prev, RECORD.body())]
+
+    return rewrite(change)
+
+
+def latency_as_text(i: int) -> Damage:
+    def change(lines: list[bytes]) -> list[bytes]:
+        line = lines[i].replace(b'"latency_us":523', b'"latency_us":"523"')
+        return [*lines[:i], line, *lines[i + 1 :]]
+
+    return rewrite(change)
+
+
+def removed_checkpoints(*sizes: int) -> Damage:
+    def damage(export: Export) -> None:
+        for size in sizes:
+            export.note(size).unlink()
+
+    return damage
+
+
+def emptied(export: Export) -> None:
+    export.entries.write_bytes(b"")
+    for note in export.path.glob("checkpoints/*.note"):
+        note.unlink()
+    export.sign(0)
+
+
+def signed_by_a_key_of_another_name(export: Export) -> None:
+    other = Ed25519FileSigner.generate(export.path.parent / "other.key", "other.example/audit")
+    export.sign(7, signer=other)
+
+
+# (damage, first bad entry, last of the range or None, part of the message); the export has 12
+# entries, signed at 3, 7, 10 and 12.
 LINE_DAMAGE = [
-    pytest.param(edited(0), 0, "entry 0 was changed", id="edited-0"),
-    pytest.param(edited(4), 4, "entry 4 was changed", id="edited-4"),
-    pytest.param(edited(6), 6, "entry 6 does not match checkpoint 7", id="edited-last-of-7"),
-    pytest.param(edited(10), 10, "entry 10 was changed", id="edited-unsigned"),
-    pytest.param(rewrite(lambda ls: [*ls[:5], *ls[6:]]), 5, "entry 5: holds index 6", id="deleted"),
+    pytest.param(edited(0), 0, None, "entry 0 was changed", id="edited-0"),
+    pytest.param(edited(4), 4, None, "entry 4 was changed", id="edited-4"),
+    pytest.param(edited(6), 6, None, "entry 6 was changed", id="edited-last-of-7"),
+    pytest.param(edited(10), 10, None, "entry 10 was changed", id="edited-10"),
+    pytest.param(prev_digit_of(5), 5, None, "its prev field was altered", id="prev-of-5"),
+    pytest.param(prev_digit_of(7), 7, None, "signed checkpoint of size 7", id="prev-of-7"),
+    pytest.param(rewrite(lambda ls: [*ls[:5], *ls[6:]]), 5, 5, "entry 5 is missing", id="deleted"),
     pytest.param(
-        rewrite(lambda ls: [*ls[:9], *ls[10:]]), 9, "entry 9: holds index 10", id="deleted-signed"
+        rewrite(lambda ls: ls[1:]), 0, 0, "entry 0 is missing: the first line holds entry 1", id="0"
+    ),
+    pytest.param(
+        rewrite(lambda ls: [*ls[:4], *ls[7:]]), 4, 6, "entries 4..6 are missing", id="deleted-3"
     ),
     pytest.param(
         rewrite(lambda ls: [*ls[:2], ls[3], ls[2], *ls[4:]]),
         2,
-        "entry 2: holds index 3",
+        3,
+        "entries 2 and 3 were swapped",
         id="swapped",
     ),
     pytest.param(
-        rewrite(lambda ls: [*ls[:8], ls[7], *ls[8:]]), 8, "entry 8: holds index 7", id="inserted"
+        rewrite(lambda ls: [*ls[:2], ls[5], *ls[3:5], ls[2], *ls[6:]]),
+        2,
+        None,
+        "entry 2 was moved: line 5 holds it",
+        id="moved",
     ),
     pytest.param(
-        rewrite(lambda ls: ls[:8]), 8, "entries 8..9 are missing (checkpoint 10)", id="truncated"
+        rewrite(lambda ls: [*ls[:8], ls[7], *ls[8:]]),
+        8,
+        None,
+        "a copy of entry 7 was inserted",
+        id="copy-inserted",
     ),
-    pytest.param(replaced(5, b"not json"), 5, "entry 5: malformed", id="not-json"),
-    pytest.param(replaced(5, b""), 5, "entry 5: malformed", id="blank-line"),
+    pytest.param(forged_after(8), 9, 9, "entry 9 was inserted", id="forged-inserted"),
+    pytest.param(
+        rewrite(lambda ls: ls[:8]), 8, 11, "entries 8..11 are missing (checkpoint 12)", id="cut"
+    ),
+    pytest.param(replaced(5, b"not json"), 5, None, "entry 5: malformed", id="not-json"),
+    pytest.param(replaced(5, b""), 5, None, "entry 5: malformed", id="blank-line"),
     pytest.param(
         rewrite(lambda ls: [*ls[:5], ls[5].replace(b'"i":5,', b'"i": 5,'), *ls[6:]]),
         5,
+        None,
         "entry 5: malformed",
         id="broken-prefix",
     ),
     pytest.param(
         rewrite(lambda ls: [ls[0].replace(b'"prev":"0', b'"prev":"1'), *ls[1:]]),
         0,
+        None,
         "entry 0: malformed: its prev is not 64 zeros",
         id="entry-0-prev",
     ),
     pytest.param(
         rewrite(lambda ls: [line + b"\r" for line in ls]),
         0,
-        "entry 0: malformed: does not end with }",
+        None,
+        "entry 0: malformed: its record is not one of the leaf format",
         id="crlf",
     ),
-    pytest.param(cut_in_prefix_of_8, 8, "entry 8: malformed: does not start", id="cut-in-prefix"),
+    pytest.param(latency_as_text(4), 4, None, "entry 4: malformed: its record", id="schema"),
     pytest.param(
-        checkpoint_0_and_edited_4, 4, "entry 4 was changed", id="edited-4-with-checkpoint-0"
+        cut_in_prefix_of_8, 8, None, "entry 8: malformed: does not start", id="cut-in-prefix"
     ),
-    pytest.param(swapped_in_a_short_file, 7, "entry 7: holds index 8", id="swapped-in-short-file"),
+    pytest.param(cut_in_record_of_8, 8, None, "entry 8: malformed", id="cut-in-record"),
+    pytest.param(
+        checkpoint_0_and_edited_4, 4, None, "entry 4 was changed", id="edited-4-with-checkpoint-0"
+    ),
+    pytest.param(
+        swapped_in_a_short_file, 7, 8, "entries 7 and 8 were swapped", id="swapped-in-short-file"
+    ),
+    pytest.param(
+        appended(chained=True),
+        12,
+        12,
+        "entry 12 is not covered by a signed checkpoint",
+        id="appended-chained",
+    ),
+    pytest.param(
+        appended(chained=False),
+        12,
+        None,
+        "entry 12 was changed: its prev is not the leaf hash of entry 11",
+        id="appended-unchained",
+    ),
+    pytest.param(rechained(4), 3, 6, "entries 3..6 are chained but do not give", id="rechained"),
+    pytest.param(
+        removed_checkpoints(12),
+        10,
+        11,
+        "entries 10..11 are not covered by a signed checkpoint",
+        id="newest-checkpoint-removed",
+    ),
 ]
 ROOT_DAMAGE = [
-    pytest.param(wrong_root_at_7, 6, "entry 6 does not match checkpoint 7", id="wrong-root"),
+    pytest.param(wrong_root_at_7, 3, 6, "do not give the root of checkpoint 7", id="wrong-root"),
     pytest.param(
-        wrong_empty_root, None, "checkpoint 0 does not hold the root", id="wrong-empty-root"
+        wrong_empty_root, None, None, "checkpoint 0 does not hold the root", id="wrong-empty-root"
     ),
 ]
 OTHER_DAMAGE = [
     pytest.param(
         no_final_newline,
         11,
+        None,
         "entry 11: truncated: the file ends without a newline",
         id="no-final-newline",
     ),
+    pytest.param(no_entries_file, None, None, "entries.jsonl: no such file", id="no-entries"),
     pytest.param(
-        cut_in_record_of_8,
-        8,
-        "entry 8: truncated: the file ends without a newline",
-        id="cut-in-record",
+        removed_checkpoints(3, 7, 10, 12),
+        None,
+        None,
+        "checkpoints: no signed checkpoint",
+        id="checkpoints-removed",
     ),
-    pytest.param(no_entries_file, None, "entries.jsonl: no such file", id="no-entries"),
+    pytest.param(emptied, None, None, "entries.jsonl: holds no entries", id="empty"),
     pytest.param(
         signed_by_an_unknown_key,
+        None,
         None,
         "checkpoints/000000000007.note: signed by an unknown key",
         id="unknown-key",
     ),
     pytest.param(
+        signed_by_a_key_of_another_name,
+        None,
+        None,
+        "checkpoints/000000000007.note: signed by an unknown key",
+        id="key-of-another-name",
+    ),
+    pytest.param(
         another_origin,
         None,
-        "checkpoints/000000000007.note: origin 'other.example/audit' differs from "
-        "'onecard.example/audit' of checkpoints/000000000003.note",
+        None,
+        "checkpoints/000000000007.note: checkpoint origin 'other.example/audit' is not the "
+        "expected 'onecard.example/audit' of checkpoints/000000000003.note",
         id="another-origin",
     ),
     pytest.param(
         named_after_another_size,
+        None,
         None,
         "checkpoints/000000000008.note: holds the checkpoint of tree size 7",
         id="misnamed",
@@ -421,11 +570,13 @@ OTHER_DAMAGE = [
     pytest.param(
         named_without_12_digits,
         None,
+        None,
         "checkpoints/7.note: file name is not the 12-digit tree size",
         id="short-name",
     ),
     pytest.param(
         changed_after_signing,
+        None,
         None,
         "checkpoints/000000000007.note: invalid signature",
         id="changed-after-signing",
@@ -433,29 +584,33 @@ OTHER_DAMAGE = [
 ]
 
 
-@pytest.mark.parametrize(("damage", "index", "message"), LINE_DAMAGE + ROOT_DAMAGE + OTHER_DAMAGE)
+@pytest.mark.parametrize(
+    ("damage", "index", "last", "message"), LINE_DAMAGE + ROOT_DAMAGE + OTHER_DAMAGE
+)
 def test_damage_is_named_at_the_first_bad_entry(
     export: Export,
     verifiers: VerifierSet,
     mode: Mode,
     damage: Damage,
     index: int | None,
+    last: int | None,
     message: str,
 ) -> None:
     damage(export)
     report = verify_export(export.path, verifiers, workers=mode.workers)
     assert not report.ok
     assert report.problem is not None
-    assert report.problem.index == index
+    assert (report.problem.index, report.problem.last) == (index, last)
     assert message in report.problem.message
 
 
-@pytest.mark.parametrize(("damage", "index", "message"), LINE_DAMAGE + ROOT_DAMAGE)
+@pytest.mark.parametrize(("damage", "index", "last", "message"), LINE_DAMAGE + ROOT_DAMAGE)
 def test_verify_leaves_gives_the_verdict_of_verify_export(
     export: Export,
     verifiers: VerifierSet,
     damage: Damage,
     index: int | None,
+    last: int | None,
     message: str,
 ) -> None:
     damage(export)
@@ -475,7 +630,6 @@ def test_verify_leaves_accepts_good_leaves(export: Export, verifiers: VerifierSe
     report = verify_leaves(export.leaves, load_checkpoints(export.path, verifiers))
     assert without_time(report) == without_time(verify_export(export.path, verifiers))
     assert report.ok
-    assert report.beyond_latest == 2
 
 
 @pytest.mark.parametrize("at", [0, 3, 10])
@@ -550,13 +704,20 @@ def test_scan_range_results_join_into_the_tree(
 def test_scan_range_checks_every_line(
     tmp_path: Path, cuts: Callable[[tuple[int, ...]], None], sizes: tuple[int, ...]
 ) -> None:
-    """Before the latest checkpoint as after it, a line that breaks the chain stops the range."""
+    """Before the latest checkpoint as after it, a line that breaks the chain or the record
+    schema fails the range."""
     lines = chain(12)
     path = tmp_path / "entries.jsonl"
-    path.write_bytes(lines_bytes([*lines[:5], b"not an entry", *lines[6:]]))
     cuts(sizes)
-    result = fast.scan_range(str(path), 0, path.stat().st_size)
-    assert (result.ok, result.entries) == (False, 5)
+    for bad in (
+        b"not an entry",
+        lines[5].replace(b'"v":%d}' % RECORD_VERSION, b'"v":"%d"}' % RECORD_VERSION),
+        lines[6],
+    ):
+        path.write_bytes(lines_bytes([*lines[:5], bad, *lines[6:]]))
+        assert not fast.scan_range(str(path), 0, path.stat().st_size).ok
+    path.write_bytes(lines_bytes(lines))
+    assert fast.scan_range(str(path), 0, path.stat().st_size).ok
 
 
 def test_scan_range_refuses_a_file_without_final_newline(tmp_path: Path) -> None:
@@ -663,11 +824,11 @@ def test_a_wrong_receipt_is_refused(
 # --- progress -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("log_size", "total"), [(None, 10), (12, 12)])
-def test_progress_ends_with_every_entry_done(
-    export: Export, verifiers: VerifierSet, mode: Mode, log_size: int | None, total: int
+@pytest.mark.parametrize("log_size", [None, 99, 3])
+def test_progress_counts_what_was_read_against_the_signed_size(
+    export: Export, verifiers: VerifierSet, mode: Mode, log_size: int | None
 ) -> None:
-    """The total is log.json's size if there is one, else the latest checkpoint's size."""
+    """The total is the newest checkpoint's size: log.json (untrusted) does not change it."""
     if log_size is not None:
         (export.path / "log.json").write_text(json.dumps({"origin": ORIGIN, "size": log_size}))
     calls: list[tuple[int, int]] = []
@@ -675,13 +836,106 @@ def test_progress_ends_with_every_entry_done(
         export.path, verifiers, workers=mode.workers, progress=lambda *c: calls.append(c)
     )
     assert report.ok
-    assert calls[-1] == (12, total)
+    assert calls[-1] == (12, 12)
 
 
-def test_verify_leaves_reports_progress_against_the_given_total(
+def test_progress_counts_an_appended_entry_as_read(export: Export, verifiers: VerifierSet) -> None:
+    appended(chained=True)(export)
+    calls: list[tuple[int, int]] = []
+    report = verify_export(export.path, verifiers, progress=lambda *c: calls.append(c))
+    assert not report.ok
+    assert calls[-1] == (13, 12)
+
+
+def test_verify_leaves_reports_progress_against_the_signed_size(
     export: Export, verifiers: VerifierSet
 ) -> None:
     calls: list[tuple[int, int]] = []
     checkpoints = load_checkpoints(export.path, verifiers)
-    verify_leaves(export.leaves, checkpoints, total=12, progress=lambda *c: calls.append(c))
+    verify_leaves(export.leaves, checkpoints, progress=lambda *c: calls.append(c))
     assert calls[-1] == (12, 12)
+
+
+# --- trusted checkpoints: rollback and fork --------------------------------------------------
+
+
+def trusted_note(export: Export, size: int, leaves: list[bytes] | None = None) -> Path:
+    """A checkpoint the regulator kept, of ``size`` entries of ``leaves`` (the export's)."""
+    hashes = [hash_leaf(leaf) for leaf in (leaves or export.leaves)[:size]]
+    path = export.path.parent / f"kept-{size}.note"
+    path.write_bytes(sign_checkpoint(Checkpoint(ORIGIN, size, root_of(hashes)), export.signer))
+    return path
+
+
+def test_a_trusted_checkpoint_the_export_extends_verifies(
+    export: Export, verifiers: VerifierSet, mode: Mode
+) -> None:
+    trusted = [open_trusted(trusted_note(export, n), verifiers) for n in (5, 12)]
+    assert verify_export(export.path, verifiers, trusted=trusted, workers=mode.workers).ok
+
+
+def test_a_rollback_below_a_trusted_checkpoint_is_named(
+    export: Export, verifiers: VerifierSet, mode: Mode
+) -> None:
+    trusted = open_trusted(trusted_note(export, 12), verifiers)
+    export.write_lines(export.leaves[:10])
+    export.note(12).unlink()
+    assert verify_export(export.path, verifiers, workers=mode.workers).ok  # alone, it passes
+    report = verify_export(export.path, verifiers, trusted=[trusted], workers=mode.workers)
+    assert report.problem is not None
+    assert (report.problem.index, report.problem.last) == (10, 11)
+    assert "the trusted checkpoint 12 holds them: the log was rolled back" in str(report.problem)
+
+
+def test_a_fork_of_a_trusted_checkpoint_is_refused(
+    export: Export, verifiers: VerifierSet, mode: Mode
+) -> None:
+    other = chain(12)
+    other[5] = leaf_bytes(5, hash_leaf(other[4]), dataclasses.replace(RECORD, org="x").body())
+    trusted = open_trusted(trusted_note(export, 7, other), verifiers)
+    report = verify_export(export.path, verifiers, trusted=[trusted], workers=mode.workers)
+    assert report.problem is not None
+    assert "the export's checkpoint 7 and the trusted checkpoint 7 are both signed" in (
+        report.problem.message
+    )
+
+
+def test_a_fork_below_the_exports_checkpoints_names_the_range(
+    export: Export, verifiers: VerifierSet, mode: Mode
+) -> None:
+    other = chain(12)
+    other[4] = leaf_bytes(4, hash_leaf(other[3]), dataclasses.replace(RECORD, org="x").body())
+    trusted = open_trusted(trusted_note(export, 5, other), verifiers)
+    report = verify_export(export.path, verifiers, trusted=[trusted], workers=mode.workers)
+    assert report.problem is not None
+    assert (report.problem.index, report.problem.last) == (3, 4)
+    assert "do not give the root of trusted checkpoint 5" in report.problem.message
+    assert "rewritten after the trusted checkpoint was signed: a fork" in report.problem.message
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "cannot read it"),
+        (b"not a note", "not a checkpoint of the log: malformed note"),
+        (b"x", "malformed note"),
+    ],
+)
+def test_an_unusable_trusted_checkpoint_is_an_export_error(
+    tmp_path: Path, verifiers: VerifierSet, content: bytes | None, message: str
+) -> None:
+    path = tmp_path / "kept.note"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(verify.ExportError, match=message):
+        open_trusted(path, verifiers)
+
+
+def test_a_trusted_checkpoint_by_an_unknown_key_is_refused(
+    export: Export, verifiers: VerifierSet, tmp_path: Path
+) -> None:
+    intruder = Ed25519FileSigner.generate(tmp_path / "intruder.key", ORIGIN)
+    path = tmp_path / "kept.note"
+    path.write_bytes(sign_checkpoint(Checkpoint(ORIGIN, 3, export.root(3)), intruder))
+    with pytest.raises(verify.ExportError, match="no signature from a known key"):
+        open_trusted(path, verifiers)

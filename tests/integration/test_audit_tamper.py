@@ -1,4 +1,10 @@
-"""Tampering with the database is caught by ``onecard audit verify``, which names the entry."""
+"""The tamper suite: ``onecard audit verify`` refuses every kind of damage and names where.
+
+A real gateway writes 12 entries (checkpoints at 1, 6 and 12) and stops; ``onecard audit export``
+exports its data directory. Then the database or the export is damaged one way at a time, and
+the command line's exit status and the entry or range it names are checked. Export's own
+promises (read-only, every entry covered, nothing stale) are in ``test_audit_export.py``.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,8 @@ from typing import Any
 import pytest
 
 from adapters.social_insurance.seed import Population
+from gateway.audit.checkpoint import Checkpoint, sign_checkpoint
+from gateway.audit.record import leaf_bytes
 from gateway.audit.rfc6962 import hash_leaf
 from gateway.audit.signer import Ed25519FileSigner
 from gateway.bootstrap import Gateway
@@ -21,6 +29,8 @@ from gateway.ports import CardStatus
 from tests.integration.calls import issue_token
 
 pytestmark = pytest.mark.integration
+
+ORIGIN = "onecard.local/audit"
 
 
 @pytest.fixture
@@ -40,7 +50,7 @@ async def logged(
     return tmp_path / "data"
 
 
-def _export(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
+def export(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
     out = tmp_path / "export"
     shutil.rmtree(out, ignore_errors=True)
     config = tmp_path / "gw.toml"
@@ -50,77 +60,308 @@ def _export(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> P
     return out
 
 
-def _export_and_verify(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> str:
-    out = _export(data, tmp_path, capsys)
-    code = main(["audit", "verify", str(out), "--key", str(data / "audit-log.pub")])
-    text = capsys.readouterr().out
-    assert code == (0 if text.startswith("OK") else 1)
-    return text
+def verify(
+    out: Path, key: Path, capsys: pytest.CaptureFixture[str], *extra: str
+) -> tuple[int, str, str]:
+    code = main(["audit", "verify", str(out), "--key", str(key), *extra])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
 
 
-def _sql(data: Path, *statements: str) -> None:
+def sql(data: Path, *statements: str) -> None:
     with sqlite3.connect(data / "onecard.db") as conn:
         for statement in statements:
             conn.execute(statement)
 
 
+def lines(out: Path) -> list[bytes]:
+    return (out / "entries.jsonl").read_bytes().splitlines()
+
+
+def write_lines(out: Path, new: list[bytes]) -> None:
+    (out / "entries.jsonl").write_bytes(b"".join(line + b"\n" for line in new))
+
+
 async def test_an_untouched_log_verifies(
     logged: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    text = _export_and_verify(logged, tmp_path, capsys)
+    out = export(logged, tmp_path, capsys)
+    code, text, err = verify(out, logged / "audit-log.pub", capsys)
+    assert (code, err) == (0, "")
     assert text.startswith("OK: 12 entries, 3 signed checkpoints verified")
 
 
-async def test_an_edited_entry_is_named(
+# --- damage to the database, found in its export ---------------------------------------------
+
+EDIT = (
+    "UPDATE audit_entries SET leaf = CAST(replace(leaf, 'IssueCardToken', 'IssueCardTokem')"
+    " AS BLOB) WHERE idx = {}"
+)
+
+
+@pytest.mark.parametrize(
+    ("statements", "named"),
+    [
+        pytest.param([EDIT.format(4)], "first bad entry: 4: entry 4 was changed", id="edited"),
+        pytest.param(
+            [EDIT.format(11)],
+            "bad entries 6..11: entries 6..11 are chained but do not give the root",
+            id="edited-last",
+        ),
+        pytest.param(
+            ["DELETE FROM audit_entries WHERE idx = 7"],
+            "first bad entry: 7: entry 7 is missing",
+            id="deleted",
+        ),
+        pytest.param(
+            [
+                "UPDATE audit_entries SET idx = -1 WHERE idx = 2",
+                "UPDATE audit_entries SET idx = 2 WHERE idx = 3",
+                "UPDATE audit_entries SET idx = 3 WHERE idx = -1",
+            ],
+            "bad entries 2..3: entries 2 and 3 were swapped",
+            id="swapped",
+        ),
+        pytest.param(
+            [
+                "UPDATE audit_entries SET idx = idx + 1000 WHERE idx >= 9",
+                "UPDATE audit_entries SET idx = idx - 999 WHERE idx >= 1000",
+                "INSERT INTO audit_entries SELECT 9, nodes, leaf FROM audit_entries WHERE idx = 8",
+            ],
+            "first bad entry: 9: entry 9: a copy of entry 8 was inserted",
+            id="inserted",
+        ),
+        pytest.param(
+            ["DELETE FROM audit_entries WHERE idx >= 9"],
+            "bad entries 9..11: entries 9..11 are missing (checkpoint 12)",
+            id="truncated",
+        ),
+    ],
+)
+async def test_damage_to_the_database_is_named(
+    logged: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    statements: list[str],
+    named: str,
+) -> None:
+    """The signing key is not in the directory (an intruder without it, a copy): the export
+    stops at the newest checkpoint, and signs nothing."""
+    (logged / "keys" / "audit-log.key").rename(tmp_path / "away.key")
+    sql(logged, *statements)
+    out = export(logged, tmp_path, capsys)
+    code, text, _ = verify(out, logged / "audit-log.pub", capsys)
+    assert code == 1
+    assert text.startswith(f"FAILED: {named}")
+
+
+# --- damage to an export ---------------------------------------------------------------------
+
+
+def changed_prev(out: Path) -> None:
+    old = lines(out)
+    at = old[8].index(b'"prev":"') + 8
+    digit = b"1" if old[8][at : at + 1] == b"0" else b"0"
+    old[8] = old[8][:at] + digit + old[8][at + 1 :]
+    write_lines(out, old)
+
+
+def appended(chained: bool) -> Callable[[Path], None]:
+    def damage(out: Path) -> None:
+        old = lines(out)
+        body = old[-1][old[-1].index(b'"r":') + 4 : -1]
+        prev = hash_leaf(old[-1]) if chained else bytes(32)
+        write_lines(out, [*old, leaf_bytes(len(old), prev, body)])
+
+    return damage
+
+
+def removed_checkpoints(out: Path) -> None:
+    shutil.rmtree(out / "checkpoints")
+
+
+def emptied(out: Path) -> None:
+    write_lines(out, [])
+    removed_checkpoints(out)
+
+
+def newest_checkpoint_removed(out: Path) -> None:
+    (out / "checkpoints" / "000000000012.note").unlink()
+
+
+def re_signed(out: Path) -> None:
+    intruder = Ed25519FileSigner.generate(out.parent / "intruder.key", ORIGIN)
+    note = out / "checkpoints" / "000000000012.note"
+    checkpoint = Checkpoint.parse(note.read_text().split("\n\n")[0] + "\n")
+    note.write_bytes(sign_checkpoint(checkpoint, intruder))
+
+
+@pytest.mark.parametrize(
+    ("damage", "named"),
+    [
+        pytest.param(changed_prev, "first bad entry: 8: entry 8 was changed: its prev", id="prev"),
+        pytest.param(
+            appended(chained=True),
+            "first bad entry: 12: entry 12 is not covered by a signed checkpoint",
+            id="appended-chained",
+        ),
+        pytest.param(
+            appended(chained=False),
+            "first bad entry: 12: entry 12 was changed: its prev is not the leaf hash of entry 11",
+            id="appended-unchained",
+        ),
+        pytest.param(
+            removed_checkpoints, "checkpoints: no signed checkpoint", id="checkpoints-removed"
+        ),
+        pytest.param(
+            newest_checkpoint_removed,
+            "bad entries 6..11: entries 6..11 are not covered by a signed checkpoint",
+            id="newest-checkpoint-removed",
+        ),
+        pytest.param(emptied, "checkpoints: no signed checkpoint", id="empty"),
+        pytest.param(
+            re_signed,
+            "checkpoints/000000000012.note: signed by an unknown key",
+            id="re-signed-by-an-unknown-key",
+        ),
+    ],
+)
+async def test_damage_to_an_export_is_named(
+    logged: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    damage: Callable[[Path], None],
+    named: str,
+) -> None:
+    out = export(logged, tmp_path, capsys)
+    damage(out)
+    code, text, _ = verify(out, logged / "audit-log.pub", capsys)
+    assert code == 1
+    assert text.startswith(f"FAILED: {named}")
+
+
+async def test_a_rollback_is_caught_against_a_trusted_checkpoint(
     logged: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _sql(
+    kept = tmp_path / "kept-12.note"
+    shutil.copyfile(export(logged, tmp_path, capsys) / "checkpoints" / "000000000012.note", kept)
+    sql(
         logged,
-        "UPDATE audit_entries SET leaf = CAST(replace(leaf, 'IssueCardToken', 'IssueCardTokem')"
-        " AS BLOB) WHERE idx = 4",
+        "DELETE FROM audit_entries WHERE idx >= 9",
+        "DELETE FROM audit_checkpoints WHERE size > 6",
     )
-    assert "FAILED: first bad entry: 4:" in _export_and_verify(logged, tmp_path, capsys)
-
-
-async def test_a_deleted_entry_is_named(
-    logged: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    _sql(logged, "DELETE FROM audit_entries WHERE idx = 7")
-    assert "FAILED: first bad entry: 7:" in _export_and_verify(logged, tmp_path, capsys)
-
-
-async def test_reordered_entries_are_named(
-    logged: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    _sql(
-        logged,
-        "UPDATE audit_entries SET idx = -1 WHERE idx = 2",
-        "UPDATE audit_entries SET idx = 2 WHERE idx = 3",
-        "UPDATE audit_entries SET idx = 3 WHERE idx = -1",
+    out = export(logged, tmp_path, capsys)  # the key is here: it signs the 9 entries left
+    key = logged / "audit-log.pub"
+    assert verify(out, key, capsys)[0] == 0  # alone, the rolled-back log verifies
+    code, text, _ = verify(out, key, capsys, "--trusted-checkpoint", str(kept))
+    assert code == 1
+    assert text.startswith(
+        "FAILED: bad entries 9..11: entries 9..11 are missing, but the trusted checkpoint 12 "
+        "holds them: the log was rolled back"
     )
-    assert "FAILED: first bad entry: 2:" in _export_and_verify(logged, tmp_path, capsys)
 
 
-async def test_an_inserted_entry_is_named(
+async def test_a_receipt_is_proved_against_a_trusted_checkpoint(
     logged: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _sql(
-        logged,
-        "UPDATE audit_entries SET idx = idx + 1000 WHERE idx >= 9",
-        "UPDATE audit_entries SET idx = idx - 999 WHERE idx >= 1000",
-        "INSERT INTO audit_entries SELECT 9, nodes, leaf FROM audit_entries WHERE idx = 8",
+    out = export(logged, tmp_path, capsys)
+    kept = tmp_path / "kept-6.note"
+    shutil.copyfile(out / "checkpoints" / "000000000006.note", kept)
+    receipt = _receipt(logged, 4)
+    code, text, _ = verify(
+        out,
+        logged / "audit-log.pub",
+        capsys,
+        "--receipt",
+        receipt,
+        "--trusted-checkpoint",
+        str(kept),
     )
-    assert "FAILED: first bad entry: 9:" in _export_and_verify(logged, tmp_path, capsys)
+    assert code == 0
+    assert (
+        text.startswith("OK: receipt 4 ") and "tree of 6 entries of the trusted checkpoint" in text
+    )
 
 
-async def test_a_checkpoint_signed_by_an_unknown_key_is_rejected(
+# --- bad input: one line on stderr, exit status 2 --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key_text", "message"),
+    [
+        (None, "cannot read the key file"),
+        ("", "holds no verifier key"),
+        ("not a key\n", "line 1 is not a verifier key"),
+        ("\xff\xfe", "line 1 is not a verifier key"),
+    ],
+)
+async def test_a_bad_key_file_is_one_line_and_exit_2(
+    logged: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    key_text: str | None,
+    message: str,
+) -> None:
+    out = export(logged, tmp_path, capsys)
+    key = tmp_path / "given.pub"
+    if key_text is not None:
+        key.write_text(key_text)
+    code, text, err = verify(out, key, capsys)
+    assert (code, text) == (2, "")
+    assert err.count("\n") == 1 and message in err and "Traceback" not in err
+
+
+async def test_another_logs_key_fails_in_one_line(
     logged: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    intruder = Ed25519FileSigner.generate(tmp_path / "intruder.key", "onecard.local/audit")
-    (logged / "audit-log.pub").write_text(intruder.verifier_key() + "\n")
-    text = _export_and_verify(logged, tmp_path, capsys)
-    assert text.startswith("FAILED")
-    assert "unknown key" in text
+    out = export(logged, tmp_path, capsys)
+    other = Ed25519FileSigner.generate(tmp_path / "other.key", "other.example/audit")
+    key = tmp_path / "other.pub"
+    key.write_text(other.verifier_key() + "\n")
+    code, text, err = verify(out, key, capsys)
+    assert (code, err) == (1, "")
+    assert text.startswith("FAILED: checkpoints/000000000001.note: signed by an unknown key")
+
+
+async def test_several_keys_in_one_file_and_repeated_keys_are_accepted(
+    logged: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = export(logged, tmp_path, capsys)
+    other = Ed25519FileSigner.generate(tmp_path / "old.key", ORIGIN)
+    keys = tmp_path / "keys.pub"
+    keys.write_text(other.verifier_key() + "\n" + (logged / "audit-log.pub").read_text())
+    code, text, _ = verify(out, keys, capsys, "--key", str(tmp_path / "keys.pub"))
+    assert code == 0 and text.startswith("OK: 12 entries")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--trusted-checkpoint", "/nonexistent/kept.note"], "cannot read it"),
+        (["--trusted-checkpoint", "{export}/entries.jsonl"], "not a checkpoint of the log"),
+    ],
+)
+async def test_a_bad_trusted_checkpoint_is_one_line_and_exit_2(
+    logged: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    message: str,
+) -> None:
+    out = export(logged, tmp_path, capsys)
+    code, text, err = verify(
+        out, logged / "audit-log.pub", capsys, *[a.format(export=out) for a in args]
+    )
+    assert (code, text) == (2, "")
+    assert err.count("\n") == 1 and message in err
+
+
+async def test_a_missing_export_is_one_line_and_exit_2(
+    logged: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, text, err = verify(tmp_path / "nowhere", logged / "audit-log.pub", capsys)
+    assert (code, text) == (2, "")
+    assert err == f"onecard: {tmp_path / 'nowhere'}: no such export directory\n"
 
 
 def _receipt(data: Path, index: int) -> str:
@@ -132,10 +373,9 @@ def _receipt(data: Path, index: int) -> str:
 def _verify_receipt(
     data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], receipt: str
 ) -> tuple[int, str]:
-    out = _export(data, tmp_path, capsys)
-    key = str(data / "audit-log.pub")
-    code = main(["audit", "verify", str(out), "--key", key, "--receipt", receipt])
-    return code, capsys.readouterr().out
+    out = export(data, tmp_path, capsys)
+    code, text, _ = verify(out, data / "audit-log.pub", capsys, "--receipt", receipt)
+    return code, text
 
 
 async def test_a_receipt_is_proved_against_the_signed_checkpoint(
@@ -159,11 +399,7 @@ async def test_a_receipt_still_proves_when_the_export_was_changed_and_says_so(
     logged: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     receipt = _receipt(logged, 4)
-    _sql(
-        logged,
-        "UPDATE audit_entries SET leaf = CAST(replace(leaf, 'IssueCardToken', 'IssueCardTokem')"
-        " AS BLOB) WHERE idx = 4",
-    )
+    sql(logged, EDIT.format(4))
     code, text = _verify_receipt(logged, tmp_path, capsys, receipt)
     assert code == 1
     assert text.startswith("OK: receipt 4 ")

@@ -1,0 +1,159 @@
+"""``onecard audit export``: every exported entry is covered by a signed checkpoint, the
+database is only read, and a non-empty output directory is refused."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adapters.social_insurance.seed import Population
+from gateway.bootstrap import Gateway
+from gateway.cli import main
+from gateway.client import org_channel
+from gateway.pki import PkiLayout
+from gateway.ports import CardStatus
+from tests.integration.calls import issue_token
+
+pytestmark = pytest.mark.integration
+
+
+def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(args)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def export_args(data: Path, out: Path, tmp_path: Path) -> list[str]:
+    config = tmp_path / "gw.toml"
+    config.write_text(f'data_dir = "{data}"\n')
+    return ["audit", "export", "--config", str(config), "--out", str(out)]
+
+
+async def appended(gateway: Gateway, pki: PkiLayout, population: Population, n: int) -> None:
+    person = population.first(card_status=CardStatus.NORMAL)
+    async with org_channel(gateway.target, pki, "app-ecard-001") as app:
+        for _ in range(n):
+            await issue_token(app, person.id_number)
+
+
+@pytest.fixture
+async def stopped(
+    gateway_factory: Callable[..., Any], pki: PkiLayout, population: Population, tmp_path: Path
+) -> Path:
+    """A stopped gateway's data directory: 6 entries, the newest checkpoint at 3 (the one
+    signed at stop deleted, as if the gateway had been killed)."""
+    gateway: Gateway = await gateway_factory(audit_checkpoint_interval_s=3600)
+    await appended(gateway, pki, population, 3)
+    await gateway.audit_log.checkpoint_now()
+    await appended(gateway, pki, population, 3)
+    await gateway.stop(0)
+    data = tmp_path / "data"
+    with sqlite3.connect(data / "onecard.db") as conn:
+        conn.execute("DELETE FROM audit_checkpoints WHERE size > 3")
+    return data
+
+
+def beside_db(data: Path) -> set[str]:
+    return {p.name for p in data.iterdir() if p.name.startswith("onecard.db")}
+
+
+async def test_a_served_directory_exports_the_entries_of_the_newest_checkpoint(
+    gateway_factory: Callable[..., Any],
+    pki: PkiLayout,
+    population: Population,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    gateway: Gateway = await gateway_factory(audit_checkpoint_interval_s=3600)
+    await appended(gateway, pki, population, 3)
+    await gateway.audit_log.checkpoint_now()
+    await appended(gateway, pki, population, 2)
+    data, out = tmp_path / "data", tmp_path / "export"
+    code, text, _ = run(export_args(data, out, tmp_path), capsys)
+    assert code == 0
+    assert "exported 3 entries" in text and "2 newer entries are not in a signed checkpoint" in text
+    assert len((out / "entries.jsonl").read_bytes().splitlines()) == 3
+    code, text, _ = run(["audit", "verify", str(out), "--key", str(data / "audit-log.pub")], capsys)
+    assert (code, text.split(",")[0]) == (0, "OK: 3 entries")
+
+
+async def test_a_stopped_directory_with_its_key_is_exported_whole_under_a_new_checkpoint(
+    stopped: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = beside_db(stopped)
+    out = tmp_path / "export"
+    fhir = out / "fhir" / "auditevents.jsonl"  # inside the export: written with it
+    code, text, _ = run([*export_args(stopped, out, tmp_path), "--fhir", str(fhir)], capsys)
+    assert code == 0
+    assert "exported 6 entries" in text and "signed a checkpoint of all 6 entries" in text
+    assert (out / "checkpoints" / "000000000006.note").is_file()
+    assert len(fhir.read_text().splitlines()) == 6
+    assert beside_db(stopped) == before  # no -wal or -shm made
+    code, text, _ = run(
+        ["audit", "verify", str(out), "--key", str(stopped / "audit-log.pub")], capsys
+    )
+    assert (code, text.split(",")[0]) == (0, "OK: 6 entries")
+
+
+async def test_a_stopped_directory_whose_log_does_not_verify_is_not_signed(
+    stopped: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with sqlite3.connect(stopped / "onecard.db") as conn:
+        conn.execute(
+            "UPDATE audit_entries SET leaf = CAST(replace(leaf, 'IssueCardToken', "
+            "'IssueCardTokem') AS BLOB) WHERE idx = 1"
+        )
+    out = tmp_path / "export"
+    code, text, err = run(export_args(stopped, out, tmp_path), capsys)
+    assert (code, text) == (2, "")
+    assert err.count("\n") == 1 and "refusing to sign a checkpoint" in err
+    assert "first bad entry: 1" in err
+    assert not out.exists() and not list(tmp_path.glob(".export.partial-*"))
+
+
+async def test_without_the_key_the_export_stops_at_the_newest_checkpoint(
+    stopped: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (stopped / "keys" / "audit-log.key").rename(tmp_path / "away.key")
+    out = tmp_path / "export"
+    code, text, _ = run(export_args(stopped, out, tmp_path), capsys)
+    assert code == 0
+    assert "exported 3 entries" in text and "3 newer entries are not in a signed" in text
+
+
+async def test_a_read_only_copy_is_exported_without_creating_files(
+    stopped: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    names = [*beside_db(stopped), "audit-log.pub"]  # the database with its -wal, if any
+    for name in names:
+        (copy / name).write_bytes((stopped / name).read_bytes())
+        (copy / name).chmod(0o444)
+    copy.chmod(0o555)
+    try:
+        out = tmp_path / "export"
+        code, text, err = run(export_args(copy, out, tmp_path), capsys)
+        assert (code, err) == (0, "") and "exported 3 entries" in text
+        assert sorted(p.name for p in copy.iterdir()) == sorted(names)
+    finally:
+        copy.chmod(0o755)
+
+
+async def test_a_non_empty_output_directory_is_refused(
+    stopped: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "export"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "checkpoints" / "000000000099.note").write_text("an older export's\n")
+    code, text, err = run(export_args(stopped, out, tmp_path), capsys)
+    assert (code, text) == (2, "")
+    assert err == f"onecard: {out}: not an empty directory: export into a new one " + (
+        "(an older export's checkpoints would be mixed into this one)\n"
+    )
+    assert os.listdir(out) == ["checkpoints"]
