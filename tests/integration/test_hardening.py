@@ -9,6 +9,7 @@ bytes and free-text request ids are refused or replaced, and audited.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import time
 import uuid
@@ -18,6 +19,8 @@ from typing import Any
 
 import grpc
 import pytest
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from adapters.social_insurance import wire
 from adapters.social_insurance.seed import Population
@@ -32,7 +35,7 @@ from gateway.api.onecard.v1 import (
 from gateway.bootstrap import Gateway
 from gateway.client import org_channel
 from gateway.client import refusal_reason as reason
-from gateway.pki import PkiLayout
+from gateway.pki import CertificateAuthority, PkiLayout
 from gateway.ports import CardStatus
 from tests.integration.backends import SlowBackend, slow_backend
 from tests.integration.calls import insurance_status, issue_token
@@ -334,3 +337,39 @@ async def test_request_ids_are_kept_only_in_a_shape_that_cannot_carry_personal_d
         assert uuid.UUID(used).version == 4
     record = (await _records(gateway))[response.receipt.leaf_index]
     assert record["request_id"] == used
+
+
+@pytest.mark.parametrize(
+    "uris",
+    [
+        [f"URN:ONECARD:ORG:{LIBRARY}"],  # the scheme in another case: no fallback to the CN
+        [f"urn:onecard:org:{LIBRARY.upper()}"],  # the org id in another case than issued
+        [],  # a CN alone names nobody
+    ],
+)
+async def test_identity_comes_only_from_the_san_uri_exactly_as_issued(
+    gateway: Gateway, pki: PkiLayout, population: Population, uris: list[str]
+) -> None:
+    ca = CertificateAuthority.load(pki.ca_cert, pki.ca_key)
+    now = dt.datetime.now(dt.UTC)
+    issued = ca._issue(  # the CA's own issuing path, with a SAN the registry did not issue
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, LIBRARY)]),
+        [x509.UniformResourceIdentifier(uri) for uri in uris],
+        ExtendedKeyUsageOID.CLIENT_AUTH,
+        now - dt.timedelta(minutes=1),
+        now + dt.timedelta(hours=1),
+    )
+    creds = grpc.ssl_channel_credentials(pki.ca_cert.read_bytes(), issued.key_pem, issued.cert_pem)
+    async with grpc.aio.secure_channel(gateway.target, creds) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await card_pb2_grpc.CardServiceStub(channel).VerifyCard(
+                card_pb2.VerifyCardRequest(
+                    card=common_pb2.CardRef(card_number=_person(population)),
+                    purpose=common_pb2.PURPOSE_LIBRARY_SERVICE,
+                )
+            )
+    assert info.value.code() is grpc.StatusCode.UNAUTHENTICATED
+    assert reason(info.value) == "unknown_org"
+    record = (await _records(gateway))[-1]
+    assert record["org"] != LIBRARY  # at most the id the certificate claims, never the CN's
+    assert (record["org_type"], record["outcome"]) == ("", "UNAUTHENTICATED")
