@@ -317,13 +317,7 @@ async def _start(settings: Settings, closers: list[Callable[[], Awaitable[None]]
     )
     card_pb2_grpc.add_CardServiceServicer_to_server(CardService(pipeline, tokens), server)
     audit_pb2_grpc.add_AuditServiceServicer_to_server(
-        AuditService(
-            pipeline,
-            audit_log,
-            social_insurance,
-            pseudonymize,
-            timeout=settings.backend_timeout_s,
-        ),
+        AuditService(pipeline, audit_log),
         server,
     )
     insurance_pb2_grpc.add_InsuranceServiceServicer_to_server(

@@ -35,13 +35,17 @@ class CardStage:
         self._registry = registry
         self._timeout = timeout
 
+    async def holder(self, card_number: str) -> CardHolder:
+        """The card's holder, whatever the card's status (a regulator's search by citizen)."""
+        return await self._registry.resolve(card_number, timeout=self._timeout)
+
     async def resolve(self, card_number: str) -> ResolvedCard:
         """Resolve a normalized card number; raise CardNotFound, CardNotUsable (or back-end errors).
 
         Call it only once the caller has shown a basis for this card: the answer reveals
         whether the card exists and its status.
         """
-        holder = await self._registry.resolve(card_number, timeout=self._timeout)
+        holder = await self.holder(card_number)
         if holder.card_status is not CardStatus.NORMAL:
             words = _STATUS_WORDS[holder.card_status]
             raise CardNotUsable(

@@ -2,15 +2,17 @@
 
 The interceptor authenticates the caller from its mutual-TLS certificate and binds a ``Call``
 to a context variable for the duration of the RPC; services read it with ``current_call()``.
+``Call.report`` is how the pipeline hands the call's final ``Findings`` back, once.
 """
 
 from __future__ import annotations
 
 import contextvars
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from gateway.audit.record import Trail
+from gateway.findings import Findings
 from gateway.orgs import Org
 
 
@@ -30,7 +32,7 @@ class Call:
     rpc: str
     caller: Caller
     received_at: dt.datetime
-    trail: Trail = field(default_factory=Trail)
+    report: Callable[[Findings], None] = field(default=lambda findings: None)
 
 
 _current: contextvars.ContextVar[Call] = contextvars.ContextVar("onecard_call")

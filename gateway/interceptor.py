@@ -36,7 +36,6 @@ from google.protobuf.message import Message
 
 from gateway.admission import Admission, Ticket
 from gateway.audit.log import Receipt
-from gateway.audit.record import Trail
 from gateway.audit.stage import AuditStage, attach_receipt
 from gateway.context import Call, Caller, bind_call, reset_call
 from gateway.errors import (
@@ -49,6 +48,7 @@ from gateway.errors import (
     Shed,
     Unauthenticated,
 )
+from gateway.findings import NOTHING, Findings
 from gateway.metrics import Metrics
 from gateway.orgs import OrgRegistry, OrgStatus
 from gateway.pki import cert_fingerprint, org_id_from_cert
@@ -83,8 +83,12 @@ class _Started:
     org_id: str | None
     cert_sha256: str
     org_type: str = ""
-    trail: Trail = field(default_factory=Trail)
+    findings: Findings = NOTHING  # reported once by the pipeline, when the call ends
     ticket: Ticket | None = None  # the call's place in flight, held until its entry is written
+
+    def found(self, findings: Findings) -> None:
+        """``Call.report``: the pipeline's findings, handed over when the call ends."""
+        self.findings = findings
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,7 +242,7 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             if self._admission is not None:
                 call.ticket = self._admission.admit(caller.org)  # or Shed, at once
             _check_request(request, call.rpc)
-            token = bind_call(Call(call.request_id, call.rpc, caller, call.received_at, call.trail))
+            token = bind_call(Call(call.request_id, call.rpc, caller, call.received_at, call.found))
             try:
                 return _Ended(await self._within_budget(behavior, request, context, stream))
             finally:
@@ -285,7 +289,7 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 org=call.org_id or "",
                 org_type=call.org_type,
                 cert_sha256=call.cert_sha256,
-                trail=call.trail,
+                findings=call.findings,
                 outcome=error.code.name if error else "OK",
                 reason=error.reason if error else "",
                 released=None if error else messages if stream else messages[0],

@@ -12,17 +12,18 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from google.protobuf.message import Message
 
 from gateway import cardno
-from gateway.basis import BasisClaim, BasisStage
+from gateway.basis import Basis, BasisClaim, BasisKind, BasisStage
 from gateway.cards import CardStage, ResolvedCard
 from gateway.context import Call
 from gateway.disclosure import disclose
 from gateway.errors import PolicyDenied
+from gateway.findings import Findings
 from gateway.metrics import Metrics
 from gateway.policy import Decision, PolicyEngine, PolicyRequest
 
@@ -71,38 +72,55 @@ class Pipeline:
         """Take ``ask`` through every stage; return the disclosed response or raise.
 
         The basis is proven from the request and the caller before the card registry is asked,
-        so a caller without a basis learns nothing about the card (no status oracle).
+        so a caller without a basis learns nothing about the card (no status oracle). Whatever
+        happens, the call's ``Findings`` are reported once, as far as it got.
         """
-        trail = call.trail
-        trail.purpose = ask.purpose
-        card_number = cardno.normalize(ask.card_number)
-        basis = await self._basis.establish(ask.basis, card_number, call.caller)
-        trail.basis, trail.basis_ref = basis.kind.value, basis.reference
-        card = await self._cards.resolve(card_number)
-        trail.subject = self._pseudonymize(card.holder.holder_id)
-        decision = self._decide(call, ask, card, basis.kind.value)
-        trail.backend = ask.backend
-        response = await fetch(card)
-        disclose(response, decision.disclose)
-        _stamp(response, decision)
-        if basis.token is not None:
-            trail.token = (basis.token.token_id, basis.token.expires_at)
-        return response
+        found = Findings(purpose=ask.purpose)
+        try:
+            card_number = cardno.normalize(ask.card_number)
+            basis = await self._basis.establish(ask.basis, card_number, call.caller)
+            found = _with_basis(found, basis)
+            card = await self._cards.resolve(card_number)
+            found = replace(found, subject=self._pseudonymize(card.holder.holder_id))
+            decision = self._decide(call, ask, card, basis)
+            found = _with_decision(found, decision)
+            _enforce(call, ask, decision)
+            found = replace(found, backend=ask.backend)
+            response = await fetch(card)
+            disclose(response, decision.disclose)
+            _stamp(response, decision)
+            if basis.token is not None:
+                found = replace(found, token=(basis.token.token_id, basis.token.expires_at))
+            return response
+        finally:
+            call.report(found)
 
-    async def oversee(self, call: Call, ask: Ask, fetch: Callable[[], Awaitable[T]]) -> T:
-        """An action on the audit log itself (no citizen's card): basis, policy, then ``fetch``.
+    async def oversee(self, call: Call, ask: Ask, fetch: Callable[[str], Awaitable[T]]) -> T:
+        """An action on the audit log itself: basis, policy, then ``fetch(subject)``.
 
         The same basis stage and the same policy decision as every data request, so no
-        AuditService method can skip authorization; what it returns is log data, not a
-        citizen's, so there is nothing to disclose field by field.
+        AuditService method can skip authorization. If ``ask`` names a card (a regulator's
+        search by citizen), its holder is looked up after the decision, whatever the card's
+        status, and ``fetch`` gets the pseudonym, under which the call itself is logged too.
+        What ``fetch`` returns is log data, not a citizen's: nothing to disclose field by field.
         """
-        call.trail.purpose = ask.purpose
-        basis = await self._basis.establish(ask.basis, "", call.caller)
-        call.trail.basis, call.trail.basis_ref = basis.kind.value, basis.reference
-        self._decide(call, ask, None, basis.kind.value)
-        return await fetch()
+        found = Findings(purpose=ask.purpose)
+        try:
+            basis = await self._basis.establish(ask.basis, "", call.caller)
+            found = _with_basis(found, basis)
+            decision = self._decide(call, ask, None, basis)
+            found = _with_decision(found, decision)
+            _enforce(call, ask, decision)
+            subject = ""
+            if ask.card_number:
+                holder = await self._cards.holder(cardno.normalize(ask.card_number))
+                subject = self._pseudonymize(holder.holder_id)
+                found = replace(found, subject=subject)
+            return await fetch(subject)
+        finally:
+            call.report(found)
 
-    def _decide(self, call: Call, ask: Ask, card: ResolvedCard | None, basis: str) -> Decision:
+    def _decide(self, call: Call, ask: Ask, card: ResolvedCard | None, basis: Basis) -> Decision:
         org = call.caller.org
         decision = self._policy.decide(
             PolicyRequest(
@@ -115,23 +133,41 @@ class Pipeline:
                 holder_district=card.holder.issuing_district if card else "",
                 card_status=card.holder.card_status.value if card else "",
                 purpose=ask.purpose,
-                basis=basis,
+                basis=basis.kind.value,
                 hour=call.received_at.astimezone(self._tz).hour,
                 resource_type="CardHolder" if card else "AuditLog",
             )
         )
-        return self._record(call, ask.action, decision, ask.purpose)
-
-    def _record(self, call: Call, action: str, decision: Decision, purpose: str) -> Decision:
-        outcome = "allow" if decision.allowed else "deny"
-        self._metrics.decisions.labels(action, outcome).inc()
-        call.trail.decision = outcome
-        call.trail.policies = decision.policy_ids
-        call.trail.policy_set = decision.policy_set_sha256
-        if not decision.allowed:
-            org_type = call.caller.org.org_type.value
-            raise PolicyDenied(_denial_message(action, purpose, org_type, decision))
+        self._metrics.decisions.labels(ask.action, _word(decision)).inc()
         return decision
+
+
+def _word(decision: Decision) -> str:
+    return "allow" if decision.allowed else "deny"
+
+
+def _with_basis(found: Findings, basis: Basis) -> Findings:
+    return replace(
+        found,
+        basis=basis.kind.value,
+        basis_ref=basis.reference,
+        emergency=basis.kind is BasisKind.EMERGENCY,
+    )
+
+
+def _with_decision(found: Findings, decision: Decision) -> Findings:
+    return replace(
+        found,
+        decision=_word(decision),
+        policies=decision.policy_ids,
+        policy_set=decision.policy_set_sha256,
+    )
+
+
+def _enforce(call: Call, ask: Ask, decision: Decision) -> None:
+    if not decision.allowed:
+        org_type = call.caller.org.org_type.value
+        raise PolicyDenied(_denial_message(ask.action, ask.purpose, org_type, decision))
 
 
 def _denial_message(action: str, purpose: str, org_type: str, decision: Decision) -> str:

@@ -24,7 +24,6 @@ __all__ = [
     "ZERO_HASH",
     "AuditRecord",
     "Pseudonymizer",
-    "Trail",
     "canonical_json",
     "chain_leaves",
     "leaf_bytes",
@@ -67,22 +66,6 @@ RECORD_SCHEMAS: dict[int, dict[str, str]] = {
 JSON type (``string``, ``int``, ``bool``, ``strings``: a list of strings); ``v`` itself is
 implied. The verifier refuses a record that is not exactly one of these (keys sorted, canonical
 JSON). A new version is one line: ``2: {**_V1, "new_key": "int"},``."""
-
-
-@dataclass(slots=True)
-class Trail:
-    """What the stages of one call found out, filled in as the call goes (never personal data)."""
-
-    purpose: str = ""
-    basis: str = ""
-    basis_ref: str = ""
-    emergency: bool = False
-    subject: str = ""
-    decision: str = ""
-    policies: tuple[str, ...] = ()
-    policy_set: str = ""
-    backend: str = ""
-    token: tuple[bytes, int] | None = None  # (id, expires at): redeemed if data is released
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,10 +18,16 @@ import structlog
 from google.protobuf.message import Message
 
 from gateway.audit.log import AuditLog, Receipt, Redemption
-from gateway.audit.record import AuditRecord, Trail, rfc3339
+from gateway.audit.record import AuditRecord, rfc3339
 from gateway.errors import StoreUnavailable
+from gateway.findings import Findings
 
 _log = structlog.get_logger(__name__)
+# The findings that are record fields, by name: a new field found by the pipeline goes into
+# ``Findings`` and ``AuditRecord`` alike, and needs no line here.
+_RECORDED = tuple(
+    f.name for f in dataclasses.fields(Findings) if f.name in AuditRecord.__dataclass_fields__
+)
 
 
 class AuditStage:
@@ -39,7 +45,7 @@ class AuditStage:
         org: str,
         org_type: str,
         cert_sha256: str,
-        trail: Trail,
+        findings: Findings,
         outcome: str,
         reason: str,
         released: Message | Sequence[Message] | None,
@@ -56,19 +62,11 @@ class AuditStage:
             reason=reason,
             released_sha256=released_digest(released),
             latency_us=latency_us,
-            purpose=trail.purpose,
-            basis=trail.basis,
-            basis_ref=trail.basis_ref,
-            emergency=trail.emergency,
-            subject=trail.subject,
-            decision=trail.decision,
-            policies=trail.policies,
-            policy_set=trail.policy_set,
-            backend=trail.backend,
+            **{name: getattr(findings, name) for name in _RECORDED},
         )
         redemption = None
-        if trail.token is not None and outcome == "OK":
-            token_id, expires_at = trail.token
+        if findings.token is not None and outcome == "OK":
+            token_id, expires_at = findings.token
             instead = dataclasses.replace(
                 entry, outcome="PERMISSION_DENIED", reason="token_replayed", released_sha256=""
             )

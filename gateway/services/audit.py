@@ -19,6 +19,7 @@ Search times are UTC instants whatever the host's time zone.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
@@ -32,12 +33,10 @@ from gateway.audit.checkpoint import Checkpoint
 from gateway.audit.log import AuditLog, Entry, SearchQuery
 from gateway.audit.note import MalformedNoteError
 from gateway.audit.proof import OutOfRangeError
-from gateway.audit.record import Pseudonymizer
 from gateway.basis import StatutoryClaim
 from gateway.context import current_call
 from gateway.errors import GatewayError, InvalidRequest
 from gateway.pipeline import Ask, Pipeline
-from gateway.ports import CardRegistry
 
 T = TypeVar("T")
 _MAX_PAGE = 1000
@@ -63,30 +62,21 @@ class BeyondTheLog(GatewayError):
 class AuditService(audit_pb2_grpc.AuditServiceServicer):
     """Implements onecard.v1.AuditService."""
 
-    def __init__(
-        self,
-        pipeline: Pipeline,
-        log: AuditLog,
-        registry: CardRegistry,
-        pseudonymize: Pseudonymizer,
-        *,
-        timeout: float,
-    ) -> None:
+    def __init__(self, pipeline: Pipeline, log: AuditLog) -> None:
         self._pipeline = pipeline
         self._log = log
-        self._registry = registry
-        self._pseudonymize = pseudonymize
-        self._timeout = timeout
 
-    async def _oversee(self, action: str, fetch: Callable[[], Awaitable[T]]) -> T:
-        """Every AuditService call: the statutory basis and the policy, then ``fetch``."""
-        ask = Ask(action=action, card_number="", purpose="HCOMPL", basis=StatutoryClaim())
+    async def _oversee(
+        self, action: str, fetch: Callable[[str], Awaitable[T]], card_number: str = ""
+    ) -> T:
+        """Every AuditService call: the statutory basis and the policy, then ``fetch(subject)``."""
+        ask = Ask(action, card_number, purpose="HCOMPL", basis=StatutoryClaim())
         return await self._pipeline.oversee(current_call(), ask, fetch)
 
     async def GetCheckpoint(
         self, request: audit_pb2.GetCheckpointRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> audit_pb2.GetCheckpointResponse:
-        return await self._oversee("GetCheckpoint", self._checkpoint)
+        return await self._oversee("GetCheckpoint", lambda _: self._checkpoint())
 
     async def _checkpoint(self) -> audit_pb2.GetCheckpointResponse:
         note = await self._log.latest_checkpoint()
@@ -109,7 +99,7 @@ class AuditService(audit_pb2_grpc.AuditServiceServicer):
         request: audit_pb2.GetInclusionProofRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> audit_pb2.GetInclusionProofResponse:
-        return await self._oversee("GetInclusionProof", lambda: self._inclusion(request))
+        return await self._oversee("GetInclusionProof", lambda _: self._inclusion(request))
 
     async def _inclusion(
         self, request: audit_pb2.GetInclusionProofRequest
@@ -132,7 +122,7 @@ class AuditService(audit_pb2_grpc.AuditServiceServicer):
         request: audit_pb2.GetConsistencyProofRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> audit_pb2.GetConsistencyProofResponse:
-        return await self._oversee("GetConsistencyProof", lambda: self._consistency(request))
+        return await self._oversee("GetConsistencyProof", lambda _: self._consistency(request))
 
     async def _consistency(
         self, request: audit_pb2.GetConsistencyProofRequest
@@ -152,7 +142,7 @@ class AuditService(audit_pb2_grpc.AuditServiceServicer):
     async def GetEntries(
         self, request: audit_pb2.GetEntriesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[audit_pb2.GetEntriesResponse]:
-        entries = await self._oversee("GetEntries", lambda: self._entries(request))
+        entries = await self._oversee("GetEntries", lambda _: self._entries(request))
         for at in range(0, len(entries), _CHUNK):
             yield audit_pb2.GetEntriesResponse(
                 entries=[
@@ -182,39 +172,37 @@ class AuditService(audit_pb2_grpc.AuditServiceServicer):
     async def SearchEntries(
         self, request: audit_pb2.SearchEntriesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> audit_pb2.SearchEntriesResponse:
-        return await self._oversee("SearchEntries", lambda: self._search(request))
+        query = _search_query(request)  # the request's shape, before any card is looked up
+        card_number = request.card.card_number if request.HasField("card") else ""
 
-    async def _search(
-        self, request: audit_pb2.SearchEntriesRequest
-    ) -> audit_pb2.SearchEntriesResponse:
-        page_size = request.page_size or 100
-        if not 1 <= page_size <= _MAX_PAGE:
-            raise InvalidRequest(f"page_size must be 1 to {_MAX_PAGE}")
-        if not request.first_page:
-            _require_indexes(after_index=request.after_index)
-        since = _utc_text(request.since, "since") if request.HasField("since") else ""
-        until = _utc_text(request.until, "until") if request.HasField("until") else ""
-        subject = ""
-        if request.HasField("card"):
-            card_number = cardno.normalize(request.card.card_number)
-            holder = await self._registry.resolve(card_number, timeout=self._timeout)
-            subject = self._pseudonymize(holder.holder_id)
-            current_call().trail.subject = subject  # the search is itself logged, by pseudonym
-        query = SearchQuery(
-            since=since,
-            until=until,
-            org=request.org_id,
-            rpc=request.rpc,
-            decision=request.decision,
-            basis=request.basis,
-            subject=subject,
-            after_index=-1 if request.first_page else request.after_index,
-            limit=page_size,
-        )
-        entries = await self._log.search(query)
-        return audit_pb2.SearchEntriesResponse(
-            entries=[audit_pb2.AuditEntry(index=e.index, leaf=e.leaf) for e in entries]
-        )
+        async def search(subject: str) -> audit_pb2.SearchEntriesResponse:
+            entries = await self._log.search(dataclasses.replace(query, subject=subject))
+            return audit_pb2.SearchEntriesResponse(
+                entries=[audit_pb2.AuditEntry(index=e.index, leaf=e.leaf) for e in entries]
+            )
+
+        return await self._oversee("SearchEntries", search, card_number)
+
+
+def _search_query(request: audit_pb2.SearchEntriesRequest) -> SearchQuery:
+    """The search a request asks for (its subject filled in once the card is looked up)."""
+    page_size = request.page_size or 100
+    if not 1 <= page_size <= _MAX_PAGE:
+        raise InvalidRequest(f"page_size must be 1 to {_MAX_PAGE}")
+    if not request.first_page:
+        _require_indexes(after_index=request.after_index)
+    if request.HasField("card"):
+        cardno.normalize(request.card.card_number)  # a malformed number before anything else
+    return SearchQuery(
+        since=_utc_text(request.since, "since") if request.HasField("since") else "",
+        until=_utc_text(request.until, "until") if request.HasField("until") else "",
+        org=request.org_id,
+        rpc=request.rpc,
+        decision=request.decision,
+        basis=request.basis,
+        after_index=-1 if request.first_page else request.after_index,
+        limit=page_size,
+    )
 
 
 def _require_indexes(**values: int) -> None:

@@ -14,6 +14,7 @@ from gateway.api.onecard.v1 import card_pb2
 from gateway.audit.stage import AuditStage
 from gateway.context import current_call
 from gateway.errors import BackendUnavailable, StoreUnavailable
+from gateway.findings import Findings
 from gateway.interceptor import GatewayInterceptor, Undecodable
 from gateway.metrics import Metrics
 from gateway.orgs import OrgRegistry
@@ -106,7 +107,7 @@ def setup(pki: PkiLayout) -> Setup:
 
 def _answer(response: Any = None) -> Callable[..., Any]:
     async def behavior(request: Any, context: Any) -> Any:
-        current_call().trail.decision = "allow"
+        current_call().report(Findings(decision="allow"))
         return response if response is not None else card_pb2.VerifyCardResponse()
 
     return behavior
@@ -228,7 +229,7 @@ async def test_a_failed_append_releases_nothing(setup: Setup) -> None:
 
 async def test_an_answer_whose_token_was_redeemed_first_is_refused(setup: Setup) -> None:
     async def behavior(request: Any, context: Any) -> Any:
-        current_call().trail.token = (b"t" * 16, 2_000_000_000)
+        current_call().report(Findings(token=(b"t" * 16, 2_000_000_000)))
         return card_pb2.VerifyCardResponse(card_holder_valid=True)
 
     await setup.call(behavior)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from gateway.api.onecard.v1 import card_pb2
-from gateway.audit.record import Pseudonymizer, Trail
+from gateway.audit.record import Pseudonymizer
 from gateway.basis import (
     BasisClaim,
     BasisStage,
@@ -34,6 +34,7 @@ from gateway.errors import (
     NotSupported,
     PolicyDenied,
 )
+from gateway.findings import Findings
 from gateway.metrics import Metrics
 from gateway.orgs import Org, OrgType
 from gateway.pipeline import Ask, Pipeline
@@ -69,12 +70,14 @@ class Path_:
             tz=dt.UTC,
         )
         self.fetched = 0
+        self.findings: list[Findings] = []
 
     async def verify(
         self, org: Org, card: str, claim: BasisClaim, fetch: Callable[..., object] | None = None
-    ) -> tuple[card_pb2.VerifyCardResponse, Trail]:
-        trail = Trail()
-        call = Call("rid", "onecard.v1.CardService/VerifyCard", Caller(org, "ab"), _now(), trail)
+    ) -> tuple[card_pb2.VerifyCardResponse, Findings]:
+        call = Call(
+            "rid", "onecard.v1.CardService/VerifyCard", Caller(org, "ab"), _now(), self.found
+        )
 
         async def describe(card: ResolvedCard) -> card_pb2.VerifyCardResponse:
             self.fetched += 1
@@ -85,7 +88,10 @@ class Path_:
             )
 
         ask = Ask("VerifyCard", card, "LIBRARY_SERVICE", claim)
-        return await self.pipeline.run(call, ask, describe), trail
+        return await self.pipeline.run(call, ask, describe), self.findings[-1]
+
+    def found(self, findings: Findings) -> None:
+        self.findings.append(findings)
 
 
 def _now() -> dt.datetime:
@@ -108,6 +114,7 @@ async def test_without_a_basis_the_registry_is_never_asked(
     with pytest.raises(BasisRefused):
         await path.verify(TRANSIT, card, claim)
     assert path.registry.lookups == 0
+    assert path.findings == [Findings(purpose="LIBRARY_SERVICE")]  # no subject, no basis
 
 
 @pytest.mark.parametrize("claim", [ConsentClaim("c-1"), EmergencyClaim("TRAUMA", "why")])
@@ -139,10 +146,12 @@ async def test_an_answer_names_its_token_for_redemption_and_discloses_by_policy(
     path: Path_,
 ) -> None:
     token = path.tokens.issue(NORMAL).token
-    response, trail = await path.verify(LIBRARY, NORMAL, CardPresentClaim(token))
-    assert trail.token is not None and trail.basis == "card_present"
-    assert trail.basis_ref == f"token:{trail.token[0].hex()}"
-    assert trail.decision == "allow" and trail.subject == Pseudonymizer(b"k" * 32)("psn-0001")
+    response, found = await path.verify(LIBRARY, NORMAL, CardPresentClaim(token))
+    assert found.token is not None and found.basis == "card_present"
+    assert found.basis_ref == f"token:{found.token[0].hex()}"
+    assert found.decision == "allow" and found.subject == Pseudonymizer(b"k" * 32)("psn-0001")
+    assert found.backend == "" and found.purpose == "LIBRARY_SERVICE"
+    assert path.findings == [found]  # reported once
     assert response.card_holder_valid
     assert set(response.decision.disclosed_fields) >= {"card_holder_valid"}
     assert not path.ledger.redeemed  # the pipeline only names it: the audit log redeems
@@ -156,7 +165,9 @@ async def test_a_failed_fetch_leaves_the_token_unnamed(path: Path_) -> None:
 
     with pytest.raises(BackendUnavailable):
         await path.verify(LIBRARY, NORMAL, CardPresentClaim(token), fail)
-    # the trail the audit stage reads names no token, so nothing is redeemed
+    (found,) = path.findings  # reported once, with what was found before the failure
+    assert found.token is None  # so the audit stage redeems nothing
+    assert (found.basis, found.decision) == ("card_present", "allow") and found.subject
 
 
 async def test_a_policy_denial_happens_after_the_card_and_before_the_fetch(path: Path_) -> None:
@@ -164,6 +175,8 @@ async def test_a_policy_denial_happens_after_the_card_and_before_the_fetch(path:
     with pytest.raises(PolicyDenied):
         await path.verify(TRANSIT, NORMAL, CardPresentClaim(token))
     assert path.registry.lookups == 1 and path.fetched == 0
+    (found,) = path.findings
+    assert found.decision == "deny" and found.subject and found.backend == ""
 
 
 async def test_only_the_citizen_app_claims_the_citizen_app_basis(path: Path_) -> None:
@@ -177,25 +190,34 @@ async def test_only_the_citizen_app_claims_the_citizen_app_basis(path: Path_) ->
 REGULATOR = Org("reg-1", OrgType.REGULATOR, "regulator", "110000")
 
 
-async def _oversee(path: Path_, org: Org) -> tuple[str, Trail]:
-    trail = Trail()
-    call = Call("rid", "onecard.v1.AuditService/GetEntries", Caller(org, "ab"), _now(), trail)
+async def _oversee(path: Path_, org: Org, card: str = "") -> tuple[str, Findings]:
+    call = Call(
+        "rid", "onecard.v1.AuditService/SearchEntries", Caller(org, "ab"), _now(), path.found
+    )
 
-    async def read() -> str:
-        return "entries"
+    async def read(subject: str) -> str:
+        return f"entries about {subject or 'anyone'}"
 
-    ask = Ask("GetEntries", "", "HCOMPL", StatutoryClaim())
-    return await path.pipeline.oversee(call, ask, read), trail
+    ask = Ask("SearchEntries", card, "HCOMPL", StatutoryClaim())
+    return await path.pipeline.oversee(call, ask, read), path.findings[-1]
 
 
 async def test_oversight_of_the_log_goes_through_basis_and_policy(path: Path_) -> None:
-    result, trail = await _oversee(path, REGULATOR)
-    assert result == "entries"
-    assert (trail.basis, trail.decision) == ("statutory", "allow")
-    assert trail.policies == ("regulator-reads-audit-log",)
+    result, found = await _oversee(path, REGULATOR)
+    assert result == "entries about anyone"
+    assert (found.basis, found.decision) == ("statutory", "allow")
+    assert found.policies == ("regulator-reads-audit-log",)
     with pytest.raises(PolicyDenied):
-        await _oversee(path, LIBRARY)
-    assert path.registry.lookups == 0
+        await _oversee(path, LIBRARY, LOST)
+    assert path.registry.lookups == 0  # the card is looked up only after the decision
+
+
+async def test_a_search_by_citizen_is_logged_under_the_pseudonym_whatever_the_status(
+    path: Path_,
+) -> None:
+    result, found = await _oversee(path, REGULATOR, LOST)
+    assert found.subject == Pseudonymizer(b"k" * 32)("psn-0002")
+    assert result == f"entries about {found.subject}"
 
 
 async def test_a_claim_without_a_registered_verifier_is_not_supported() -> None:
