@@ -30,7 +30,7 @@ from gateway.audit.checkpoint import Checkpoint, sign_checkpoint
 from gateway.audit.compact import CompactRange
 from gateway.audit.note import VerifierSet
 from gateway.audit.proof import ProofError, root_of
-from gateway.audit.record import RECORD_VERSION, ZERO_HASH, AuditRecord, leaf_bytes
+from gateway.audit.record import RECORD_VERSION, ZERO_HASH, leaf_bytes
 from gateway.audit.rfc6962 import hash_leaf
 from gateway.audit.signer import Ed25519FileSigner
 from gateway.audit.verify import (
@@ -41,6 +41,7 @@ from gateway.audit.verify import (
     verify_leaves,
     verify_receipt,
 )
+from tests.audit.test_record import BASE
 
 pytestmark = pytest.mark.usefixtures("loops")  # every test with the C loops and the Python ones
 
@@ -54,18 +55,7 @@ SMALL_BLOCK = 256
 # --- building exports -----------------------------------------------------------------------
 
 
-RECORD = AuditRecord(
-    time="2026-11-24T17:33:40.659634Z",
-    request_id="req-0",
-    org="hosp-bj-001",
-    org_type="hospital",
-    cert_sha256="ab" * 32,
-    rpc="onecard.v1.InsuranceService/GetInsuranceStatus",
-    outcome="OK",
-    reason="",
-    released_sha256="cd" * 32,
-    latency_us=523,
-)
+RECORD = dataclasses.replace(BASE, request_id="req-0")
 
 
 def chain(n: int) -> list[bytes]:

@@ -4,20 +4,11 @@ import pytest
 
 from gateway.errors import BasisRefused
 from gateway.tokens import PREFIX, CardTokens
+from tests.gateway.fakes import FakeLedger
 
 CARD = "11010519491231002X"
 OTHER = "110101199003074477"
 KEY = bytes(range(32))
-
-
-class MemoryLedger:
-    """Fake of the durable ledger (the audit log redeems: test_token_redemption.py)."""
-
-    def __init__(self) -> None:
-        self.seen: set[bytes] = set()
-
-    async def token_redeemed(self, token_id: bytes) -> bool:
-        return token_id in self.seen
 
 
 class Clock:
@@ -35,17 +26,15 @@ def clock() -> Clock:
 
 @pytest.fixture
 def tokens(clock: Clock) -> CardTokens:
-    return CardTokens(KEY, MemoryLedger(), ttl=dt.timedelta(seconds=60), clock=clock)
+    return CardTokens(KEY, FakeLedger(), ttl=dt.timedelta(seconds=60), clock=clock)
 
 
 @pytest.fixture
-def ledger() -> MemoryLedger:
-    return MemoryLedger()
+def ledger() -> FakeLedger:
+    return FakeLedger()
 
 
-async def test_a_token_holds_until_an_exchange_redeems_it(
-    ledger: MemoryLedger, clock: Clock
-) -> None:
+async def test_a_token_holds_until_an_exchange_redeems_it(ledger: FakeLedger, clock: Clock) -> None:
     tokens = CardTokens(KEY, ledger, clock=clock)
     issued = tokens.issue(CARD)
     assert issued.token.startswith(PREFIX)
@@ -55,7 +44,7 @@ async def test_a_token_holds_until_an_exchange_redeems_it(
     assert use.reference == f"token:{use.token_id.hex()}"
     assert use.expires_at == int(issued.expires_at.timestamp())
     assert await tokens.check(issued.token, CARD) == use  # checking does not use it up
-    ledger.seen.add(use.token_id)
+    ledger.redeemed.add(use.token_id)
     with pytest.raises(BasisRefused) as info:
         await tokens.check(issued.token, CARD)
     assert info.value.reason == "token_replayed"
@@ -83,9 +72,9 @@ async def test_a_token_expires_after_its_ttl(tokens: CardTokens, clock: Clock) -
 
 
 async def test_a_token_under_another_key_is_forged(clock: Clock) -> None:
-    other_gateway = CardTokens(bytes(32), MemoryLedger(), clock=clock)
+    other_gateway = CardTokens(bytes(32), FakeLedger(), clock=clock)
     forged = other_gateway.issue(CARD).token
-    mine = CardTokens(KEY, MemoryLedger(), clock=clock)
+    mine = CardTokens(KEY, FakeLedger(), clock=clock)
     with pytest.raises(BasisRefused) as info:
         await mine.check(forged, CARD)
     assert info.value.reason == "token_forged"
