@@ -1,8 +1,10 @@
 """Wiring: build every component from explicit settings and start the gateway.
 
-This is the one place that knows which adapter implements which port. Nothing is built at
-import time; ``start_gateway`` returns a running ``Gateway`` that ``stop()`` shuts down in
-reverse order (stop accepting, drain in-flight calls, close back ends, close the store).
+Back ends come from a table (``gateway.backends.BACKENDS``: which adapter implements which
+port) and services from another (``gateway.services.table.SERVICE_TABLE``); both are arguments
+of ``start_gateway``, so adding a back end or a service is a row, not an edit here. Nothing is
+built at import time; ``start_gateway`` returns a running ``Gateway`` that ``stop()`` shuts
+down in reverse order (stop accepting, drain in-flight calls, close back ends, close the store).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import contextlib
 import datetime as dt
 import errno
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,16 +23,11 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from adapters.social_insurance import SocialInsuranceClient, start_reference_server
 from gateway.admission import Admission, ShedAudit
-from gateway.api.onecard.v1 import (
-    audit_pb2_grpc,
-    card_pb2_grpc,
-    insurance_pb2_grpc,
-)
 from gateway.audit.record import Pseudonymizer
 from gateway.audit.signer import Ed25519FileSigner
 from gateway.audit.stage import AuditStage
+from gateway.backends import BACKENDS, BackendRow, Ports, wire_backends
 from gateway.basis import BasisStage, default_verifiers
 from gateway.cards import CardStage
 from gateway.config import Settings
@@ -42,10 +39,9 @@ from gateway.orgs import OrgRegistry
 from gateway.pipeline import Pipeline
 from gateway.pki import PkiLayout, ensure_pki
 from gateway.policy import PolicyEngine
-from gateway.services import SERVICES, response_types
-from gateway.services.audit import AuditService
-from gateway.services.card import CardService
-from gateway.services.insurance import InsuranceService
+from gateway.ports import CARD_REGISTRY
+from gateway.services import response_types
+from gateway.services.table import SERVICE_TABLE, ServiceParts, ServiceRow
 from gateway.store import SqliteStore
 from gateway.store.lock import DataDirLock, is_served
 from gateway.store.sqlite_audit import SqliteAuditLog
@@ -55,8 +51,6 @@ from gateway.tokens import CardTokens
 _log = structlog.get_logger(__name__)
 # grpc-stubs does not describe grpc_health's asyncio servicer.
 HealthServicer = health.aio.HealthServicer  # type: ignore[attr-defined]
-
-SERVICE_NAMES = tuple(service.full_name for service in SERVICES)
 
 
 class StartupError(SetupError):
@@ -74,7 +68,7 @@ class Gateway:
     server: grpc.aio.Server
     port: int
     metrics_port: int | None
-    social_insurance_url: str
+    ports: Ports  # the wired back ends' ports, and where each back end is reached
     pki: PkiLayout
     store: SqliteStore
     audit_log: SqliteAuditLog
@@ -202,12 +196,19 @@ def _read(path: Path) -> bytes:
         raise StartupError(f"{path}: cannot read ({exc.strerror})") from None
 
 
-async def start_gateway(settings: Settings) -> Gateway:
-    """Build and start everything ``settings`` describes.
+async def start_gateway(
+    settings: Settings,
+    *,
+    backends: Sequence[BackendRow] = BACKENDS,
+    services: Sequence[ServiceRow] = SERVICE_TABLE,
+) -> Gateway:
+    """Build and start everything ``settings`` describes, with these back ends and services.
 
     The data directory is claimed first (one gateway process per directory); if start-up fails
     after that, whatever was already started is closed again, the claim included.
     """
+    for old, new in settings.deprecations():
+        _log.warning("setting_deprecated", setting=old, use=new)
     lock = DataDirLock.acquire(settings.data_dir)
 
     async def release_lock() -> None:
@@ -215,7 +216,7 @@ async def start_gateway(settings: Settings) -> Gateway:
 
     closers: list[Callable[[], Awaitable[None]]] = [release_lock]
     try:
-        return await _start(settings, closers)
+        return await _start(settings, closers, backends, services)
     except BaseException as exc:
         for close in reversed(closers):
             with contextlib.suppress(Exception):
@@ -253,10 +254,17 @@ def _open_log(
     return store, audit_log
 
 
-async def _start(settings: Settings, closers: list[Callable[[], Awaitable[None]]]) -> Gateway:
+async def _start(
+    settings: Settings,
+    closers: list[Callable[[], Awaitable[None]]],
+    backends: Sequence[BackendRow],
+    services: Sequence[ServiceRow],
+) -> Gateway:
     pki = _pki(settings)
     orgs = OrgRegistry.load(settings.orgs_file or pki.orgs_file)
-    policy = PolicyEngine.load(settings.policies_dir, responses=response_types())
+    served = tuple(row.descriptor for row in services)
+    service_names = tuple(service.full_name for service in served)
+    policy = PolicyEngine.load(settings.policies_dir, responses=response_types(served))
 
     store, audit_log = _open_log(settings, closers)
     keys = settings.data_dir / "keys"
@@ -267,17 +275,12 @@ async def _start(settings: Settings, closers: list[Callable[[], Awaitable[None]]
         ttl=dt.timedelta(seconds=settings.token_ttl_s),
     )
 
-    backend_url = settings.social_insurance_url
-    if backend_url is None:
-        reference = await start_reference_server()
-        closers.append(reference.close)
-        backend_url = reference.url
-    social_insurance = SocialInsuranceClient(backend_url)
-    closers.append(social_insurance.close)
+    ports = await wire_backends(settings, backends, closers)
+    card_registry = ports.get(CARD_REGISTRY)
 
     metrics = Metrics.create()
     pipeline = Pipeline(
-        CardStage(social_insurance, timeout=settings.backend_timeout_s),
+        CardStage(card_registry.port, timeout=card_registry.timeout_s),
         BasisStage(default_verifiers(tokens)),
         policy,
         metrics,
@@ -302,7 +305,7 @@ async def _start(settings: Settings, closers: list[Callable[[], Awaitable[None]]
         metrics,
         AuditStage(audit_log),
         admission,
-        audited_services=SERVICE_NAMES,
+        audited_services=service_names,
         request_budget_s=settings.request_budget_s,
     )
     server = grpc.aio.server(
@@ -315,18 +318,13 @@ async def _start(settings: Settings, closers: list[Callable[[], Awaitable[None]]
         ],
         maximum_concurrent_rpcs=8 * settings.max_in_flight + 1024,
     )
-    card_pb2_grpc.add_CardServiceServicer_to_server(CardService(pipeline, tokens), server)
-    audit_pb2_grpc.add_AuditServiceServicer_to_server(
-        AuditService(pipeline, audit_log),
-        server,
-    )
-    insurance_pb2_grpc.add_InsuranceServiceServicer_to_server(
-        InsuranceService(pipeline, social_insurance, timeout=settings.backend_timeout_s), server
-    )
+    parts = ServiceParts(pipeline, ports, tokens, audit_log)
+    for row in services:
+        row.add_to_server(row.build(parts), server)
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        (*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
     credentials = grpc.ssl_server_credentials(
         [(_read(pki.server_key), _read(pki.server_cert))],
@@ -342,7 +340,7 @@ async def _start(settings: Settings, closers: list[Callable[[], Awaitable[None]]
     shed_audit.start()
     closers.append(shed_audit.stop)  # after the server stopped, before the log is closed
     await server.start()
-    for name in (*SERVICE_NAMES, ""):
+    for name in (*service_names, ""):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
 
     metrics_port = None
@@ -367,7 +365,7 @@ async def _start(settings: Settings, closers: list[Callable[[], Awaitable[None]]
         server=server,
         port=port,
         metrics_port=metrics_port,
-        social_insurance_url=backend_url,
+        ports=ports,
         pki=pki,
         store=store,
         audit_log=audit_log,

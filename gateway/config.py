@@ -4,7 +4,22 @@ Precedence: environment over file over defaults. Every default is the embedded s
 under ``var/``, the reference back ends started in-process, a development PKI created on first
 start), and every address defaults to loopback.
 
-    ONECARD_LISTEN_PORT=7443 ONECARD_BACKEND_TIMEOUT_S=1.5 onecard serve --config gateway.toml
+    ONECARD_LISTEN_PORT=7443 onecard serve --config gateway.toml
+
+A settings group per back end, named as in ``gateway.backends.BACKENDS`` (docs/operations.md):
+``url`` (absent: its reference server, started in-process on 127.0.0.1), ``timeout_s`` (the cap
+on each call to it; ``request_budget_s`` still bounds the whole request) and ``credentials``
+(the names its adapter asks for; secret, never printed). A back end not named gets the defaults.
+
+    [backends.social_insurance]
+    url = "https://si.example.org"
+    timeout_s = 1.5
+
+    ONECARD_BACKENDS__SOCIAL_INSURANCE__URL=https://si.example.org   ("__" nests)
+
+The flat ``social_insurance_url`` and ``backend_timeout_s`` of earlier versions still work,
+as deprecated spellings of ``backends.social_insurance.url`` and ``.timeout_s`` (the gateway
+logs ``setting_deprecated`` once at start); giving both spellings of one setting is an error.
 
 Load settings (docs/operations.md): ``max_in_flight``, ``shed_audit_interval_s`` and, per org
 type, a token bucket that the registry may override per organisation:
@@ -20,9 +35,17 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from gateway.errors import SetupError
@@ -53,6 +76,29 @@ class RateLimitSetting(BaseModel):
         return RateLimit(self.per_s, self.burst)
 
 
+class BackendSettings(BaseModel):
+    """One back end's settings group, ``[backends.NAME]``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str | None = Field(
+        default=None, min_length=1, description="None: its reference server, started in-process"
+    )
+    timeout_s: float = Field(
+        default=2.0, gt=0, le=60, description="cap on each call to this back end"
+    )
+    credentials: dict[str, SecretStr] = Field(
+        default_factory=dict, description="what the adapter signs in with; names are its own"
+    )
+
+
+# The flat settings of earlier versions: (back end, key of its group) each now spells.
+_DEPRECATED: dict[str, tuple[str, str]] = {
+    "social_insurance_url": ("social_insurance", "url"),
+    "backend_timeout_s": ("social_insurance", "timeout_s"),
+}
+
+
 # Per organisation, by type. One gateway process answers a few hundred full requests a second
 # on a small machine (docs/benchmarks.md): no single org's default may take all of it.
 DEFAULT_RATE_LIMITS: dict[OrgType, RateLimitSetting] = {
@@ -67,7 +113,9 @@ DEFAULT_RATE_LIMITS: dict[OrgType, RateLimitSetting] = {
 class Settings(BaseSettings):
     """Every knob of ``onecard serve``."""
 
-    model_config = SettingsConfigDict(env_prefix="ONECARD_", extra="forbid", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="ONECARD_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
 
     data_dir: Path = Field(Path("var"), description="SQLite database, keys and the dev PKI")
     listen_host: str = Field("127.0.0.1", description="gRPC listen address")
@@ -79,10 +127,16 @@ class Settings(BaseSettings):
     policies_dir: Path = Field(
         default_factory=default_policies_dir, description="Cedar policies and schema"
     )
-    social_insurance_url: str | None = Field(
-        None, description="1101-style back end; None starts the reference server in-process"
+    backends: dict[str, BackendSettings] = Field(
+        default_factory=dict,
+        description="a settings group per back end; one not named gets BackendSettings()",
     )
-    backend_timeout_s: float = Field(2.0, gt=0, le=60, description="cap on each back-end call")
+    social_insurance_url: str | None = Field(
+        None, description="deprecated spelling of backends.social_insurance.url"
+    )
+    backend_timeout_s: float | None = Field(
+        None, gt=0, le=60, description="deprecated spelling of backends.social_insurance.timeout_s"
+    )
     request_budget_s: float = Field(
         3.0, gt=0, le=120, description="cap on a whole request, every back-end call included"
     )
@@ -113,6 +167,41 @@ class Settings(BaseSettings):
         cls, given: dict[OrgType, RateLimitSetting]
     ) -> dict[OrgType, RateLimitSetting]:
         return {**DEFAULT_RATE_LIMITS, **given}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _deprecated_into_groups(cls, data: Any) -> Any:
+        """Copy each flat deprecated setting into its back end's group (both given: an error)."""
+        if not isinstance(data, dict) or all(data.get(old) is None for old in _DEPRECATED):
+            return data
+        backends = dict(data.get("backends") or {})
+        for old, (backend, key) in _DEPRECATED.items():
+            if data.get(old) is None:
+                continue
+            group = backends.get(backend) or {}
+            if isinstance(group, BackendSettings):
+                group = group.model_dump(exclude_unset=True)
+            if not isinstance(group, dict):
+                continue  # not a table: the group's own validation says so
+            if key in group:
+                raise ValueError(
+                    f"{old} is the deprecated spelling of backends.{backend}.{key}, and both "
+                    f"are set: keep backends.{backend}.{key} only"
+                )
+            backends[backend] = {**group, key: data[old]}
+        return {**data, "backends": backends}
+
+    def deprecations(self) -> list[tuple[str, str]]:
+        """The deprecated settings in use, each with the one that replaces it."""
+        return [
+            (old, f"backends.{backend}.{key}")
+            for old, (backend, key) in _DEPRECATED.items()
+            if getattr(self, old) is not None
+        ]
+
+    def backend(self, name: str) -> BackendSettings:
+        """The settings group of back end ``name`` (the defaults when it has none)."""
+        return self.backends.get(name) or BackendSettings()
 
     @property
     def effective_pki_dir(self) -> Path:
@@ -145,7 +234,14 @@ def load_settings(config_file: Path | None = None, **overrides: object) -> Setti
         return Settings(**values)  # type: ignore[arg-type]
     except ValidationError as exc:
         where = f"{config_file} or " if config_file else ""
-        lines = [f"  {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        lines = [_problem(e["loc"], e["msg"]) for e in exc.errors()]
         raise ConfigError(
             f"invalid configuration ({where}ONECARD_* environment):\n" + "\n".join(lines)
         ) from None
+
+
+def _problem(loc: tuple[int | str, ...], msg: str) -> str:
+    """One line of a ``ConfigError``: the setting, if the check was about one, and the problem."""
+    where = ".".join(str(part) for part in loc)
+    msg = msg.removeprefix("Value error, ")  # pydantic's prefix to a validator's own message
+    return f"  {where}: {msg}" if where else f"  {msg}"

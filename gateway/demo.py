@@ -262,7 +262,7 @@ async def run_demo(out: _Print = print, data_dir: Path | None = None) -> None:
             out(
                 f"OneCard demo: gateway on {gateway.target} (mutual TLS), metrics on "
                 f"127.0.0.1:{gateway.metrics_port}, reference 1101 back end on "
-                f"{gateway.social_insurance_url}"
+                f"{gateway.ports.urls['social_insurance']}"
             )
             out(f"development PKI in {gateway.pki.directory}")
             out("")

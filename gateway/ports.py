@@ -1,18 +1,26 @@
-"""Ports: the abstract interfaces the request pipeline needs from back ends.
+"""Ports: the abstract interfaces the request pipeline needs from back ends, and how one plugs in.
 
-Each back end is a port here and one adapter module per protocol under ``adapters/``. Values that
-cross the boundary are frozen dataclasses; adapters validate the back end's payload (pydantic,
-strict) before they build them. Adapters raise only ``gateway.errors`` types:
-``CardNotFound``, ``BackendUnavailable``, ``BackendTimeout``.
+Each back-end kind is a port here (a ``Protocol`` and its ``PortKey``) and one adapter package per
+protocol under ``adapters/``. Values that cross the boundary are frozen dataclasses; adapters
+validate the back end's payload (pydantic, strict) before they build them. Adapters raise only
+``gateway.errors`` types, through the shared table of ``adapters.errors``: ``CardNotFound``,
+``BackendUnavailable``, ``BackendTimeout``.
+
+A back end plugs in through its wiring function (a row of ``gateway.backends.BACKENDS``): given
+its settings group, it starts what it needs and returns a ``WiredBackend``, the ports it
+provides (``Provided``) and one closer.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import enum
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Protocol
+from typing import Any, Generic, Protocol, TypeVar
+
+P = TypeVar("P")
 
 
 class CardStatus(enum.Enum):
@@ -82,3 +90,36 @@ class InsuranceBackend(Protocol):
     async def person_insurance(self, id_number: str, *, timeout: float) -> PersonInsurance:
         """The schemes; raises ``CardNotFound``, ``BackendUnavailable``, ``BackendTimeout``."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class PortKey(Generic[P]):
+    """Names a port, typed by its interface: ``Ports.get(CARD_REGISTRY)`` is a ``CardRegistry``."""
+
+    name: str
+
+
+CARD_REGISTRY: PortKey[CardRegistry] = PortKey("card registry")
+INSURANCE_BACKEND: PortKey[InsuranceBackend] = PortKey("insurance back end")
+
+
+@dataclass(frozen=True, slots=True)
+class Provided(Generic[P]):
+    """One port a back end provides: its key and the adapter object that implements it."""
+
+    key: PortKey[P]
+    implementation: P
+
+
+@dataclass(frozen=True, slots=True)
+class WiredBackend:
+    """What a back end's wiring function returns.
+
+    ``provides``: the ports it implements; ``close``: stops everything the wiring started
+    (clients, then the in-process reference server), called once when the gateway stops;
+    ``url``: where it is reached (the reference server's address when it started one).
+    """
+
+    provides: tuple[Provided[Any], ...]
+    close: Callable[[], Awaitable[None]]
+    url: str

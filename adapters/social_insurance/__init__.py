@@ -3,7 +3,8 @@
 ``SocialInsuranceClient`` implements ``gateway.ports.CardRegistry`` and ``InsuranceBackend``;
 ``start_reference_server`` runs the reference back end on loopback with the synthetic
 population of ``seed``. The wire format, including OneCard's ``CR01`` card registry extension,
-is described in ``wire``.
+is described in ``wire``. ``wire_social_insurance`` is the back end's wiring function (its row
+in ``gateway.backends.BACKENDS``).
 """
 
 from adapters.social_insurance.client import SocialInsuranceClient
@@ -13,6 +14,7 @@ from adapters.social_insurance.reference import (
     start_reference_server,
 )
 from adapters.social_insurance.seed import Person, Population
+from adapters.social_insurance.wiring import wire_backend as wire_social_insurance
 
 __all__ = [
     "Person",
@@ -21,4 +23,5 @@ __all__ = [
     "SocialInsuranceClient",
     "build_app",
     "start_reference_server",
+    "wire_social_insurance",
 ]

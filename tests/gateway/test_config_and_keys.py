@@ -15,17 +15,17 @@ def test_defaults_are_the_embedded_loopback_setup(monkeypatch: pytest.MonkeyPatc
     settings = load_settings()
     assert settings.listen_host == "127.0.0.1"
     assert settings.metrics_host == "127.0.0.1"
-    assert settings.social_insurance_url is None
+    assert settings.backend("social_insurance").url is None  # the reference server, in-process
     assert settings.effective_pki_dir == Path("var/pki")
 
 
 def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = tmp_path / "gateway.toml"
-    config.write_text("listen_port = 8000\nbackend_timeout_s = 1.5\n")
+    config.write_text("listen_port = 8000\n[backends.social_insurance]\ntimeout_s = 1.5\n")
     monkeypatch.setenv("ONECARD_LISTEN_PORT", "9000")
     settings = load_settings(config)
     assert settings.listen_port == 9000
-    assert settings.backend_timeout_s == 1.5
+    assert settings.backend("social_insurance").timeout_s == 1.5
 
 
 def test_errors_name_the_field_and_the_problem(tmp_path: Path) -> None:
