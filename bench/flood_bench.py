@@ -61,7 +61,7 @@ async def scenario(
         pki_dir=pki.directory,
         listen_port=0,
         metrics_port=None,
-        social_insurance_url=reference.url,
+        backends={"social_insurance": {"url": reference.url}},
         log_level="warning",
         shed_audit_interval_s=1.0,
         **overrides,

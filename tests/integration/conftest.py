@@ -42,10 +42,10 @@ async def gateway_factory(tmp_path: Path, pki: PkiLayout) -> AsyncIterator[Calla
     references: list[Any] = []
 
     async def start(**overrides: Any) -> Gateway:
-        if "social_insurance_url" not in overrides:
+        if "backends" not in overrides:
             reference = await start_reference_server()
             references.append(reference)
-            overrides["social_insurance_url"] = reference.url
+            overrides["backends"] = {"social_insurance": {"url": reference.url}}
         settings = load_settings(
             data_dir=overrides.pop("data_dir", tmp_path / "data"),
             pki_dir=pki.directory,

@@ -166,7 +166,7 @@ async def test_beyond_max_in_flight_a_call_is_overloaded_at_once(
     card = population.first(card_status=CardStatus.NORMAL).id_number
     async with slow_backend() as backend:
         gateway: Gateway = await gateway_factory(
-            social_insurance_url=backend.url, backend_timeout_s=2, max_in_flight=1
+            backends={"social_insurance": {"url": backend.url, "timeout_s": 2}}, max_in_flight=1
         )
         async with (
             org_channel(gateway.target, pki, CITIZEN_APP) as app,

@@ -48,7 +48,9 @@ async def poisoned_backend() -> AsyncIterator[ReferenceServer]:
 async def test_a_hostile_insutype_is_refused_as_a_malformed_back_end_answer(
     gateway_factory: Callable[..., Any], pki: PkiLayout, poisoned_backend: ReferenceServer
 ) -> None:
-    gateway: Gateway = await gateway_factory(social_insurance_url=poisoned_backend.url)
+    gateway: Gateway = await gateway_factory(
+        backends={"social_insurance": {"url": poisoned_backend.url}}
+    )
     async with org_channel(gateway.target, pki, CITIZEN_APP) as app:
         token = await issue_token(app, EMPLOYEE)
     async with org_channel(gateway.target, pki, HOSPITAL) as hosp:

@@ -80,7 +80,7 @@ async def test_a_call_abandoned_at_its_deadline_is_audited_and_keeps_the_token(
     pki: PkiLayout,
     population: Population,
 ) -> None:
-    gateway: Gateway = await gateway_factory(social_insurance_url=backend.url)
+    gateway: Gateway = await gateway_factory(backends={"social_insurance": {"url": backend.url}})
     card = _person(population)
     async with org_channel(gateway.target, pki, CITIZEN_APP) as app:
         token = await issue_token(app, card)
@@ -121,7 +121,9 @@ async def test_a_call_cut_off_by_shutdown_is_audited_and_keeps_the_token(
     tmp_path: Path,
 ) -> None:
     data = tmp_path / "shared-data"
-    gateway: Gateway = await gateway_factory(social_insurance_url=backend.url, data_dir=data)
+    gateway: Gateway = await gateway_factory(
+        backends={"social_insurance": {"url": backend.url}}, data_dir=data
+    )
     card = _person(population)
     async with org_channel(gateway.target, pki, CITIZEN_APP) as app:
         token = await issue_token(app, card)
@@ -134,7 +136,9 @@ async def test_a_call_cut_off_by_shutdown_is_audited_and_keeps_the_token(
         with pytest.raises(grpc.aio.AioRpcError):
             await call
     backend.delay_s.clear()
-    again: Gateway = await gateway_factory(social_insurance_url=backend.url, data_dir=data)
+    again: Gateway = await gateway_factory(
+        backends={"social_insurance": {"url": backend.url}}, data_dir=data
+    )
     records = await _records(again)
     assert [(r["outcome"], r["reason"]) for r in records] == [
         ("OK", ""),
@@ -152,7 +156,7 @@ async def test_the_request_budget_bounds_every_back_end_call_together(
     population: Population,
 ) -> None:
     gateway: Gateway = await gateway_factory(
-        social_insurance_url=backend.url, backend_timeout_s=1.0, request_budget_s=1.2
+        backends={"social_insurance": {"url": backend.url, "timeout_s": 1.0}}, request_budget_s=1.2
     )
     card = _person(population)
     async with org_channel(gateway.target, pki, CITIZEN_APP) as app:
@@ -176,7 +180,7 @@ async def test_refusals_and_back_end_failures_do_not_use_up_the_token(
     population: Population,
 ) -> None:
     gateway: Gateway = await gateway_factory(
-        social_insurance_url=backend.url, backend_timeout_s=0.3
+        backends={"social_insurance": {"url": backend.url, "timeout_s": 0.3}}
     )
     card = _person(population)
     async with (
@@ -240,7 +244,7 @@ async def test_without_a_basis_every_card_gets_the_same_refusal(
     population: Population,
     org: str,
 ) -> None:
-    gateway: Gateway = await gateway_factory(social_insurance_url=backend.url)
+    gateway: Gateway = await gateway_factory(backends={"social_insurance": {"url": backend.url}})
     cards = [population.first(card_status=status).id_number for status in CardStatus]
     cards.append(_unknown_card(population))
     forged = "oc1." + "A" * 86

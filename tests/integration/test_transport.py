@@ -166,7 +166,9 @@ async def test_a_hanging_backend_is_deadline_exceeded(
     gateway_factory: Callable[..., Any], hanging_backend: str, pki: PkiLayout,
     population: Population,
 ) -> None:  # fmt: skip
-    gw: Gateway = await gateway_factory(social_insurance_url=hanging_backend, backend_timeout_s=0.3)
+    gw: Gateway = await gateway_factory(
+        backends={"social_insurance": {"url": hanging_backend, "timeout_s": 0.3}}
+    )
     person = population.first(card_status=CardStatus.NORMAL)
     async with org_channel(gw.target, pki, CITIZEN_APP) as app:
         started = asyncio.get_running_loop().time()
@@ -187,7 +189,9 @@ async def test_a_backend_that_is_down_is_unavailable(
     server.close()
     await server.wait_closed()  # nothing listens on this port any more
 
-    gw: Gateway = await gateway_factory(social_insurance_url=f"http://127.0.0.1:{port}")
+    gw: Gateway = await gateway_factory(
+        backends={"social_insurance": {"url": f"http://127.0.0.1:{port}"}}
+    )
     person = population.first(card_status=CardStatus.NORMAL)
     async with org_channel(gw.target, pki, CITIZEN_APP) as app:
         with pytest.raises(grpc.aio.AioRpcError) as info:
