@@ -27,7 +27,6 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from types import TracebackType
 
 import structlog
 
@@ -88,8 +87,8 @@ class _Tally:
 
 
 class Ticket:
-    """An admitted call's place in flight, given back when the call ends (``with`` or
-    ``release``; releasing twice is harmless)."""
+    """An admitted call's place in flight, given back with ``release`` when the call ends
+    (releasing twice is harmless)."""
 
     __slots__ = ("_admission",)
 
@@ -100,17 +99,6 @@ class Ticket:
         if self._admission is not None:
             self._admission._in_flight -= 1
             self._admission = None
-
-    def __enter__(self) -> Ticket:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release()
 
 
 @dataclass

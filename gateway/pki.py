@@ -124,10 +124,6 @@ class CertificateAuthority:
     def cert_pem(self) -> bytes:
         return self._cert.public_bytes(serialization.Encoding.PEM)
 
-    @property
-    def certificate(self) -> x509.Certificate:
-        return self._cert
-
     def write(self, cert_path: Path, key_path: Path) -> None:
         """Write the CA certificate and key (key mode 0600)."""
         IssuedCert(self.cert_pem, _key_pem(self._key)).write(cert_path, key_path)
