@@ -24,8 +24,10 @@ timer); the ``Sequencer`` owns every rule of the log and knows no SQL:
 - hand-off: ``committed`` returns the batch's records that became durable, for the store's
   search index.
 
-The sequencer's state lives in one process: a store shared by several processes runs one
-sequencer (its integrator) and lets the others queue entries for it.
+The sequencer's state lives in one process, as the integrator of transparency-dev/tessera's
+storage drivers does: a store shared by several processes (PostgreSQL, later) runs one
+sequencer at a time, holding a lock on the log's rows while it integrates, and lets the other
+processes queue entries for it.
 """
 
 from __future__ import annotations
