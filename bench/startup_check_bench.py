@@ -6,7 +6,7 @@ Builds a log of ``--entries`` entries whose newest signed checkpoint lies ``--un
 before its end (as after a crash: the check then also merges the nodes covering that gap), then
 times, each as the median of ``--repeat`` runs on a fresh connection:
 
-- the self-check as start-up runs it (``SqliteAuditLog._load``: newest checkpoint opened, the
+- the self-check as start-up runs it (``Sequencer._load``: newest checkpoint opened, the
   border at its size, the nodes up to the log's size, the newest entry and its inclusion path);
 - the baseline in the same run: rebuilding the compact range from the border alone, which is
   all that start-up read before the check (one query, no signature);
@@ -31,9 +31,8 @@ from audit_bench import ORIGIN, RECORD  # bench/ is on sys.path when run as a sc
 
 from gateway.audit.compact import CompactRange, border_ids
 from gateway.audit.signer import Ed25519FileSigner
-from gateway.store.sqlite import SqliteStore, connect
-from gateway.store.sqlite_audit import SqliteAuditLog, _read_nodes
-from gateway.store.sqlite_search import log_size
+from gateway.store.sqlite import SqliteStore, connect, log_size
+from gateway.store.sqlite_audit import SqliteAuditLog, _read_nodes, _Rows, _snapshot
 
 _BATCH = 50_000
 
@@ -44,7 +43,7 @@ async def build(directory: Path, entries: int, unsigned: int) -> tuple[Path, Pat
     store = SqliteStore(db)
     log = SqliteAuditLog(store, Ed25519FileSigner.generate(key, ORIGIN), checkpoint_interval_s=0)
     await store.close()
-    payload = (RECORD, RECORD.body())
+    payload = (RECORD, RECORD.body(), None)  # no token redeemed
     signed = entries - unsigned
     with closing(connect(db)) as conn:
         at = 0
@@ -86,8 +85,8 @@ def main() -> None:
         log = SqliteAuditLog(store, Ed25519FileSigner(key, ORIGIN), checkpoint_interval_s=0)
 
         def check() -> None:
-            with closing(connect(db, readonly=True)) as conn:
-                rng, _, _ = log._load(conn)
+            with closing(connect(db, readonly=True)) as conn, _snapshot(conn):
+                rng, _, _ = log._sequencer._load(_Rows(conn))
                 assert rng.size == args.entries
 
         def border_only() -> None:

@@ -25,7 +25,7 @@ from grpc_reflection.v1alpha import reflection
 
 from gateway.admission import Admission, ShedAudit
 from gateway.audit.record import Pseudonymizer
-from gateway.audit.signer import Ed25519FileSigner
+from gateway.audit.signer import Ed25519FileSigner, Signer
 from gateway.audit.stage import AuditStage
 from gateway.backends import BACKENDS, BackendRow, Ports, wire_backends
 from gateway.basis import BasisStage, default_verifiers
@@ -42,9 +42,8 @@ from gateway.policy import PolicyEngine
 from gateway.ports import CARD_REGISTRY
 from gateway.services import response_types
 from gateway.services.table import SERVICE_TABLE, ServiceParts, ServiceRow
-from gateway.store import SqliteStore
+from gateway.store import SignerFor, Store, StoredLog, database_path, open_store
 from gateway.store.lock import DataDirLock, is_served
-from gateway.store.sqlite_audit import SqliteAuditLog
 from gateway.store.sqlite_keys import add_key, check_identity, recorded_keys
 from gateway.tokens import CardTokens
 
@@ -70,8 +69,8 @@ class Gateway:
     metrics_port: int | None
     ports: Ports  # the wired back ends' ports, and where each back end is reached
     pki: PkiLayout
-    store: SqliteStore
-    audit_log: SqliteAuditLog
+    store: Store
+    audit_log: StoredLog
     _interceptor: GatewayInterceptor
     admission: Admission
     metrics: Metrics
@@ -121,18 +120,22 @@ def _pki(settings: Settings) -> PkiLayout:
     return layout
 
 
-def _audit_signer(path: Path, origin: str, db: Path) -> Ed25519FileSigner:
+def _audit_signer(path: Path, origin: str, where: Path) -> SignerFor:
     """The log's signing key; a new log's is created, a missing one of an existing log is not."""
-    if path.exists():
-        return Ed25519FileSigner(path, origin)
-    if keys := recorded_keys(db):
-        raise StartupError(
-            f"{path}: missing, but the audit log in {db} is signed with key "
-            f"{keys[-1][1].rsplit('+', 1)[0]}: restore that key file (a new key would fork the "
-            f"log's signatures; change keys deliberately with `onecard audit rotate-key`)"
-        )
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return Ed25519FileSigner.generate(path, origin)
+
+    def signer_for(keys: list[tuple[str, str]]) -> Signer:
+        if path.exists():
+            return Ed25519FileSigner(path, origin)
+        if keys:
+            raise StartupError(
+                f"{path}: missing, but the audit log in {where} is signed with key "
+                f"{keys[-1][1].rsplit('+', 1)[0]}: restore that key file (a new key would fork "
+                f"the log's signatures; change keys deliberately with `onecard audit rotate-key`)"
+            )
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return Ed25519FileSigner.generate(path, origin)
+
+    return signer_for
 
 
 def publish_verifier_keys(path: Path, keys: list[str]) -> None:
@@ -234,21 +237,25 @@ async def start_gateway(
         raise
 
 
-def _open_log(
+async def _open_log(
     settings: Settings, closers: list[Callable[[], Awaitable[None]]]
-) -> tuple[SqliteStore, SqliteAuditLog]:
-    """The store and the audit log, checked; on stop, a final checkpoint, then the store closes.
+) -> tuple[Store, StoredLog]:
+    """The store ``settings.store`` names and its audit log, checked; on stop, a final
+    checkpoint, then the store closes.
 
     The log refuses another origin or key and a damaged log. A log that failed its self-check
     signs nothing, so its final checkpoint fails, and ``Gateway.stop`` reports that in one line.
     """
-    store = SqliteStore(settings.data_dir / "onecard.db")
-    closers.append(store.close)
+    where = database_path(settings.store, settings.data_dir)
     keys = settings.data_dir / "keys"
-    signer = _audit_signer(keys / "audit-log.key", settings.audit_origin, store.path)
-    audit_log = SqliteAuditLog(
-        store, signer, checkpoint_interval_s=settings.audit_checkpoint_interval_s
+    store = await open_store(
+        settings.store,
+        settings.data_dir,
+        _audit_signer(keys / "audit-log.key", settings.audit_origin, where),
+        checkpoint_interval_s=settings.audit_checkpoint_interval_s,
     )
+    closers.append(store.close)
+    audit_log = store.audit_log
     publish_verifier_keys(settings.data_dir / "audit-log.pub", audit_log.verifier_keys)
     closers.append(audit_log.checkpoint_now)
     return store, audit_log
@@ -266,7 +273,7 @@ async def _start(
     service_names = tuple(service.full_name for service in served)
     policy = PolicyEngine.load(settings.policies_dir, responses=response_types(served))
 
-    store, audit_log = _open_log(settings, closers)
+    store, audit_log = await _open_log(settings, closers)
     keys = settings.data_dir / "keys"
     pseudonymize = Pseudonymizer(load_or_create_secret(keys / "audit-pseudonym.key"))
     tokens = CardTokens(

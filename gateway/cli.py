@@ -141,10 +141,11 @@ def _audit_export(args: argparse.Namespace) -> int:
 
 def _audit_export_files(args: argparse.Namespace) -> int:
     from gateway.audit.export import export_log
+    from gateway.store import database_path
 
     settings = load_settings(args.config)
     summary = export_log(
-        settings.data_dir / "onecard.db",
+        database_path(settings.store, settings.data_dir),
         args.out,
         origin=settings.audit_origin,
         fhir_file=args.fhir,

@@ -9,7 +9,6 @@ reference back end.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from gateway.bootstrap import Gateway, start_gateway
 from gateway.client import org_channel, refusal_reason
 from gateway.config import load_settings
 from gateway.ports import CardStatus
+from gateway.store import read_log
 
 HOSPITAL = "hosp-bj-001"
 LIBRARY = "lib-bj-001"
@@ -270,7 +270,7 @@ async def run_demo(out: _Print = print, data_dir: Path | None = None) -> None:
             await _play(tour)
         finally:
             await gateway.stop()
-        size = await _log_size(settings.data_dir)
+        size = _log_size(settings.store, settings.data_dir)
         out("")
         out(
             f"audit log: {size} entries, one per exchange, allowed or refused: the {tour.step} "
@@ -284,8 +284,7 @@ def main() -> None:
     asyncio.run(run_demo())
 
 
-async def _log_size(data_dir: Path) -> int:
-
-    with sqlite3.connect(data_dir / "onecard.db") as conn:
-        (size,) = conn.execute("SELECT count(*) FROM audit_entries").fetchone()
-    return int(size)
+def _log_size(store: str, data_dir: Path) -> int:
+    """How many entries the stopped gateway's log holds, read through the store."""
+    with read_log(store, data_dir, served=False) as log:
+        return log.size()

@@ -7,8 +7,7 @@ import os
 import pytest
 
 from gateway.audit import _verify_fast as fast
-from gateway.audit import compact, record
-from gateway.store import sqlite_audit
+from gateway.audit import compact, record, sequencer
 
 
 def require_native() -> None:
@@ -26,7 +25,7 @@ def loops(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> st
     """Run a test with the C loops, then with the Python ones (in worker processes too).
 
     Both the verifier's (``_verify_fast.LOOPS``) and the log writer's (``record_body``,
-    ``chain_leaves`` as the SQLite log imported it, ``compact.push_leaves``).
+    ``chain_leaves`` as the sequencer imported it, ``compact.push_leaves``).
     """
     if request.param == "C":
         require_native()
@@ -35,7 +34,7 @@ def loops(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> st
         for name in fast.LOOPS:
             monkeypatch.setattr(fast, name, getattr(fast, f"py_{name}"))
         monkeypatch.setattr(record, "record_body", record.py_record_body)
-        monkeypatch.setattr(sqlite_audit, "chain_leaves", record.py_chain_leaves)
+        monkeypatch.setattr(sequencer, "chain_leaves", record.py_chain_leaves)
         monkeypatch.setattr(compact, "push_leaves", compact.py_push_leaves)
     implementation: str = request.param
     return implementation

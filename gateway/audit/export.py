@@ -13,22 +13,19 @@ checkpoint, so that the export verifies as a whole:
   checkpoint; state that does not check is never signed;
 - a stopped directory without the key: the entries up to the newest checkpoint, said so.
 
-The database is opened read-only without creating files: ``mode=ro`` beside a live gateway,
-``immutable=1`` otherwise (no writer can change it; a read-only copy works, and no ``-wal`` or
-``-shm`` file appears). The export is written beside ``out`` and renamed into place: a failed
-export leaves nothing behind. ``out`` must be missing or empty.
+The log is read through the store (``gateway.store.read_log``: for SQLite, read-only without
+creating files, ``mode=ro`` beside a live gateway, ``immutable=1`` otherwise, so a read-only
+copy works and no ``-wal`` or ``-shm`` file appears; ``store.sqlite_snapshot``). The export is
+written beside ``out`` and renamed into place: a failed export leaves nothing behind. ``out``
+must be missing or empty.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 import os
 import shutil
-import sqlite3
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +36,7 @@ from gateway.audit.note import NoteError, Verifier, VerifierSet
 from gateway.audit.signer import Ed25519FileSigner
 from gateway.audit.verify import open_log_checkpoint, verify_export
 from gateway.errors import SetupError
+from gateway.store import read_log
 from gateway.store.lock import is_served
 
 _PAGE = 10_000
@@ -95,67 +93,25 @@ def _check_out(out: Path) -> None:
         )
 
 
-@contextlib.contextmanager
-def _connect(database: Path, served: bool) -> Iterator[sqlite3.Connection]:
-    """The database, read-only, creating no file beside it.
-
-    Beside a live gateway, ``mode=ro`` (its ``-wal`` and ``-shm`` files exist). A stopped
-    gateway's database is immutable, unless a ``-wal`` holds writes not yet in it: then it is
-    read through its existing ``-shm``, or, without one or in a read-only directory, from a
-    private copy of the two files.
-    """
-    wal = database.with_name(database.name + "-wal")
-    shm = database.with_name(database.name + "-shm")
-    pending = wal.exists() and wal.stat().st_size > 0
-    with tempfile.TemporaryDirectory(prefix="onecard-export-") as scratch:
-        if served or not pending:
-            uri = database.resolve().as_uri() + ("?mode=ro" if served else "?mode=ro&immutable=1")
-        elif shm.exists() and os.access(database.parent, os.W_OK) and os.access(shm, os.W_OK):
-            uri = database.resolve().as_uri() + "?mode=ro"
-        else:
-            copy = Path(scratch) / database.name
-            shutil.copyfile(database, copy)
-            shutil.copyfile(wal, copy.with_name(wal.name))
-            uri = copy.as_uri() + "?mode=ro"
-        try:
-            conn = sqlite3.connect(uri, uri=True)
-            names = conn.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
-        except sqlite3.Error as e:
-            raise SetupError(f"{database}: cannot read the database ({e})") from None
-        try:
-            if ("audit_entries",) not in names:
-                raise SetupError(
-                    f"{database}: holds no audit log yet (made by an older gateway: start the "
-                    "gateway once to upgrade it)"
-                )
-            yield conn
-        finally:
-            conn.close()
-
-
 def _write(database: Path, partial: Path, *, served: bool, origin: str) -> ExportSummary:
-    try:
-        with _connect(database, served) as conn, conn:  # one read transaction: one snapshot
-            conn.execute("BEGIN")
-            rows = conn.execute("SELECT size, note FROM audit_checkpoints ORDER BY size").fetchall()
-            (total,) = conn.execute(
-                "SELECT coalesce(max(idx) + 1, 0) FROM audit_entries"
-            ).fetchone()
-            newest = int(rows[-1][0]) if rows else 0
-            signer = None if served else _signer(database.parent, rows, origin)
-            size = int(total) if signer is not None else newest
-            (partial / "checkpoints").mkdir()
-            for note_size, note in rows:
-                (partial / "checkpoints" / f"{note_size:012d}.note").write_bytes(bytes(note))
-            tree, count = fast.Tree(), 0
-            with (partial / "entries.jsonl").open("wb") as f:
-                for page in _pages(conn, size):
-                    block = b"".join(leaf + b"\n" for leaf in page)
-                    f.write(block)
-                    tree.extend(fast.hash_leaves(block))
-                    count += len(page)
-    except sqlite3.Error as e:
-        raise SetupError(f"{database}: cannot read the audit log ({e})") from None
+    # ``database`` is a SQLite file (``gateway.store.database_path``): its snapshot
+    with read_log("sqlite", database.parent, served=served) as log:
+        rows = log.checkpoints()
+        total = log.size()
+        newest = rows[-1][0] if rows else 0
+        signer = None if served else _signer(database.parent, rows, origin)
+        size = total if signer is not None else newest
+        (partial / "checkpoints").mkdir()
+        for note_size, note in rows:
+            (partial / "checkpoints" / f"{note_size:012d}.note").write_bytes(note)
+        tree, count = fast.Tree(), 0
+        with (partial / "entries.jsonl").open("wb") as f:
+            for start in range(0, size, _PAGE):
+                page = log.leaves(start, min(start + _PAGE, size))
+                block = b"".join(leaf + b"\n" for leaf in page)
+                f.write(block)
+                tree.extend(fast.hash_leaves(block))
+                count += len(page)
     signed_here = signer is not None and count > newest
     if signer is not None and signed_here:
         checkpoint = Checkpoint(signer.name, count, tree.root())
@@ -173,7 +129,7 @@ def _write(database: Path, partial: Path, *, served: bool, origin: str) -> Expor
         )
         + "\n"
     )
-    return ExportSummary(count, len(rows) + signed_here, partial, signed_here, int(total) - count)
+    return ExportSummary(count, len(rows) + signed_here, partial, signed_here, total - count)
 
 
 def _signer(data_dir: Path, rows: list[tuple[int, bytes]], origin: str) -> Ed25519FileSigner | None:
@@ -182,7 +138,7 @@ def _signer(data_dir: Path, rows: list[tuple[int, bytes]], origin: str) -> Ed255
     if not key.exists():
         return None
     if rows:
-        origin = bytes(rows[-1][1]).split(b"\n", 1)[0].decode("utf-8", "replace")
+        origin = rows[-1][1].split(b"\n", 1)[0].decode("utf-8", "replace")
     return Ed25519FileSigner(key, origin)
 
 
@@ -212,15 +168,6 @@ def _published_keys(data_dir: Path) -> VerifierSet:
         return VerifierSet(Verifier.parse(line) for line in lines)
     except (OSError, UnicodeDecodeError, NoteError, ValueError) as e:
         raise SetupError(f"{path}: cannot read the published verifier keys ({e})") from None
-
-
-def _pages(conn: sqlite3.Connection, size: int) -> Iterator[list[bytes]]:
-    for start in range(0, size, _PAGE):
-        rows = conn.execute(
-            "SELECT idx, leaf FROM audit_entries WHERE idx >= ? AND idx < ? ORDER BY idx",
-            (start, min(start + _PAGE, size)),
-        ).fetchall()
-        yield [bytes(leaf) for _, leaf in rows]
 
 
 def _write_fhir(partial: Path, out: Path, fhir_file: Path, origin: str) -> None:

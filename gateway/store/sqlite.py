@@ -104,6 +104,12 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     return conn
 
 
+def log_size(conn: sqlite3.Connection) -> int:
+    """How many entries the audit log holds (its highest index + 1)."""
+    (size,) = conn.execute("SELECT coalesce(max(idx) + 1, 0) FROM audit_entries").fetchone()
+    return int(size)
+
+
 class _Stateless:
     """A ``BatchHandler`` with nothing to finish and no state to keep or forget."""
 

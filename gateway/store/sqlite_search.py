@@ -40,9 +40,9 @@ import structlog
 from gateway.audit.log import Entry, SearchQuery
 from gateway.audit.record import AuditRecord
 from gateway.errors import SetupError, StoreUnavailable
-from gateway.store.sqlite import connect, resolve_futures
+from gateway.store.sqlite import connect, log_size, resolve_futures
 
-__all__ = ["CHUNK", "QUIET_S", "SPAN_BITS", "SearchIndex", "index_path", "log_size", "subject_key"]
+__all__ = ["CHUNK", "QUIET_S", "SPAN_BITS", "SearchIndex", "index_path", "subject_key"]
 
 _log = structlog.get_logger(__name__)
 
@@ -398,10 +398,4 @@ def subject_key(subject: str) -> int:
 def _indexed_size(conn: sqlite3.Connection) -> int:
     """How many entries the index covers (it is always a prefix of the log)."""
     (size,) = conn.execute("SELECT coalesce(max(idx) + 1, 0) FROM audit_search").fetchone()
-    return int(size)
-
-
-def log_size(conn: sqlite3.Connection) -> int:
-    """How many entries the log holds."""
-    (size,) = conn.execute("SELECT coalesce(max(idx) + 1, 0) FROM audit_entries").fetchone()
     return int(size)

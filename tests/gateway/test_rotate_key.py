@@ -12,7 +12,7 @@ from gateway.cli import main
 from gateway.store import SqliteStore
 from gateway.store.sqlite_audit import SqliteAuditLog
 from gateway.store.sqlite_keys import recorded_keys
-from tests.gateway.test_sqlite_audit import append_each, records
+from tests.gateway.store.test_sqlite_audit import append_each, records
 
 ORIGIN = "onecard.local/audit"
 

@@ -24,7 +24,7 @@ from gateway.errors import StoreUnavailable
 from gateway.store import SqliteStore
 from gateway.store.sqlite_audit import SqliteAuditLog
 from gateway.store.sqlite_keys import LogIdentityError, add_key, recorded_keys
-from tests.gateway.test_sqlite_audit import (
+from tests.gateway.store.test_sqlite_audit import (
     HOUR,
     ORIGIN,
     Logs,

@@ -15,7 +15,7 @@ from gateway.audit.record import AuditRecord
 from gateway.audit.signer import Ed25519FileSigner
 from gateway.store import SqliteStore
 from gateway.store.sqlite_audit import SqliteAuditLog
-from tests.gateway.test_sqlite_audit import make_record
+from tests.gateway.store.test_sqlite_audit import make_record
 
 TOKEN = b"t" * 16
 EXPIRES = 2_000_000_000

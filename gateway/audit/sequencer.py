@@ -1,0 +1,353 @@
+"""The audit log's sequencing, store-neutral: what every store does to append, byte for byte.
+
+A store (SQLite now, PostgreSQL later) supplies rows (``LogRows``: read and write them inside
+its transaction) and a ``RowAccess`` (a consistent read, a write transaction for opening, a
+timer); the ``Sequencer`` owns every rule of the log and knows no SQL:
+
+- sequencing: each batch's entries get the next indexes in queue order, their leaves chain from
+  the previous leaf hash (``record.chain_leaves``), and the compact range grows over them
+  (``CompactRange.push_leaves``; both in C where it is built);
+- node placement: each entry is written with the hashes of the Merkle nodes it completes (level
+  0, its leaf hash, first): node (level, k) belongs to entry ((k + 1) << level) - 1, so a proof
+  reads its O(log n) nodes by entry index;
+- token redemption: an exchange that releases data redeems its card-present token in the batch
+  (``Redemption``); if the token was redeemed already, ``instead`` is logged and the receipt
+  says ``replayed``;
+- checkpoint cadence: a checkpoint is signed at the end of a batch once the interval has passed
+  since the last; while entries are left uncovered, the store is asked for an empty batch at the
+  end of the interval (``RowAccess.wake_at``), where the idle checkpoint is signed;
+- identity: opening binds the log's origin and current key (recorded on the first start, after
+  the self-check; refused with ``LogIdentityError`` when they differ);
+- recovery: whenever the state is built from stored rows (on opening, after a rolled-back batch)
+  it is self-checked first (``selfcheck``); a log whose reload failed signs nothing and fails
+  every batch until a reload passes;
+- hand-off: ``committed`` returns the batch's records that became durable, for the store's
+  search index.
+
+The sequencer's state lives in one process, as the integrator of transparency-dev/tessera's
+storage drivers does: a store shared by several processes (PostgreSQL, later) runs one
+sequencer at a time, holding a lock on the log's rows while it integrates, and lets the other
+processes queue entries for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import time
+from collections.abc import Callable, Sequence
+from os import PathLike
+from typing import Any, Protocol, TypeVar
+
+import structlog
+
+from gateway.audit.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    OriginMismatchError,
+    open_checkpoint,
+    sign_checkpoint,
+)
+from gateway.audit.compact import CompactRange, NodeID
+from gateway.audit.log import Receipt, Redemption
+from gateway.audit.note import NoteError, Verifier, VerifierSet
+from gateway.audit.record import AuditRecord, chain_leaves, rfc3339
+from gateway.audit.selfcheck import LogDamagedError, StoredTip, check_stored_log
+from gateway.audit.signer import Signer
+from gateway.errors import SetupError
+
+__all__ = [
+    "LogIdentityError",
+    "LogRows",
+    "RowAccess",
+    "Sequencer",
+    "check_identity",
+    "node_row",
+]
+
+T = TypeVar("T")
+_log = structlog.get_logger(__name__)
+_RETRY_S = 1.0  # after a failed batch, sign the entries it left uncovered this much later at most
+
+
+class LogIdentityError(SetupError):
+    """The configured origin or signing key is not the one this data directory's log has."""
+
+
+class LogRows(Protocol):
+    """One log's rows, read and written inside the store's current transaction (or snapshot).
+
+    Node hashes are stored per entry (``node_row``): entry i's ``nodes`` is the concatenation of
+    the hashes of the nodes it completes, level 0 first. Reads that find a node missing, too
+    short or of another type raise ``selfcheck.UnreadableNodeError``; a checkpoint note stored
+    as something other than bytes raises ``selfcheck.LogDamagedError``.
+    """
+
+    def size(self) -> int:
+        """The highest stored index + 1 (0 for an empty log)."""
+        ...
+
+    def tip(self) -> StoredTip:
+        """The size, the lowest stored index and the newest entry's leaf."""
+        ...
+
+    def read_nodes(self, ids: Sequence[NodeID]) -> list[bytes]:
+        """The stored hashes of ``ids``, in order (a ``proof.NodeReader``)."""
+        ...
+
+    def newest_checkpoint(self) -> tuple[int, bytes] | None:
+        """The newest stored checkpoint as (its row's size, its signed note), or None."""
+        ...
+
+    def insert_entries(self, start: int, nodes: Sequence[bytes], leaves: Sequence[bytes]) -> None:
+        """Store entries start, start + 1, ... with their node hashes and leaves."""
+        ...
+
+    def insert_checkpoint(self, size: int, note: bytes, created_at: str) -> None:
+        """Store a signed checkpoint note of ``size`` entries."""
+        ...
+
+    def redeem(self, token_id: bytes, expires_at: int) -> bool:
+        """Record the token as redeemed; False if it already was (by anyone, ever)."""
+        ...
+
+    def keys(self) -> list[tuple[str, str]]:
+        """The log's (origin, verifier key) of every key it has had, oldest first."""
+        ...
+
+    def add_key(self, origin: str, verifier_key: str, from_size: int, added_at: str) -> None:
+        """Record a key as the log's current one."""
+        ...
+
+
+class RowAccess(Protocol):
+    """How a sequencer reaches its store outside the batches the store hands it."""
+
+    name: str
+    """Where the log lives, for messages (a path; a DSN without its password)."""
+
+    def snapshot(self, read: Callable[[LogRows], T]) -> T:
+        """Run ``read`` over one consistent snapshot of the rows."""
+        ...
+
+    def transaction(self, write: Callable[[LogRows], T]) -> T:
+        """Run ``write`` in one write transaction, committed when it returns (on opening)."""
+        ...
+
+    def wake_at(self, deadline: float) -> None:
+        """Hand the sequencer an empty batch at ``deadline`` (``time.monotonic()``) or soon
+        after (an earlier one already asked for stands)."""
+        ...
+
+
+def node_row(node: NodeID) -> int:
+    """The index of the entry whose row holds ``node``'s hash (the entry that completed it)."""
+    return ((node.index + 1) << node.level) - 1
+
+
+def check_identity(where: str | PathLike[str], signer: Signer, keys: list[tuple[str, str]]) -> None:
+    """Refuse ``signer`` unless it is the current key (and origin) among the log's ``keys``."""
+    origin, current = keys[-1]
+    if signer.name != origin:
+        raise LogIdentityError(
+            f"{where}: audit_origin {signer.name!r} is not this log's origin {origin!r}; one "
+            f"data directory keeps one log: set audit_origin = {origin!r} or use another data_dir"
+        )
+    mine = signer.verifier_key()
+    if mine == current:
+        return
+    what = "a retired key of this log" if mine in [k for _, k in keys] else "not this log's key"
+    raise LogIdentityError(
+        f"{where}: the audit signing key {_key_name(mine)} is {what}; its current key is "
+        f"{_key_name(current)}: restore that key file (keys/audit-log.key), or change keys "
+        f"deliberately with `onecard audit rotate-key`"
+    )
+
+
+class Sequencer:
+    """The log's in-memory state and rules (see the module docstring).
+
+    The store calls ``open`` once, then ``start`` when it can run batches, then, on its
+    writer, ``run_batch`` and ``finish_batch`` inside each transaction and ``committed`` or
+    ``rolled_back`` after it. ``clock`` is
+    ``time.monotonic`` unless a test drives the cadence.
+    """
+
+    def __init__(
+        self,
+        signer: Signer,
+        access: RowAccess,
+        *,
+        checkpoint_interval_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.origin = signer.name
+        self._signer = signer
+        self._access = access
+        self._interval = checkpoint_interval_s
+        self._clock = clock
+        self._verifiers = VerifierSet([Verifier.parse(signer.verifier_key())])
+        self._binding = False  # while the identity is recorded, another origin is a setup error
+        self.verifier_keys: list[str] = []
+        self._range = CompactRange()
+        self._prev = b""
+        self._checkpointed = 0
+        self._broken: Exception | None = None  # set when a reload failed: nothing is signed
+        self._last_checkpoint = float("-inf")  # the first batch after a start is checkpointed
+        self._durable: list[tuple[int, AuditRecord]] = []  # this batch's, once it commits
+
+    @property
+    def size(self) -> int:
+        """Entries sequenced (durable, unless a batch is in flight)."""
+        return self._range.size
+
+    def open(self) -> None:
+        """Bind the identity and load the checked state; refuses with a one-line
+        ``SetupError`` (``LogIdentityError``, ``LogDamagedError``) before anything is signed.
+
+        A log without recorded keys (a new one, or one from before keys were recorded) records
+        the signer's, after the self-check (which opens the newest checkpoint with that key)."""
+        self._binding = True
+        try:
+            keys = self._access.transaction(self._bind)
+        finally:
+            self._binding = False
+        check_identity(self._access.name, self._signer, keys)
+        self.verifier_keys = [key for _, key in keys]
+        self._verifiers = VerifierSet([Verifier.parse(key) for key in self.verifier_keys])
+        self._range, self._prev, self._checkpointed = self._access.snapshot(self._load)
+
+    def start(self) -> None:
+        """The store runs batches now: entries a crash left uncovered are signed within an
+        interval (an idle checkpoint)."""
+        if self._range.size > self._checkpointed:
+            self._access.wake_at(self._clock() + self._interval)
+
+    def _bind(self, rows: LogRows) -> list[tuple[str, str]]:
+        keys = rows.keys()
+        if keys:
+            return keys
+        self._load(rows)
+        mine = self._signer.verifier_key()
+        rows.add_key(self.origin, mine, rows.size(), rfc3339(dt.datetime.now(dt.UTC)))
+        return [(self.origin, mine)]
+
+    # -- in the store's transaction -------------------------------------------------------
+
+    def run_batch(self, rows: LogRows, payloads: list[Any]) -> list[Any]:
+        """Sequence ``payloads`` ((record, record.body(), redemption or None) each) into
+        ``rows``; a ``Receipt`` per payload, in order."""
+        if self._broken is not None:
+            self._reload()
+        start = self._range.size
+        if any(redemption is not None for _, _, redemption in payloads):
+            payloads = [_redeem(rows, *payload) for payload in payloads]
+        leaves, hashes = chain_leaves([body for _, body, _ in payloads], start, self._prev)
+        nodes = self._range.push_leaves(hashes)
+        rows.insert_entries(start, nodes, leaves)
+        if hashes:
+            self._prev = hashes[-1]
+        self._durable = list(enumerate([record for record, _, _ in payloads], start))
+        origin, now = self.origin, dt.datetime.now(dt.UTC)
+        return [
+            Receipt(i, h, origin, now, replayed is True)
+            for (i, h), (_, _, replayed) in zip(enumerate(hashes, start), payloads, strict=True)
+        ]
+
+    def finish_batch(self, rows: LogRows) -> None:
+        """The batch's last write: a checkpoint, once the interval has passed."""
+        if self._clock() >= self._last_checkpoint + self._interval:
+            self.checkpoint(rows)
+
+    def checkpoint(self, rows: LogRows) -> None:
+        """Sign and store a checkpoint of the current size (none if it is signed already)."""
+        if self._broken is not None:
+            raise self._broken
+        size = self._range.size
+        if size == self._checkpointed:
+            return
+        note = sign_checkpoint(Checkpoint(self.origin, size, self._range.root()), self._signer)
+        rows.insert_checkpoint(size, note, rfc3339(dt.datetime.now(dt.UTC)))
+        self._checkpointed = size
+        self._last_checkpoint = self._clock()
+
+    # -- after the transaction -------------------------------------------------------------
+
+    def committed(self) -> list[tuple[int, AuditRecord]]:
+        """The batch is durable: its (index, record)s, for the search index."""
+        durable, self._durable = self._durable, []
+        if self._range.size > self._checkpointed:  # an idle checkpoint covers it in time
+            self._access.wake_at(self._last_checkpoint + self._interval)
+        return durable
+
+    def rolled_back(self) -> None:
+        """The batch is lost: rebuild the state from the stored rows, checked."""
+        self._durable = []
+        self._last_checkpoint = float("-inf")  # a checkpoint of this batch may be lost
+        with contextlib.suppress(Exception):  # logged; the log stays broken until a reload passes
+            self._reload()
+        if self._broken is None and self._range.size > self._checkpointed:
+            self._access.wake_at(self._clock() + max(self._interval, _RETRY_S))
+
+    def _reload(self) -> None:
+        """Rebuild the in-memory state from the rows, checked (``selfcheck``).
+
+        If that fails, the log stays broken, signs nothing and fails every batch (each tries
+        again: a damaged log stays refused, a passing read error heals).
+        """
+        try:
+            self._range, self._prev, self._checkpointed = self._access.snapshot(self._load)
+        except Exception as exc:
+            if self._broken is None:
+                _log.error("audit_log_reload_failed", error_type=type(exc).__name__, error=str(exc))
+            self._broken = exc
+            raise
+        self._broken = None
+
+    def _load(self, rows: LogRows) -> tuple[CompactRange, bytes, int]:
+        """The compact range, newest leaf hash and newest checkpoint's size, self-checked."""
+        checkpoint = self._newest_checkpoint(rows)
+        rng, prev = check_stored_log(rows.tip(), checkpoint, rows)
+        return rng, prev, checkpoint.size if checkpoint is not None else 0
+
+    def _newest_checkpoint(self, rows: LogRows) -> Checkpoint | None:
+        stored = rows.newest_checkpoint()
+        if stored is None:
+            return None
+        size, note = stored
+        claimed = note.split(b"\n", 1)[0].decode("utf-8", "replace")  # not yet verified
+        try:
+            checkpoint = open_checkpoint(note, self._verifiers, self.origin)
+        except (NoteError, CheckpointError) as exc:
+            if self._binding and (claimed != self.origin or isinstance(exc, OriginMismatchError)):
+                raise LogIdentityError(
+                    f"{self._access.name}: audit_origin {self.origin!r} is not the origin of "
+                    f"this log's checkpoints ({claimed!r}); one data directory keeps one log: "
+                    f"set audit_origin = {claimed!r} or use another data_dir"
+                ) from None
+            raise LogDamagedError(
+                0, size, f"signed checkpoint {size} does not open with the log's keys ({exc})"
+            ) from None
+        if checkpoint.size != size:
+            raise LogDamagedError(
+                0,
+                max(size, checkpoint.size),
+                f"checkpoint row {size} holds a checkpoint of {checkpoint.size} entries",
+            )
+        return checkpoint
+
+
+def _redeem(
+    rows: LogRows, record: AuditRecord, body: bytes, redemption: Redemption | None
+) -> tuple[AuditRecord, bytes, bool | None]:
+    """Redeem the exchange's token in the batch's transaction; a replay logs ``instead``."""
+    if redemption is None:
+        return record, body, None
+    if rows.redeem(redemption.token_id, redemption.expires_at):
+        return record, body, False
+    return redemption.instead, redemption.instead.body(), True
+
+
+def _key_name(verifier_key: str) -> str:
+    name, _, rest = verifier_key.partition("+")
+    return f"{name}+{rest.partition('+')[0]}"
