@@ -152,3 +152,24 @@ class RateLimited(Shed):
     """The caller's organisation has used up its rate limit (token bucket) for now."""
 
     reason = "rate_limited"
+
+
+class CutOff(GatewayError):
+    """The gateway shut down while the call was in flight."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+    reason = "shutdown"
+
+
+class CallerDeadline(GatewayError):
+    """The caller's deadline passed while the call was in flight."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    reason = "caller_deadline"
+
+
+class CallerCancelled(GatewayError):
+    """The caller cancelled the call while it was in flight."""
+
+    code = grpc.StatusCode.CANCELLED
+    reason = "caller_cancelled"

@@ -40,6 +40,9 @@ from gateway.audit.stage import AuditStage, attach_receipt
 from gateway.context import Call, Caller, bind_call, reset_call
 from gateway.errors import (
     BasisRefused,
+    CallerCancelled,
+    CallerDeadline,
+    CutOff,
     GatewayError,
     InvalidRequest,
     NotSupported,
@@ -402,27 +405,6 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         else:
             _log.info("rpc_refused", code=code, reason=reason, latency_ms=latency_ms)
         structlog.contextvars.clear_contextvars()
-
-
-class CutOff(GatewayError):
-    """The gateway shut down while the call was in flight."""
-
-    code = grpc.StatusCode.UNAVAILABLE
-    reason = "shutdown"
-
-
-class CallerDeadline(GatewayError):
-    """The caller's deadline passed while the call was in flight."""
-
-    code = grpc.StatusCode.DEADLINE_EXCEEDED
-    reason = "caller_deadline"
-
-
-class CallerCancelled(GatewayError):
-    """The caller cancelled the call while it was in flight."""
-
-    code = grpc.StatusCode.CANCELLED
-    reason = "caller_cancelled"
 
 
 def _check_request(request: Any, rpc: str) -> None:
