@@ -339,9 +339,11 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 yield item
 
         async def single(request: Any, context: Context) -> Any:
-            async for item in self._plain(behavior, request, context, rpc, request_id):
-                return item
-            return None
+            # Run the generator to its end here, so that it resets the call in this context.
+            items = [
+                item async for item in self._plain(behavior, request, context, rpc, request_id)
+            ]
+            return items[0] if items else None
 
         make = _HANDLER_KINDS[(handler.request_streaming, handler.response_streaming)]
         wrapped: Handler = make(

@@ -14,6 +14,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from structlog.testing import capture_logs
 
 from adapters.social_insurance.seed import Population
 from gateway.bootstrap import Gateway
@@ -114,10 +115,13 @@ async def test_health_and_reflection_are_served(
     channel: Callable[[str], grpc.aio.Channel],
 ) -> None:
     async with channel(HOSPITAL) as ch:
-        health = await health_pb2_grpc.HealthStub(ch).Check(
-            health_pb2.HealthCheckRequest(service="onecard.v1.InsuranceService")
-        )
+        with capture_logs() as events:
+            health = await health_pb2_grpc.HealthStub(ch).Check(
+                health_pb2.HealthCheckRequest(service="onecard.v1.InsuranceService")
+            )
         assert health.status == health_pb2.HealthCheckResponse.SERVING
+        # The call ran to its end in its own context: logged once, as completed.
+        assert [e["event"] for e in events if e["event"].startswith("rpc_")] == ["rpc_completed"]
 
         stream = reflection_pb2_grpc.ServerReflectionStub(ch).ServerReflectionInfo()
         await stream.write(reflection_pb2.ServerReflectionRequest(list_services=""))
