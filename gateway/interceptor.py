@@ -217,7 +217,7 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         call = _Started(rpc, request_id, dt.datetime.now(dt.UTC), *_peer_identity(context))
         try:
             ended = await self._run(behavior, request, context, call, stream)
-            ended, trailers = await self._audited(call, ended, started, stream)
+            ended, trailers = await self._audited(call, _too_late(ended, context), started, stream)
         finally:
             if call.ticket is not None:
                 call.ticket.release()
@@ -270,6 +270,10 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         except TimeoutError:
             if not bound.expired():
                 raise
+            if remaining is not None and remaining <= self._budget_s:
+                raise CallerDeadline(
+                    "the caller's deadline passed before the call finished"
+                ) from None
             raise RequestBudgetExceeded(
                 f"the request did not finish within its budget of {budget:.3g} s (the smaller "
                 f"of the caller's deadline and the gateway's request_budget_s); nothing was "
@@ -407,6 +411,19 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         else:
             _log.info("rpc_refused", code=code, reason=reason, latency_ms=latency_ms)
         structlog.contextvars.clear_contextvars()
+
+
+def _too_late(ended: _Ended, context: Context) -> _Ended:
+    """An answer whose caller's deadline has passed is recorded as not released.
+
+    The caller will not receive it, so it must not be logged as released nor use up the token.
+    (What is left is the short window between this check and the entry's commit.)
+    """
+    remaining = context.time_remaining()
+    if ended.error is None and remaining is not None and remaining <= 0:
+        error = CallerDeadline("the caller's deadline passed before the answer could be released")
+        return _Ended(error=error, cancelled=ended.cancelled)
+    return ended
 
 
 def _check_request(request: Any, rpc: str) -> None:

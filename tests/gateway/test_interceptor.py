@@ -173,7 +173,26 @@ async def test_a_shorter_caller_deadline_is_the_budget(setup: Setup, pki: PkiLay
     context = FakeContext(pki.client_cert(HOSPITAL).read_bytes(), remaining=0.01)
     with pytest.raises(Aborted) as info:
         await setup.call(_raising_after(0.15), context=context)
-    assert "budget of 0.01 s" in info.value.details
+    assert info.value.trailers["onecard-reason"] == "caller_deadline"
+    assert setup.record()["outcome"] == "DEADLINE_EXCEEDED"
+
+
+async def test_an_answer_past_the_callers_deadline_is_not_released_nor_redeemed(
+    setup: Setup, pki: PkiLayout
+) -> None:
+    context = FakeContext(pki.client_cert(HOSPITAL).read_bytes(), remaining=1.0)
+
+    async def late(request: Any, context: FakeContext) -> Any:
+        current_call().report(Findings(token=(b"t" * 16, 2_000_000_000)))
+        context._remaining = 0.0  # the deadline passes as the answer is ready
+        return card_pb2.VerifyCardResponse(card_holder_valid=True)
+
+    with pytest.raises(Aborted) as info:
+        await setup.call(late, context=context)
+    assert info.value.trailers["onecard-reason"] == "caller_deadline"
+    record = setup.record()
+    assert (record["outcome"], record["released_sha256"]) == ("DEADLINE_EXCEEDED", "")
+    assert not setup.log.ledger.redeemed  # the token is still usable
 
 
 def _raising_after(seconds: float) -> Callable[..., Any]:

@@ -93,7 +93,7 @@ async def test_a_call_abandoned_at_its_deadline_is_audited_and_keeps_the_token(
         assert len(records) == 2
         abandoned = records[1]
         assert abandoned["outcome"] == "DEADLINE_EXCEEDED"
-        assert abandoned["reason"] in {"caller_deadline", "request_budget_exceeded"}
+        assert abandoned["reason"] == "caller_deadline"
         assert abandoned["released_sha256"] == ""
         backend.delay_s.clear()
         answer = await insurance_status(hosp, card, token)  # the token was not used up
