@@ -6,7 +6,13 @@ Owns two limits and the tally of what they shed:
   once as ``overloaded`` instead of queueing behind the others;
 - a token bucket per organisation (``per_s`` on average, ``burst`` at once; the org type's
   default from the settings, or the org's own from the registry); a call finding its org's bucket
-  empty is shed as ``rate_limited``, so one organisation's flood cannot take every slot.
+  empty is shed as ``rate_limited``;
+- a bound on one organisation's calls in flight (``max_in_flight_per_org``), shed as
+  ``org_busy``: with a slow back end, calls admitted at an org's rate pile up, and without it one
+  organisation could hold every slot of the gateway;
+- callers the registry refuses (an unknown or suspended organisation: their refusals are
+  audited one by one) have a small bucket per client certificate (``admit_refused``), so a
+  flood of refusals is shed and audited in aggregate too instead of growing the log per call.
 
 The interceptor calls ``Admission.admit`` right after it knows the caller, and holds the returned
 ``Ticket`` until the call ends. A shed call raises ``Overloaded`` or ``RateLimited``
@@ -32,7 +38,7 @@ import structlog
 
 from gateway.audit.log import AuditLog
 from gateway.audit.record import AuditRecord, rfc3339
-from gateway.errors import Overloaded, RateLimited, Shed
+from gateway.errors import OrgBusy, Overloaded, RateLimited, Shed
 from gateway.metrics import Metrics
 from gateway.orgs import Org, OrgType, RateLimit
 
@@ -42,6 +48,8 @@ _log = structlog.get_logger(__name__)
 # A shed caller is told to come back no sooner than this when the gateway is full: calls in
 # flight take milliseconds to finish, and an immediate retry would only be shed again.
 OVERLOAD_RETRY_MS = 100
+# Refusals of unidentified callers (unknown or suspended organisations), per certificate.
+REFUSED_LIMIT = RateLimit(per_s=2.0, burst=10)
 
 
 def _utc_now() -> dt.datetime:
@@ -90,14 +98,15 @@ class Ticket:
     """An admitted call's place in flight, given back with ``release`` when the call ends
     (releasing twice is harmless)."""
 
-    __slots__ = ("_admission",)
+    __slots__ = ("_admission", "_org_id")
 
-    def __init__(self, admission: Admission | None) -> None:
+    def __init__(self, admission: Admission | None, org_id: str) -> None:
         self._admission = admission
+        self._org_id = org_id
 
     def release(self) -> None:
         if self._admission is not None:
-            self._admission._in_flight -= 1
+            self._admission._release(self._org_id)
             self._admission = None
 
 
@@ -107,16 +116,21 @@ class Admission:
 
     max_in_flight: int
     rate_limits: Mapping[OrgType, RateLimit]
+    max_in_flight_per_org: int = 0  # 0: no bound of its own (max_in_flight)
+    refused_limit: RateLimit = REFUSED_LIMIT
     metrics: Metrics | None = None
     clock: Callable[[], float] = time.monotonic
     wall_clock: Callable[[], dt.datetime] = field(default=_utc_now)
     _in_flight: int = field(default=0, init=False)
+    _org_in_flight: dict[str, int] = field(default_factory=dict, init=False)
     _buckets: dict[str, _Bucket] = field(default_factory=dict, init=False)
     _shed: dict[tuple[str, str], _Tally] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         if self.max_in_flight < 1:
             raise ValueError(f"max_in_flight must be at least 1, not {self.max_in_flight}")
+        if self.max_in_flight_per_org <= 0:
+            self.max_in_flight_per_org = self.max_in_flight
         missing = set(OrgType) - set(self.rate_limits)
         if missing:
             raise ValueError(f"no rate limit for org types {sorted(t.value for t in missing)}")
@@ -157,9 +171,54 @@ class Admission:
                     retry_after_ms=OVERLOAD_RETRY_MS,
                 ),
             )
+        if self._org_in_flight.get(org.org_id, 0) >= self.max_in_flight_per_org:
+            raise self._shed_call(
+                org,
+                OrgBusy(
+                    f"organisation {org.org_id} already has {self.max_in_flight_per_org} calls "
+                    f"in flight, its limit; retry after {OVERLOAD_RETRY_MS} ms",
+                    retry_after_ms=OVERLOAD_RETRY_MS,
+                ),
+            )
         bucket.tokens -= 1.0
         self._in_flight += 1
-        return Ticket(self)
+        self._org_in_flight[org.org_id] = self._org_in_flight.get(org.org_id, 0) + 1
+        return Ticket(self, org.org_id)
+
+    def admit_refused(self, cert_sha256: str) -> None:
+        """Let one refusal of an unidentified caller be audited, or raise ``RateLimited``.
+
+        Keyed by the client certificate (the org it names is unknown or suspended); its tally
+        is audited as ``cert:<first 16 hex digits>``.
+        """
+        key = f"cert:{cert_sha256[:16]}"
+        now = self.clock()
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = _Bucket(
+                self.refused_limit, float(self.refused_limit.burst), now
+            )
+        else:
+            bucket.refill(now)
+        if bucket.tokens < 1.0:
+            raise self._tally(
+                key,
+                "",
+                RateLimited(
+                    f"too many refused calls from this certificate; retry after "
+                    f"{bucket.wait_ms()} ms",
+                    retry_after_ms=bucket.wait_ms(),
+                ),
+            )
+        bucket.tokens -= 1.0
+
+    def _release(self, org_id: str) -> None:
+        self._in_flight -= 1
+        left = self._org_in_flight.get(org_id, 1) - 1
+        if left:
+            self._org_in_flight[org_id] = left
+        else:
+            self._org_in_flight.pop(org_id, None)
 
     def take_shed(self) -> list[ShedCount]:
         """What was shed since the last call, per organisation and reason; the tally restarts."""
@@ -179,13 +238,16 @@ class Admission:
         return bucket
 
     def _shed_call(self, org: Org, error: Shed) -> Shed:
-        key = (org.org_id, error.reason)
+        return self._tally(org.org_id, org.org_type.value, error)
+
+    def _tally(self, who: str, org_type: str, error: Shed) -> Shed:
+        key = (who, error.reason)
         tally = self._shed.get(key)
         if tally is None:
-            tally = self._shed[key] = _Tally(org.org_type.value, self.wall_clock())
+            tally = self._shed[key] = _Tally(org_type, self.wall_clock())
         tally.calls += 1
         if self.metrics is not None:
-            self.metrics.shed.labels(org.org_id, error.reason).inc()
+            self.metrics.shed.labels(who, error.reason).inc()
         return error
 
 

@@ -297,6 +297,7 @@ async def _start(
 
     admission = Admission(
         max_in_flight=settings.max_in_flight,
+        max_in_flight_per_org=settings.max_in_flight_per_org,
         rate_limits={org_type: given.limit() for org_type, given in settings.rate_limits.items()},
         metrics=metrics,
     )

@@ -152,6 +152,9 @@ class Settings(BaseSettings):
     max_in_flight: int = Field(
         128, ge=1, le=100_000, description="onecard.v1 calls admitted at once; beyond: shed"
     )
+    max_in_flight_per_org: int = Field(
+        32, ge=1, le=100_000, description="one organisation's calls in flight; beyond: shed"
+    )
     rate_limits: dict[OrgType, RateLimitSetting] = Field(
         default_factory=lambda: dict(DEFAULT_RATE_LIMITS),
         description="per-organisation token bucket by org type; the registry may override",

@@ -148,6 +148,12 @@ class Overloaded(Shed):
     reason = "overloaded"
 
 
+class OrgBusy(Shed):
+    """The caller's organisation already has as many calls in flight as one org may have."""
+
+    reason = "org_busy"
+
+
 class RateLimited(Shed):
     """The caller's organisation has used up its rate limit (token bucket) for now."""
 

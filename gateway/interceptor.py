@@ -240,7 +240,12 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     ) -> _Ended:
         """Authenticate, then the service's part of the call within the request budget."""
         try:
-            caller = self._authenticate(call.org_id, call.cert_sha256)
+            try:
+                caller = self._authenticate(call.org_id, call.cert_sha256)
+            except (Unauthenticated, OrgSuspended):
+                if self._admission is not None:  # a flood of refusals is shed, not logged
+                    self._admission.admit_refused(call.cert_sha256 or "none")
+                raise
             call.org_type = caller.org.org_type.value
             if self._admission is not None:
                 call.ticket = self._admission.admit(caller.org)  # or Shed, at once

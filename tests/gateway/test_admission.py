@@ -14,7 +14,7 @@ import pytest
 from gateway.admission import Admission, ShedAudit, ShedCount, shed_record
 from gateway.audit.log import Receipt
 from gateway.audit.record import AuditRecord
-from gateway.errors import Overloaded, RateLimited
+from gateway.errors import OrgBusy, Overloaded, RateLimited
 from gateway.metrics import Metrics
 from gateway.orgs import Org, OrgType, RateLimit
 
@@ -281,3 +281,35 @@ async def test_an_entry_that_cannot_be_written_does_not_stop_the_others() -> Non
     assert counts(log.appended) == {("hosp-bj-001", "overloaded"): 1}
     for ticket in held:
         ticket.release()
+
+
+def test_one_organisation_cannot_hold_every_place_in_flight() -> None:
+    admission, _ = make(max_in_flight=10, library=RateLimit(per_s=100, burst=100))
+    admission = dataclasses.replace(admission, max_in_flight_per_org=3)
+    held = [admission.admit(LIBRARY) for _ in range(3)]
+    with pytest.raises(OrgBusy) as info:
+        admission.admit(LIBRARY)
+    assert info.value.reason == "org_busy"
+    assert "lib-bj-001 already has 3 calls in flight" in info.value.message
+    admission.admit(HOSPITAL).release()  # another organisation still gets in
+    held[0].release()
+    admission.admit(LIBRARY).release()  # a place of its own came free
+    assert shed_metric(admission, "lib-bj-001", "org_busy") == 1
+
+
+def test_refusals_of_an_unidentified_certificate_are_shed_past_a_small_bucket() -> None:
+    admission, clock = make()
+    for _ in range(10):  # the bucket's burst: each refusal is audited on its own
+        admission.admit_refused("ab" * 32)
+    with pytest.raises(RateLimited):
+        admission.admit_refused("ab" * 32)
+    admission.admit_refused("cd" * 32)  # another certificate has its own bucket
+    clock.now += 0.5  # 2 a second
+    admission.admit_refused("ab" * 32)
+    (count,) = admission.take_shed()
+    assert (count.org, count.org_type, count.reason, count.calls) == (
+        "cert:abababababababab",
+        "",
+        "rate_limited",
+        1,
+    )

@@ -25,7 +25,7 @@ from gateway.pki import PkiLayout
 from gateway.ports import CardStatus
 from tests.integration.backends import slow_backend
 from tests.integration.calls import insurance_status, issue_token, verify_card
-from tests.integration.conftest import CITIZEN_APP, HOSPITAL, LIBRARY
+from tests.integration.conftest import CITIZEN_APP, HOSPITAL, LIBRARY, SUSPENDED
 from tests.integration.flood import issue_tokens, start_flood, timed_visits
 
 pytestmark = pytest.mark.integration
@@ -81,7 +81,7 @@ async def test_a_flood_from_one_org_is_shed_while_another_keeps_its_latency(
     codes_seen = {key.split("/")[0] for key in outcomes}
     assert codes_seen.isdisjoint({"INTERNAL", "UNKNOWN", "CANCELLED"}), outcomes
     shed = {k.split("/")[1]: n for k, n in outcomes.items() if k.startswith("RESOURCE_EXHAUSTED")}
-    assert set(shed) <= {"rate_limited", "overloaded"}
+    assert set(shed) <= {"rate_limited", "overloaded", "org_busy"}
     assert shed.get("rate_limited", 0) > sum(outcomes.values()) / 2
     admitted = sum(n for k, n in outcomes.items() if not k.startswith("RESOURCE_EXHAUSTED"))
     assert admitted <= LIBRARY_RATE.burst + LIBRARY_RATE.per_s * (flood_s + 1), outcomes
@@ -190,3 +190,28 @@ async def test_beyond_max_in_flight_a_call_is_overloaded_at_once(
             with pytest.raises(grpc.aio.AioRpcError):
                 await stuck
         assert gateway.admission.in_flight == 0
+
+
+async def test_a_flood_of_refusals_from_a_suspended_org_is_shed_and_audited_in_aggregate(
+    gateway_factory: Callable[..., Any], pki: PkiLayout, population: Population
+) -> None:
+    gateway: Gateway = await gateway_factory(shed_audit_interval_s=0.2)
+    card = population.first(card_status=CardStatus.NORMAL).id_number
+    async with org_channel(gateway.target, pki, SUSPENDED) as suspended:
+        results = await asyncio.gather(
+            *(verify_card(suspended, card, "x") for _ in range(60)), return_exceptions=True
+        )
+    reasons = [reason(r) for r in results if isinstance(r, grpc.aio.AioRpcError)]
+    assert len(reasons) == 60
+    assert 1 <= reasons.count("org_suspended") <= 12  # the certificate's small bucket
+    assert reasons.count("rate_limited") == 60 - reasons.count("org_suspended")
+    for _ in range(50):
+        records = [json.loads(e.leaf)["r"] for e in await gateway.audit_log.entries(0, 1 << 40)]
+        aggregate = [r for r in records if r["calls"] > 1 or r["rpc"] == ""]
+        if aggregate:
+            break
+        await asyncio.sleep(0.1)
+    one_by_one = [r for r in records if r["reason"] == "org_suspended"]
+    assert len(one_by_one) == reasons.count("org_suspended")  # not one entry per call
+    (entry,) = aggregate
+    assert entry["org"].startswith("cert:") and entry["calls"] == reasons.count("rate_limited")
