@@ -78,6 +78,10 @@ def check_stored_log(
     """
     size = tip.size
     signed = checkpoint.size if checkpoint is not None else 0
+    if size and checkpoint is None:
+        # Every batch that makes a log non-empty signs a checkpoint in its own transaction: a
+        # log with entries and none has lost them, and nothing here could be checked.
+        raise LogDamagedError(0, size, "the log has entries but no signed checkpoint")
     if size and tip.first_index != 0:
         raise LogDamagedError(0, tip.first_index, "the first entries are missing")
     if signed > size:

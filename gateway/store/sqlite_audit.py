@@ -272,15 +272,22 @@ def _read_nodes(conn: sqlite3.Connection, ids: Sequence[NodeID]) -> list[bytes]:
         found.update((idx, (nodes, kind)) for idx, nodes, kind in conn.execute(sql, chunk))
     hashes = []
     for node in ids:
-        nodes, kind = found.get(node_row(node), (b"", "missing"))
+        row = node_row(node)
+        nodes, kind = found.get(row, (b"", "missing"))
         if kind != "blob":
             why = "is not stored" if kind == "missing" else f"is stored as {kind.upper()}"
             raise UnreadableNodeError(node, f"{why}, not a BLOB")
-        h = nodes[node.level * HASH_SIZE : (node.level + 1) * HASH_SIZE]
-        if len(h) != HASH_SIZE:
-            raise UnreadableNodeError(node, "is not stored (its row's nodes are too short)")
-        hashes.append(h)
+        if len(nodes) != _row_bytes(row):  # entry i completes levels 0 to ctz(i + 1)
+            raise UnreadableNodeError(
+                node, f"is in a row of {len(nodes)} bytes, not {_row_bytes(row)}"
+            )
+        hashes.append(nodes[node.level * HASH_SIZE : (node.level + 1) * HASH_SIZE])
     return hashes
+
+
+def _row_bytes(idx: int) -> int:
+    """The size of entry ``idx``'s ``nodes``: one hash per node it completes."""
+    return HASH_SIZE * ((idx + 1) & -(idx + 1)).bit_length()
 
 
 class SqliteLogStore:

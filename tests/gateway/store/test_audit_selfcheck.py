@@ -79,6 +79,15 @@ def flip(db: Path, level: int, index: int) -> None:
         conn.execute("UPDATE audit_entries SET nodes = ? WHERE idx = ?", (bytes(changed), row))
 
 
+def lengthen(db: Path, row: int) -> None:
+    """32 more bytes after the node hashes of entry ``row``."""
+    with closing(sqlite3.connect(db, isolation_level=None)) as conn:
+        (nodes,) = conn.execute("SELECT nodes FROM audit_entries WHERE idx = ?", (row,)).fetchone()
+        conn.execute(
+            "UPDATE audit_entries SET nodes = ? WHERE idx = ?", (bytes(nodes) + bytes(32), row)
+        )
+
+
 def stored_checkpoints(db: Path) -> list[tuple[int, bytes]]:
     """Every checkpoint row as stored (whatever its types)."""
     with closing(sqlite3.connect(db)) as conn:
@@ -129,6 +138,14 @@ DAMAGE: dict[str, tuple[Callable[[Path], None], str]] = {
     "the first entries deleted": (
         lambda db: sql(db, "DELETE FROM audit_entries WHERE idx < 2"),
         "[0, 2)",
+    ),
+    "every checkpoint deleted (a fork would be signed over anything)": (
+        lambda db: sql(db, "DELETE FROM audit_checkpoints"),
+        "[0, 16)",
+    ),
+    "an over-long node row": (
+        lambda db: lengthen(db, 15),
+        "[12, 16)",  # the first node read from that row covers these entries
     ),
     "the checkpoint note stored as TEXT": (
         lambda db: sql(db, "UPDATE audit_checkpoints SET note = 'x' WHERE size = 11"),
