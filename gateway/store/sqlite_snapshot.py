@@ -38,10 +38,20 @@ class _Snapshot:
         return log_size(self._conn)
 
     def leaves(self, start: int, end: int) -> list[bytes]:
+        """The stored leaves, refusing a gap or a leaf stored as anything but bytes."""
         rows = self._conn.execute(
-            "SELECT leaf FROM audit_entries WHERE idx >= ? AND idx < ? ORDER BY idx", (start, end)
+            "SELECT idx, CAST(leaf AS BLOB), typeof(leaf) FROM audit_entries"
+            " WHERE idx >= ? AND idx < ? ORDER BY idx",
+            (start, end),
         )
-        return [bytes(leaf) for (leaf,) in rows]
+        leaves = []
+        for expected, (idx, leaf, kind) in enumerate(rows, start):
+            if idx != expected:
+                raise SetupError(f"the audit log is damaged: entry {expected} is not stored")
+            if kind != "blob":
+                raise SetupError(f"the audit log is damaged: entry {idx} is stored as {kind}")
+            leaves.append(bytes(leaf))
+        return leaves
 
 
 @contextlib.contextmanager

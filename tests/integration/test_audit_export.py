@@ -157,3 +157,39 @@ async def test_a_non_empty_output_directory_is_refused(
         "(an older export's checkpoints would be mixed into this one)\n"
     )
     assert os.listdir(out) == ["checkpoints"]
+
+
+@pytest.mark.parametrize(
+    ("damage", "said"),
+    [
+        ("DELETE FROM audit_entries WHERE idx = 2", "entry 2 is not stored"),
+        ("UPDATE audit_entries SET leaf = CAST(leaf AS TEXT) WHERE idx = 1", "entry 1 is stored"),
+    ],
+)
+async def test_a_gap_or_a_leaf_of_another_type_is_refused_in_one_line(
+    stopped: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], damage: str, said: str
+) -> None:
+    with sqlite3.connect(stopped / "onecard.db") as conn:
+        conn.execute(damage)
+    out = tmp_path / "export"
+    code, text, err = run(export_args(stopped, out, tmp_path), capsys)
+    assert (code, text) == (2, "")
+    assert err.count("\n") == 1 and said in err
+    assert not out.exists()
+
+
+async def test_a_file_that_is_not_a_database_is_one_line_for_every_audit_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "onecard.db").write_bytes(b"not a database" * 100)
+    config = tmp_path / "gw.toml"
+    config.write_text(f'data_dir = "{data}"\n')
+    for args in (
+        export_args(data, tmp_path / "export", tmp_path),
+        ["audit", "rotate-key", "--config", str(config)],
+    ):
+        code, _, err = run(args, capsys)
+        assert code == 2, err
+        assert err.count("\n") == 1 and err.startswith("onecard: "), err
