@@ -166,6 +166,13 @@ def _audit_export_files(args: argparse.Namespace) -> int:
     if args.fhir:
         print(f"FHIR R4 AuditEvent resources (JSON lines) in {args.fhir}")
     print(f"verifier key: {settings.data_dir / 'audit-log.pub'}")
+    if summary.problem:
+        print(
+            f"onecard: the exported log does NOT verify ({summary.problem}); it is evidence of "
+            f"damage, not a log to trust: see onecard audit verify",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

@@ -22,6 +22,7 @@ must be missing or empty.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -54,6 +55,9 @@ class ExportSummary:
     signed_here: bool
     left_out: int
     """Durable entries not covered by a checkpoint, so not exported."""
+    problem: str = ""
+    """Why the export does not verify against the published keys ("" if it does): it is
+    written all the same, as evidence for ``onecard audit verify`` to name the damage."""
 
 
 def export_log(
@@ -80,9 +84,7 @@ def export_log(
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    return ExportSummary(
-        summary.entries, summary.checkpoints, out, summary.signed_here, summary.left_out
-    )
+    return dataclasses.replace(summary, directory=out)
 
 
 def _check_out(out: Path) -> None:
@@ -118,6 +120,9 @@ def _write(database: Path, partial: Path, *, served: bool, origin: str) -> Expor
         note_path = partial / "checkpoints" / f"{count:012d}.note"
         note_path.write_bytes(sign_checkpoint(checkpoint, signer))
         _check_before_publishing(partial, database.parent, note_path)
+    problem = ""
+    if not signed_here and count and (database.parent / PUBLISHED_KEYS).exists():
+        problem = _problem(partial, database.parent)
     (partial / "log.json").write_text(
         json.dumps(
             {
@@ -129,7 +134,9 @@ def _write(database: Path, partial: Path, *, served: bool, origin: str) -> Expor
         )
         + "\n"
     )
-    return ExportSummary(count, len(rows) + signed_here, partial, signed_here, total - count)
+    return ExportSummary(
+        count, len(rows) + signed_here, partial, signed_here, total - count, problem
+    )
 
 
 def _signer(data_dir: Path, rows: list[tuple[int, bytes]], origin: str) -> Ed25519FileSigner | None:
@@ -140,6 +147,12 @@ def _signer(data_dir: Path, rows: list[tuple[int, bytes]], origin: str) -> Ed255
     if rows:
         origin = rows[-1][1].split(b"\n", 1)[0].decode("utf-8", "replace")
     return Ed25519FileSigner(key, origin)
+
+
+def _problem(partial: Path, data_dir: Path) -> str:
+    """Why the export does not verify against the published keys, or ""."""
+    report = verify_export(partial, _published_keys(data_dir))
+    return "" if report.problem is None else str(report.problem)
 
 
 def _check_before_publishing(partial: Path, data_dir: Path, note_path: Path) -> None:

@@ -38,20 +38,12 @@ class _Snapshot:
         return log_size(self._conn)
 
     def leaves(self, start: int, end: int) -> list[bytes]:
-        """The stored leaves, refusing a gap or a leaf stored as anything but bytes."""
+        """The stored leaves as bytes, whatever type a damaged row holds (the verifier judges)."""
         rows = self._conn.execute(
-            "SELECT idx, CAST(leaf AS BLOB), typeof(leaf) FROM audit_entries"
-            " WHERE idx >= ? AND idx < ? ORDER BY idx",
+            "SELECT CAST(leaf AS BLOB) FROM audit_entries WHERE idx >= ? AND idx < ? ORDER BY idx",
             (start, end),
         )
-        leaves = []
-        for expected, (idx, leaf, kind) in enumerate(rows, start):
-            if idx != expected:
-                raise SetupError(f"the audit log is damaged: entry {expected} is not stored")
-            if kind != "blob":
-                raise SetupError(f"the audit log is damaged: entry {idx} is stored as {kind}")
-            leaves.append(bytes(leaf))
-        return leaves
+        return [bytes(leaf) for (leaf,) in rows]
 
 
 @contextlib.contextmanager

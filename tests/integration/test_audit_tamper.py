@@ -50,12 +50,16 @@ async def logged(
     return tmp_path / "data"
 
 
-def export(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
+def export(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], *, damaged: bool = False
+) -> Path:
+    """Export ``data``; a damaged log is exported too (as evidence), with exit status 1."""
     out = tmp_path / "export"
     shutil.rmtree(out, ignore_errors=True)
     config = tmp_path / "gw.toml"
     config.write_text(f'data_dir = "{data}"\n')
-    assert main(["audit", "export", "--config", str(config), "--out", str(out)]) == 0
+    code = main(["audit", "export", "--config", str(config), "--out", str(out)])
+    assert code == (1 if damaged else 0)
     capsys.readouterr()
     return out
 
@@ -149,7 +153,7 @@ async def test_damage_to_the_database_is_named(
     stops at the newest checkpoint, and signs nothing."""
     (logged / "keys" / "audit-log.key").rename(tmp_path / "away.key")
     sql(logged, *statements)
-    out = export(logged, tmp_path, capsys)
+    out = export(logged, tmp_path, capsys, damaged=True)
     code, text, _ = verify(out, logged / "audit-log.pub", capsys)
     assert code == 1
     assert text.startswith(f"FAILED: {named}")
@@ -371,9 +375,14 @@ def _receipt(data: Path, index: int) -> str:
 
 
 def _verify_receipt(
-    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], receipt: str
+    data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    receipt: str,
+    *,
+    damaged: bool = False,
 ) -> tuple[int, str]:
-    out = export(data, tmp_path, capsys)
+    out = export(data, tmp_path, capsys, damaged=damaged)
     code, text, _ = verify(out, data / "audit-log.pub", capsys, "--receipt", receipt)
     return code, text
 
@@ -400,7 +409,7 @@ async def test_a_receipt_still_proves_when_the_export_was_changed_and_says_so(
 ) -> None:
     receipt = _receipt(logged, 4)
     sql(logged, EDIT.format(4))
-    code, text = _verify_receipt(logged, tmp_path, capsys, receipt)
+    code, text = _verify_receipt(logged, tmp_path, capsys, receipt, damaged=True)
     assert code == 1
     assert text.startswith("OK: receipt 4 ")
     assert "FAILED: the export's entry 4 is not the signed one" in text
