@@ -315,6 +315,7 @@ async def _start(
         admission,
         audited_services=service_names,
         request_budget_s=settings.request_budget_s,
+        request_id_key=load_or_create_secret(settings.data_dir / "keys" / "request-id.key"),
     )
     server = grpc.aio.server(
         interceptors=[interceptor],

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
+import hmac
 import re
 import time
 import traceback
@@ -115,6 +117,7 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         *,
         audited_services: Collection[str],
         request_budget_s: float,
+        request_id_key: bytes,
     ) -> None:
         self._orgs = orgs
         self._metrics = metrics
@@ -122,6 +125,7 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         self._admission = admission
         self._audited_services = frozenset(audited_services)
         self._budget_s = request_budget_s
+        self._request_id_key = request_id_key
         self._running: set[asyncio.Future[Any]] = set()
         self._stopping = False
 
@@ -134,7 +138,8 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         if handler is None:
             return handler
         rpc = handler_call_details.method.lstrip("/")
-        request_id = _request_id(dict(handler_call_details.invocation_metadata or ()))
+        metadata = dict(handler_call_details.invocation_metadata or ())
+        request_id = _request_id(metadata, self._request_id_key)
         if rpc.rpartition("/")[0] in self._audited_services:
             return self._audited_handler(handler, rpc, request_id)
         return self._plain_handler(handler, rpc, request_id)
@@ -495,13 +500,26 @@ def _identity(pem: bytes) -> tuple[str | None, str]:
     return org_id_from_cert(pem), cert_fingerprint(pem)
 
 
-def _request_id(metadata: dict[str, str | bytes]) -> str:
-    """The caller's id if it has a shape that cannot carry personal data, else a fresh one.
+def _request_id(metadata: dict[str, str | bytes], key: bytes) -> str:
+    """The call's request id: derived from the caller's, if it has a safe shape; else fresh.
 
-    Accepted: a W3C ``traceparent`` (version 00) or an ``x-request-id`` that is an RFC 9562
-    UUID; both are stored in lower case. Anything else (free text may hold a card number) is
-    replaced by a random UUID; the id used is returned in the ``onecard-request-id`` trailer.
+    A caller may send a W3C ``traceparent`` (version 00) or an ``x-request-id`` that is an RFC
+    9562 UUID. Even those shapes have room for digits (an ID number fits in a trace id), so the
+    caller's id is never stored as sent: the id used is a UUID (version 8) keyed-derived from it,
+    HMAC-SHA256(key, id), the same for the same id (retries and a trace's calls stay together),
+    and the caller learns it from the ``onecard-request-id`` trailer. Anything else gets a random
+    UUID.
     """
+    given = _caller_id(metadata)
+    if given is None:
+        return str(uuid.uuid4())
+    raw = bytearray(hmac.new(key, given.encode("ascii"), hashlib.sha256).digest()[:16])
+    raw[6] = (raw[6] & 0x0F) | 0x80  # version 8: custom
+    raw[8] = (raw[8] & 0x3F) | 0x80  # the RFC 9562 variant
+    return str(uuid.UUID(bytes=bytes(raw)))
+
+
+def _caller_id(metadata: dict[str, str | bytes]) -> str | None:
     trace = metadata.get("traceparent")
     if isinstance(trace, str):
         match = _TRACEPARENT.fullmatch(trace.lower())
@@ -510,7 +528,7 @@ def _request_id(metadata: dict[str, str | bytes]) -> str:
     given = metadata.get("x-request-id")
     if isinstance(given, str) and _UUID.fullmatch(given.lower()):
         return given.lower()
-    return str(uuid.uuid4())
+    return None
 
 
 def _internal(exc: Exception) -> GatewayError:

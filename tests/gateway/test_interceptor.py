@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -67,6 +68,7 @@ class Setup:
             AuditStage(self.log),
             audited_services={SERVICE},
             request_budget_s=0.2,
+            request_id_key=b"k" * 32,
         )
         self.cert = pki.client_cert(HOSPITAL).read_bytes()
 
@@ -266,16 +268,22 @@ async def test_other_services_are_authenticated_but_not_audited(setup: Setup) ->
 
 
 @pytest.mark.parametrize(
-    ("metadata", "kept"),
+    ("metadata", "derived"),
     [
         ((("x-request-id", "6f1c9d7e-4b1a-4c2e-8f3a-1d2e3f4a5b6c"),), True),
         ((("x-request-id", "110101199003074477"),), False),
         ((("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),), True),
+        ((("traceparent", "00-11010519491231002000000000000000-00f067aa0ba902b7-01"),), True),
         ((("traceparent", "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),), False),
     ],
 )
-async def test_request_ids(setup: Setup, metadata: tuple[tuple[str, str], ...], kept: bool) -> None:
+async def test_a_callers_id_is_never_stored_as_sent(
+    setup: Setup, metadata: tuple[tuple[str, str], ...], derived: bool
+) -> None:
     _, context = await setup.call(_answer(), metadata=metadata)
     used = context.trailers["onecard-request-id"]
-    assert (used == metadata[0][1]) is kept
-    assert setup.record()["request_id"] == used
+    _, again = await setup.call(_answer(), metadata=metadata)
+    assert metadata[0][1] not in used
+    assert uuid.UUID(used).version == (8 if derived else 4)
+    assert (again.trailers["onecard-request-id"] == used) is derived  # the same id, derived alike
+    assert setup.record(0)["request_id"] == used

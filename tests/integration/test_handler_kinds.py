@@ -57,6 +57,7 @@ async def served(tmp_path: Path, pki: PkiLayout) -> AsyncIterator[tuple[str, Sql
         AuditStage(log),
         audited_services={SERVICE},
         request_budget_s=2.0,
+        request_id_key=b"k" * 32,
     )
     server = grpc.aio.server(interceptors=[interceptor])
     handlers = {
