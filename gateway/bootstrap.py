@@ -9,6 +9,8 @@ down in reverse order (stop accepting, drain in-flight calls, close back ends, c
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import datetime as dt
 import errno
@@ -179,6 +181,7 @@ def rotate_audit_key(settings: Settings) -> Rotation:
             raise StartupError(f"{db}: the log has no recorded key yet; start the gateway once")
         old = Ed25519FileSigner(key_file, settings.audit_origin)
         check_identity(db, old, keys)
+        _self_check(settings)  # a new key never takes over a log that does not check
         retired = key_file.with_name(f"audit-log.key.retired-{old.key_id.hex()}")
         fresh = key_file.with_name("audit-log.key.new")
         new = Ed25519FileSigner.generate(fresh, settings.audit_origin)
@@ -190,6 +193,26 @@ def rotate_audit_key(settings: Settings) -> Rotation:
     finally:
         lock.release()
     return Rotation(old.verifier_key(), new.verifier_key(), retired, pub)
+
+
+def _self_check(settings: Settings) -> None:
+    """Open the log as start-up does (identity, self-check) and close it, signing nothing.
+
+    Run on a thread of its own, so that it works whether or not an event loop is running here.
+    """
+
+    async def check() -> None:
+        where = database_path(settings.store, settings.data_dir)
+        signer = _audit_signer(
+            settings.data_dir / "keys" / "audit-log.key", settings.audit_origin, where
+        )
+        store = await open_store(
+            settings.store, settings.data_dir, signer, checkpoint_interval_s=3600.0
+        )
+        await store.close()
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(asyncio.run, check()).result()
 
 
 def _read(path: Path) -> bytes:

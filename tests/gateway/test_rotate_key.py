@@ -3,6 +3,7 @@ refusal is one line on stderr with exit status 2."""
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -70,6 +71,7 @@ async def test_without_a_log_rotation_is_refused(
         ("key file missing", "cannot open key file"),
         ("another key", "is not this log's key"),
         ("interrupted before", "already exists; not overwriting"),
+        ("a flipped stored node", "audit log damaged at entries"),
     ],
 )
 async def test_a_rotation_that_cannot_be_done_is_one_line_and_changes_nothing(
@@ -86,6 +88,13 @@ async def test_a_rotation_that_cannot_be_done_is_one_line_and_changes_nothing(
     elif damage == "another key":
         key.unlink()
         Ed25519FileSigner.generate(key, ORIGIN)
+    elif damage == "a flipped stored node":
+        with sqlite3.connect(data / "onecard.db") as conn:
+            newest, nodes = conn.execute(
+                "SELECT idx, nodes FROM audit_entries ORDER BY idx DESC LIMIT 1"
+            ).fetchone()
+            flipped = bytes([nodes[0] ^ 1]) + bytes(nodes[1:])  # its own leaf hash
+            conn.execute("UPDATE audit_entries SET nodes = ? WHERE idx = ?", (flipped, newest))
     else:
         Ed25519FileSigner.generate(data / "keys" / "audit-log.key.new", ORIGIN)
     before = recorded_keys(data / "onecard.db")
