@@ -24,11 +24,11 @@ from google.protobuf.message import Message
 
 from gateway.errors import InvalidRequest
 
-__all__ = ["InvalidField", "check_request"]
+__all__ = ["MAX_SECONDS", "InvalidField", "check_request", "check_timestamp"]
 
 _TIMESTAMP = "google.protobuf.Timestamp"
 _MIN_SECONDS = -62_135_596_800  # 0001-01-01T00:00:00Z
-_MAX_SECONDS = 253_402_300_799  # 9999-12-31T23:59:59Z
+MAX_SECONDS = 253_402_300_799  # 9999-12-31T23:59:59Z
 _MAX_NANOS = 999_999_999
 _NAMES_SHOWN = 8
 
@@ -48,7 +48,7 @@ def check_request(message: Message) -> None:
 
 def _check_message(message: Message, path: str) -> None:
     if message.DESCRIPTOR.full_name == _TIMESTAMP:
-        _check_timestamp(message, path)
+        check_timestamp(message, path)
         return
     for field, value in message.ListFields():
         _check_field(field, value, f"{path}.{field.name}" if path else field.name)
@@ -92,9 +92,10 @@ def _check_enum(enum: EnumDescriptor, value: int, path: str) -> None:
     )
 
 
-def _check_timestamp(stamp: Any, path: str) -> None:
+def check_timestamp(stamp: Any, path: str) -> None:
+    """Raise ``InvalidField`` if ``stamp`` is outside what a Timestamp may hold."""
     where = path or "timestamp"
-    if not _MIN_SECONDS <= stamp.seconds <= _MAX_SECONDS:
+    if not _MIN_SECONDS <= stamp.seconds <= MAX_SECONDS:
         raise InvalidField(
             where,
             f"{where} must be between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z; "

@@ -37,6 +37,7 @@ from gateway.basis import StatutoryClaim
 from gateway.context import current_call
 from gateway.errors import GatewayError, InvalidRequest
 from gateway.pipeline import Ask, Pipeline
+from gateway.validation import MAX_SECONDS, check_timestamp
 
 T = TypeVar("T")
 _MAX_PAGE = 1000
@@ -220,10 +221,8 @@ def _beyond(name: str, size: int) -> BeyondTheLog:
     )
 
 
-_MIN_SECONDS = -62_135_596_800  # 0001-01-01T00:00:00Z
-_MAX_SECONDS = 253_402_300_799  # 9999-12-31T23:59:59Z
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-_LAST_MICROS = _MAX_SECONDS * 1_000_000 + 999_999
+_LAST_MICROS = MAX_SECONDS * 1_000_000 + 999_999
 
 
 def _utc_text(stamp: Timestamp, name: str) -> str:
@@ -232,13 +231,7 @@ def _utc_text(stamp: Timestamp, name: str) -> str:
     Nanoseconds are rounded up to the microsecond the records carry: for times stored to the
     microsecond, ``time >= since`` and ``time < until`` then mean exactly what they say.
     """
-    if not _MIN_SECONDS <= stamp.seconds <= _MAX_SECONDS:
-        raise InvalidRequest(
-            f"{name} must be between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z "
-            f"({stamp.seconds} seconds since 1970 is not)"
-        )
-    if not 0 <= stamp.nanos <= 999_999_999:
-        raise InvalidRequest(f"{name}.nanos must be 0 to 999999999, not {stamp.nanos}")
+    check_timestamp(stamp, name)  # as the interceptor does, for a direct caller of the service
     micros = min(stamp.seconds * 1_000_000 - (-stamp.nanos // 1000), _LAST_MICROS)
     moment = _EPOCH + dt.timedelta(microseconds=micros)
     # isoformat pads the year to four digits (strftime's %Y does not for years before 1000).
