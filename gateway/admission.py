@@ -1,6 +1,6 @@
 """Admission control: whether a onecard.v1 call may start at all, decided before any work.
 
-Owns two limits and the tally of what they shed:
+Owns these limits and the tally of what they shed:
 
 - a bound on calls in flight across the gateway (``max_in_flight``); beyond it a call is shed at
   once as ``overloaded`` instead of queueing behind the others;
@@ -15,7 +15,7 @@ Owns two limits and the tally of what they shed:
   flood of refusals is shed and audited in aggregate too instead of growing the log per call.
 
 The interceptor calls ``Admission.admit`` right after it knows the caller, and holds the returned
-``Ticket`` until the call ends. A shed call raises ``Overloaded`` or ``RateLimited``
+``Ticket`` until the call ends. A shed call raises ``RateLimited``, ``Overloaded`` or ``OrgBusy``
 (RESOURCE_EXHAUSTED, with the limit and when to retry in the message); it costs no durable write.
 ``ShedAudit`` writes the tally instead: one audit entry per organisation and reason per interval
 saying how many calls were shed (and one ``calls_shed`` log line), so a flood leaves a trace
@@ -58,7 +58,7 @@ def _utc_now() -> dt.datetime:
 
 @dataclass(slots=True)
 class _Bucket:
-    """One organisation's token bucket: ``tokens`` as of ``at`` (monotonic seconds)."""
+    """One token bucket: ``tokens`` as of ``at`` (monotonic seconds)."""
 
     limit: RateLimit
     tokens: float
@@ -145,13 +145,12 @@ class Admission:
         return org.rate_limit if org.rate_limit is not None else self.rate_limits[org.org_type]
 
     def admit(self, org: Org) -> Ticket:
-        """Admit one call of ``org`` or raise ``RateLimited`` / ``Overloaded`` (nothing held).
+        """Admit one call of ``org`` or raise a ``Shed`` error (nothing held).
 
         The org's bucket is checked first, so that a flooding org is told about its own limit;
         a call shed because the gateway is full does not use up a token of its org.
         """
-        now = self.clock()
-        bucket = self._bucket(org, now)
+        bucket = self._bucket(org.org_id, self.limit_of(org))
         if bucket.tokens < 1.0:
             limit = bucket.limit
             raise self._shed_call(
@@ -192,14 +191,7 @@ class Admission:
         is audited as ``cert:<first 16 hex digits>``.
         """
         key = f"cert:{cert_sha256[:16]}"
-        now = self.clock()
-        bucket = self._buckets.get(key)
-        if bucket is None:
-            bucket = self._buckets[key] = _Bucket(
-                self.refused_limit, float(self.refused_limit.burst), now
-            )
-        else:
-            bucket.refill(now)
+        bucket = self._bucket(key, self.refused_limit)
         if bucket.tokens < 1.0:
             raise self._tally(
                 key,
@@ -228,11 +220,12 @@ class Admission:
             for (org, reason), tally in shed.items()
         ]
 
-    def _bucket(self, org: Org, now: float) -> _Bucket:
-        limit = self.limit_of(org)
-        bucket = self._buckets.get(org.org_id)
+    def _bucket(self, key: str, limit: RateLimit) -> _Bucket:
+        """The bucket of ``key`` (an org id, or a certificate's), refilled to now."""
+        now = self.clock()
+        bucket = self._buckets.get(key)
         if bucket is None or bucket.limit != limit:
-            bucket = self._buckets[org.org_id] = _Bucket(limit, float(limit.burst), now)
+            bucket = self._buckets[key] = _Bucket(limit, float(limit.burst), now)
         else:
             bucket.refill(now)
         return bucket
