@@ -166,9 +166,10 @@ def rotate_audit_key(settings: Settings) -> Rotation:
     the directory, and for a key or origin that is not the log's current one.
     """
     data_dir = settings.data_dir
-    db, key_file = data_dir / "onecard.db", data_dir / "keys" / "audit-log.key"
+    db = database_path(settings.store, data_dir)
+    key_file = data_dir / "keys" / "audit-log.key"
     if not db.is_file():
-        raise StartupError(f"{data_dir}: no audit log here (no onecard.db); nothing to rotate")
+        raise StartupError(f"{data_dir}: no audit log here (no {db.name}); nothing to rotate")
     if is_served(data_dir):
         raise StartupError(
             f"{data_dir}: a gateway is serving this data directory; stop it first (a key is "
@@ -202,14 +203,7 @@ def _self_check(settings: Settings) -> None:
     """
 
     async def check() -> None:
-        where = database_path(settings.store, settings.data_dir)
-        signer = _audit_signer(
-            settings.data_dir / "keys" / "audit-log.key", settings.audit_origin, where
-        )
-        store = await open_store(
-            settings.store, settings.data_dir, signer, checkpoint_interval_s=3600.0
-        )
-        await store.close()
+        await (await _open_store(settings, checkpoint_interval_s=3600.0)).close()
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         pool.submit(asyncio.run, check()).result()
@@ -260,6 +254,17 @@ async def start_gateway(
         raise
 
 
+async def _open_store(settings: Settings, checkpoint_interval_s: float) -> Store:
+    """The store ``settings.store`` names, opened: identity bound, log self-checked."""
+    where = database_path(settings.store, settings.data_dir)
+    signer = _audit_signer(
+        settings.data_dir / "keys" / "audit-log.key", settings.audit_origin, where
+    )
+    return await open_store(
+        settings.store, settings.data_dir, signer, checkpoint_interval_s=checkpoint_interval_s
+    )
+
+
 async def _open_log(
     settings: Settings, closers: list[Callable[[], Awaitable[None]]]
 ) -> tuple[Store, StoredLog]:
@@ -269,14 +274,7 @@ async def _open_log(
     The log refuses another origin or key and a damaged log. A log that failed its self-check
     signs nothing, so its final checkpoint fails, and ``Gateway.stop`` reports that in one line.
     """
-    where = database_path(settings.store, settings.data_dir)
-    keys = settings.data_dir / "keys"
-    store = await open_store(
-        settings.store,
-        settings.data_dir,
-        _audit_signer(keys / "audit-log.key", settings.audit_origin, where),
-        checkpoint_interval_s=settings.audit_checkpoint_interval_s,
-    )
+    store = await _open_store(settings, settings.audit_checkpoint_interval_s)
     closers.append(store.close)
     audit_log = store.audit_log
     publish_verifier_keys(settings.data_dir / "audit-log.pub", audit_log.verifier_keys)
@@ -338,7 +336,7 @@ async def _start(
         admission,
         audited_services=service_names,
         request_budget_s=settings.request_budget_s,
-        request_id_key=load_or_create_secret(settings.data_dir / "keys" / "request-id.key"),
+        request_id_key=load_or_create_secret(keys / "request-id.key"),
     )
     server = grpc.aio.server(
         interceptors=[interceptor],
