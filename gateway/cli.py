@@ -176,41 +176,15 @@ def _audit_export_files(args: argparse.Namespace) -> int:
     return 0
 
 
-def _verifier_keys(paths: list[Path]) -> VerifierSet:
-    """Every vkey line of every ``--key`` file; a file that holds none is a setup error."""
-    from gateway.audit.note import NoteError, Verifier, VerifierSet
-
-    verifiers = []
-    for path in paths:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as e:
-            raise SetupError(f"{path}: cannot read the key file ({e.strerror})") from None
-        except UnicodeDecodeError:
-            raise SetupError(f"{path}: not a verifier key file (one vkey per line)") from None
-        lines = [line.strip() for line in text.splitlines() if line.strip()]
-        if not lines:
-            raise SetupError(f"{path}: holds no verifier key (one vkey per line)")
-        for number, line in enumerate(lines, 1):
-            try:
-                verifiers.append(Verifier.parse(line))
-            except (NoteError, ValueError) as e:
-                raise SetupError(f"{path}: line {number} is not a verifier key ({e})") from None
-    try:
-        return VerifierSet(verifiers)
-    except (NoteError, ValueError) as e:
-        raise SetupError(f"--key: {e}") from None
-
-
 def _audit_verify(args: argparse.Namespace) -> int:
     with _file_errors():
         return _audit_verify_files(args)
 
 
 def _audit_verify_files(args: argparse.Namespace) -> int:
-    from gateway.audit.verify import ExportError, open_trusted, verify_export
+    from gateway.audit.verify import ExportError, load_key_files, open_trusted, verify_export
 
-    verifiers = _verifier_keys(args.key)
+    verifiers = load_key_files(args.key)
     if not args.export.is_dir():
         raise SetupError(f"{args.export}: no such export directory")
     try:

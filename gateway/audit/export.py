@@ -33,9 +33,9 @@ from pathlib import Path
 from gateway.audit import _verify_fast as fast
 from gateway.audit.checkpoint import Checkpoint, sign_checkpoint
 from gateway.audit.fhir import export_fhir
-from gateway.audit.note import NoteError, Verifier, VerifierSet
+from gateway.audit.note import NoteError, VerifierSet
 from gateway.audit.signer import Ed25519FileSigner
-from gateway.audit.verify import open_log_checkpoint, verify_export
+from gateway.audit.verify import load_key_files, open_log_checkpoint, verify_export
 from gateway.errors import SetupError
 from gateway.store import read_log
 from gateway.store.lock import is_served
@@ -175,12 +175,7 @@ def _check_before_publishing(partial: Path, data_dir: Path, note_path: Path) -> 
 
 
 def _published_keys(data_dir: Path) -> VerifierSet:
-    path = data_dir / PUBLISHED_KEYS
-    try:
-        lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-        return VerifierSet(Verifier.parse(line) for line in lines)
-    except (OSError, UnicodeDecodeError, NoteError, ValueError) as e:
-        raise SetupError(f"{path}: cannot read the published verifier keys ({e})") from None
+    return load_key_files([data_dir / PUBLISHED_KEYS])
 
 
 def _write_fhir(partial: Path, out: Path, fhir_file: Path, origin: str) -> None:

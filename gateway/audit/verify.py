@@ -55,9 +55,10 @@ from gateway.audit._trust import (
 )
 from gateway.audit.checkpoint import Checkpoint
 from gateway.audit.compact import CompactRange, NodeID
-from gateway.audit.note import VerifierSet
+from gateway.audit.note import NoteError, Verifier, VerifierSet
 from gateway.audit.proof import OutOfRangeError, inclusion_proof, root_of, verify_inclusion
 from gateway.audit.rfc6962 import EMPTY_ROOT
+from gateway.errors import SetupError
 
 __all__ = [
     "ExportError",
@@ -459,3 +460,28 @@ def _batches(leaves: Iterable[bytes], size: int = 4096) -> Iterator[list[bytes]]
     it = iter(leaves)
     while batch := list(islice(it, size)):
         yield batch
+
+
+def load_key_files(paths: Sequence[Path]) -> VerifierSet:
+    """Every vkey line of every file (a published key set, ``--key``); a file that cannot be
+    read, holds no key or a line that is not one is a ``SetupError`` naming it."""
+    verifiers = []
+    for path in paths:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as e:
+            raise SetupError(f"{path}: cannot read the key file ({e.strerror})") from None
+        except UnicodeDecodeError:
+            raise SetupError(f"{path}: not a verifier key file (one vkey per line)") from None
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        if not lines:
+            raise SetupError(f"{path}: holds no verifier key (one vkey per line)")
+        for number, line in enumerate(lines, 1):
+            try:
+                verifiers.append(Verifier.parse(line))
+            except (NoteError, ValueError) as e:
+                raise SetupError(f"{path}: line {number} is not a verifier key ({e})") from None
+    try:
+        return VerifierSet(verifiers)
+    except (NoteError, ValueError) as e:
+        raise SetupError(f"{', '.join(map(str, paths))}: {e}") from None
