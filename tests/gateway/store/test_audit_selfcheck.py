@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 
@@ -35,18 +35,6 @@ from tests.gateway.store.test_sqlite_audit import (
     records,
     reference_chain,
 )
-
-
-@pytest.fixture(scope="module")
-def signer(tmp_path_factory: pytest.TempPathFactory) -> Ed25519FileSigner:
-    return Ed25519FileSigner.generate(tmp_path_factory.mktemp("keys") / "log.key", ORIGIN)
-
-
-@pytest.fixture
-async def logs(tmp_path: Path, signer: Ed25519FileSigner, loops: str) -> AsyncIterator[Logs]:
-    opened = Logs(tmp_path / "onecard.db", signer)
-    yield opened
-    await opened.close_all()
 
 
 async def written(logs: Logs) -> None:

@@ -13,7 +13,7 @@ import datetime as dt
 import json
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -182,19 +182,6 @@ class Logs:
     async def close_all(self) -> None:
         for store in self._stores:
             await store.close()
-
-
-@pytest.fixture(scope="module")
-def signer(tmp_path_factory: pytest.TempPathFactory) -> Ed25519FileSigner:
-    return Ed25519FileSigner.generate(tmp_path_factory.mktemp("keys") / "log.key", ORIGIN)
-
-
-@pytest.fixture
-async def logs(tmp_path: Path, signer: Ed25519FileSigner, loops: str) -> AsyncIterator[Logs]:
-    """Logs on one file, written with the C loops, then with the Python ones (``loops``)."""
-    opened = Logs(tmp_path / "onecard.db", signer)
-    yield opened
-    await opened.close_all()
 
 
 @pytest.fixture
