@@ -18,6 +18,7 @@ class Findings:
     """The audit-relevant facts of one call; empty fields: the stage was not reached."""
 
     purpose: str = ""
+    category: str = ""  # the data category the call reads ("insurance", ...), "" for none
     basis: str = ""  # the basis kind, as policies see it
     basis_ref: str = ""  # identifies the basis without personal data (token:<id>, ...)
     emergency: bool = False

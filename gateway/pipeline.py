@@ -41,6 +41,7 @@ class Ask:
     purpose: str
     basis: BasisClaim
     backend: str = ""
+    category: str = ""  # the data category read ("insurance", "health.lab", ...), "" for none
 
 
 class Pipeline:
@@ -75,7 +76,7 @@ class Pipeline:
         so a caller without a basis learns nothing about the card (no status oracle). Whatever
         happens, the call's ``Findings`` are reported once, as far as it got.
         """
-        found = Findings(purpose=ask.purpose)
+        found = Findings(purpose=ask.purpose, category=ask.category)
         try:
             card_number = cardno.normalize(ask.card_number)
             basis = await self._basis.establish(ask.basis, card_number, call.caller)

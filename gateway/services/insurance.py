@@ -51,6 +51,7 @@ class InsuranceService(insurance_pb2_grpc.InsuranceServiceServicer):
             purpose=_convert.purpose(request.purpose),
             basis=_convert.basis_claim(request.basis),
             backend="social_insurance",
+            category="insurance",
         )
 
         async def fetch(card: ResolvedCard) -> insurance_pb2.GetInsuranceStatusResponse:
