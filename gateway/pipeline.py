@@ -18,14 +18,14 @@ from typing import TypeVar
 from google.protobuf.message import Message
 
 from gateway import cardno
-from gateway.basis import Basis, BasisClaim, BasisKind, BasisStage
+from gateway.basis import Basis, BasisClaim, BasisKind, BasisStage, Scope
 from gateway.cards import CardStage, ResolvedCard
 from gateway.context import Call
 from gateway.disclosure import disclose
 from gateway.errors import PolicyDenied
 from gateway.findings import Findings
 from gateway.metrics import Metrics
-from gateway.policy import Decision, PolicyEngine, PolicyRequest
+from gateway.policy import ConsentContext, Decision, PolicyEngine, PolicyRequest
 
 R = TypeVar("R", bound=Message)
 T = TypeVar("T")
@@ -79,7 +79,9 @@ class Pipeline:
         found = Findings(purpose=ask.purpose, category=ask.category)
         try:
             card_number = cardno.normalize(ask.card_number)
-            basis = await self._basis.establish(ask.basis, card_number, call.caller)
+            basis = await self._basis.establish(
+                ask.basis, card_number, call.caller, _scope(call, ask)
+            )
             found = _with_basis(found, basis)
             card = await self._cards.resolve(card_number)
             found = replace(found, subject=self._pseudonymize(card.holder.holder_id))
@@ -90,8 +92,8 @@ class Pipeline:
             response = await fetch(card)
             disclose(response, decision.disclose)
             _stamp(response, decision)
-            if basis.token is not None:
-                found = replace(found, token=(basis.token.token_id, basis.token.expires_at))
+            if basis.spend is not None:
+                found = replace(found, spend=basis.spend)
             return response
         finally:
             call.report(found)
@@ -107,7 +109,7 @@ class Pipeline:
         """
         found = Findings(purpose=ask.purpose)
         try:
-            basis = await self._basis.establish(ask.basis, "", call.caller)
+            basis = await self._basis.establish(ask.basis, "", call.caller, _scope(call, ask))
             found = _with_basis(found, basis)
             decision = self._decide(call, ask, None, basis)
             found = _with_decision(found, decision)
@@ -137,10 +139,23 @@ class Pipeline:
                 basis=basis.kind.value,
                 hour=call.received_at.astimezone(self._tz).hour,
                 resource_type="CardHolder" if card else "AuditLog",
+                category=ask.category,
+                consent=_consent_context(basis),
             )
         )
         self._metrics.decisions.labels(ask.action, _word(decision)).inc()
         return decision
+
+
+def _scope(call: Call, ask: Ask) -> Scope:
+    return Scope(ask.purpose, ask.category, call.received_at, call.request_id)
+
+
+def _consent_context(basis: Basis) -> ConsentContext | None:
+    consent = basis.consent
+    if consent is None:
+        return None
+    return ConsentContext(consent.consent_id, consent.categories, consent.purposes)
 
 
 def _word(decision: Decision) -> str:
