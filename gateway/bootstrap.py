@@ -212,12 +212,13 @@ def _self_check(settings: Settings) -> None:
         pool.submit(asyncio.run, check()).result()
 
 
-def consent_artefacts(settings: Settings) -> ArtefactSigner:
-    """The consent artefact signer: ``keys/consent-artefact.key``, created on the first start;
-    the issuer is the log's origin."""
-    key = load_or_generate(
-        settings.data_dir / "keys" / "consent-artefact.key", settings.audit_origin
-    )
+def consent_artefacts(settings: Settings, *, create: bool = True) -> ArtefactSigner:
+    """The consent artefact signer: ``keys/consent-artefact.key``, created on the first start
+    (``create``); the issuer is the log's origin."""
+    path = settings.data_dir / "keys" / "consent-artefact.key"
+    if not create and not path.exists():
+        raise StartupError(f"{path}: no consent key yet; start the gateway once to create it")
+    key = load_or_generate(path, settings.audit_origin)
     return ArtefactSigner(key, settings.audit_origin)
 
 

@@ -167,6 +167,10 @@ class ConsentStore(Protocol):
         """Durably keep an emergency access's justification ``text``, for the regulator."""
         ...
 
+    async def justifications(self, since: dt.datetime, until: dt.datetime) -> dict[str, str]:
+        """Request id -> justification of the emergency accesses kept in [since, until)."""
+        ...
+
 
 def new_consent_id() -> str:
     """``cns_`` and 24 base32 characters (120 random bits), lower case."""

@@ -62,7 +62,8 @@ def descriptor(name: str) -> ServiceDescriptor:
 
 
 def _audit(parts: ServiceParts) -> AuditService:
-    return AuditService(parts.pipeline, parts.audit_log)
+    kept = parts.consents.store.justifications if parts.consents is not None else None
+    return AuditService(parts.pipeline, parts.audit_log, kept)
 
 
 def _card(parts: ServiceParts) -> CardService:

@@ -12,15 +12,17 @@ Nothing is cached: every ``get`` reads the row as it is now.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import sqlite3
+from pathlib import Path
 from typing import Any
 
 from gateway.consents import Consent, Grantee, Justification
 from gateway.store.sqlite import SqliteStore
 
-__all__ = ["SqliteConsents", "take_use"]
+__all__ = ["SqliteConsents", "read_justifications", "take_use"]
 
 _COLUMNS = (
     "consent_id, subject, card_binding, grantee_org, grantee_type, grantee_district, "
@@ -158,3 +160,18 @@ class SqliteConsents:
             ).fetchall()
         )
         return {str(rid): str(text) for rid, text in rows}
+
+
+def read_justifications(db: Path) -> dict[str, str]:
+    """Request id -> justification of every emergency access kept in ``db``, read-only (a
+    database without the table, from before consents, has none)."""
+    if not db.is_file():
+        return {}
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+        try:
+            rows = conn.execute(
+                "SELECT request_id, justification FROM emergency_justifications"
+            ).fetchall()
+        except sqlite3.OperationalError:
+            return {}
+    return {str(rid): str(text) for rid, text in rows}

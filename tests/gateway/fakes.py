@@ -94,7 +94,7 @@ class FakeConsents:
 
     def __init__(self) -> None:
         self.consents: dict[str, Consent] = {}
-        self.justifications: dict[str, tuple[Justification, str]] = {}
+        self.kept: dict[str, tuple[Justification, str]] = {}
 
     async def add(self, consent: Consent) -> None:
         self.consents[consent.consent_id] = consent
@@ -116,4 +116,7 @@ class FakeConsents:
         return consent
 
     async def keep_justification(self, about: Justification, text: str) -> None:
-        self.justifications[about.request_id] = (about, text)
+        self.kept[about.request_id] = (about, text)
+
+    async def justifications(self, since: dt.datetime, until: dt.datetime) -> dict[str, str]:
+        return {rid: text for rid, (about, text) in self.kept.items() if since <= about.at < until}
