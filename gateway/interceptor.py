@@ -266,6 +266,8 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             return _Ended(error=exc)
         except asyncio.CancelledError as exc:
             return _Ended(error=self._cut_off(context), cancelled=exc)
+        except NotImplementedError:  # a method the servicer inherits from the generated base
+            return _Ended(error=NotSupported(f"{call.rpc} is not served by this gateway yet"))
         except Exception as exc:
             return _Ended(error=_internal(exc))
 
