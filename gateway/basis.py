@@ -225,7 +225,7 @@ class ConsentVerifier:
         return Basis(
             BasisKind.CONSENT,
             consent.reference,
-            ConsentSpend(consent.consent_id, _micros(scope.at)),
+            ConsentSpend(consent.consent_id, micros(scope.at)),
             consent,
         )
 
@@ -283,7 +283,8 @@ class EmergencyVerifier:
         return Basis(BasisKind.EMERGENCY, f"emergency:{claim.reason}:{digest}")
 
 
-def _micros(moment: dt.datetime) -> int:
+def micros(moment: dt.datetime) -> int:
+    """Unix microseconds of an aware datetime (how spends carry times)."""
     return (moment - _EPOCH) // dt.timedelta(microseconds=1)
 
 

@@ -141,12 +141,14 @@ class ConsentStore(Protocol):
     """Where consents live (the gateway's store; SQLite: ``gateway.store.sqlite_consents``).
 
     Uses are not counted here: the audit log takes a use in the transaction of the entry that
-    releases data (``gateway.audit.log.ConsentSpend``). Every read goes to the store: nothing is
-    cached, so a revocation holds for the very next request.
+    releases data (``gateway.audit.log.ConsentSpend``), as it records grants and revocations.
+    Every read goes to the store: nothing is cached, so a revocation holds for the very next
+    request.
     """
 
     async def add(self, consent: Consent) -> None:
-        """Durably record a new consent."""
+        """Durably record a consent outside an exchange (tests, administration); a citizen's
+        grant is written with its audit entry instead (``gateway.audit.log.ConsentGrant``)."""
         ...
 
     async def get(self, consent_id: str) -> Consent | None:
@@ -158,9 +160,9 @@ class ConsentStore(Protocol):
         ...
 
     async def revoke(self, consent_id: str, subject: str, at: dt.datetime) -> Consent | None:
-        """Revoke the holder's consent at ``at`` if it is not revoked yet; the consent as it is
-        now (revoked_at set by this call or an earlier one), or None if the holder has none
-        with this id."""
+        """Revoke the holder's consent at ``at`` if it is not revoked yet, outside an exchange
+        (a citizen's revocation is written with its audit entry: ``ConsentRevocation``); the
+        consent as it is now, or None if the holder has none with this id."""
         ...
 
     async def keep_justification(self, about: Justification, text: str) -> None:

@@ -29,7 +29,7 @@ class Findings:
     policies: tuple[str, ...] = ()
     policy_set: str = ""
     backend: str = ""
-    spend: Spend | None = None  # what the answer uses up (a token, a consent use): only an answer
+    spend: Spend | None = None  # what an answer uses up or changes (token, consent use, grant)
 
 
 NOTHING = Findings()

@@ -13,11 +13,12 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 from google.protobuf.message import Message
 
 from gateway import cardno
+from gateway.audit.log import Spend
 from gateway.basis import Basis, BasisClaim, BasisKind, BasisStage, Scope
 from gateway.cards import CardStage, ResolvedCard
 from gateway.context import Call
@@ -28,6 +29,17 @@ from gateway.metrics import Metrics
 from gateway.policy import ConsentContext, Decision, PolicyEngine, PolicyRequest
 
 R = TypeVar("R", bound=Message)
+
+
+@dataclass(frozen=True, slots=True)
+class WithSpend(Generic[R]):
+    """A fetch's answer and what it changes in the store (a consent granted or revoked),
+    written with the exchange's audit entry, never without it."""
+
+    response: R
+    spend: Spend
+
+
 T = TypeVar("T")
 LOG_RESOURCE = "onecard"  # the policy's resource id for actions on the audit log itself
 
@@ -68,7 +80,7 @@ class Pipeline:
         self,
         call: Call,
         ask: Ask,
-        fetch: Callable[[ResolvedCard], Awaitable[R]],
+        fetch: Callable[[ResolvedCard], Awaitable[R | WithSpend[R]]],
     ) -> R:
         """Take ``ask`` through every stage; return the disclosed response or raise.
 
@@ -89,11 +101,16 @@ class Pipeline:
             found = _with_decision(found, decision)
             _enforce(call, ask, decision)
             found = replace(found, backend=ask.backend)
-            response = await fetch(card)
+            fetched = await fetch(card)
+            response, spend = (
+                (fetched.response, fetched.spend)
+                if isinstance(fetched, WithSpend)
+                else (fetched, basis.spend)
+            )
             disclose(response, decision.disclose)
             _stamp(response, decision)
-            if basis.spend is not None:
-                found = replace(found, spend=basis.spend)
+            if spend is not None:
+                found = replace(found, spend=spend)
             return response
         finally:
             call.report(found)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
 from gateway.audit.record import AuditRecord
+from gateway.consents import Consent
 
 
 class Receipt(NamedTuple):
@@ -43,10 +44,33 @@ class ConsentSpend:
     at_us: int  # the exchange's time, unix microseconds: the consent must be valid then
 
 
-Spend = TokenSpend | ConsentSpend
-"""What an exchange that releases data uses up, in the transaction of its entry."""
+@dataclass(frozen=True, slots=True)
+class ConsentGrant:
+    """A consent the exchange records: stored with the grant's audit entry, or not at all."""
 
-SPEND_REFUSALS = ("token_replayed", "consent_revoked", "consent_expired", "consent_exhausted")
+    consent: Consent
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentRevocation:
+    """A revocation the exchange records, with its audit entry (a no-op if already revoked)."""
+
+    consent_id: str
+    subject: str
+    at_us: int
+
+
+Spend = TokenSpend | ConsentSpend | ConsentGrant | ConsentRevocation
+"""What an answer uses up or changes, in the transaction of its audit entry: nothing of it is
+durable unless the entry is, and the entry is refused instead if it cannot be done."""
+
+SPEND_REFUSALS = (
+    "token_replayed",
+    "consent_revoked",
+    "consent_expired",
+    "consent_exhausted",
+    "consent_conflict",
+)
 """The reasons a spend can fail with in the batch (``LogRows.redeem``'s answers)."""
 
 

@@ -2,7 +2,9 @@
 
 Each call goes through ``Pipeline.run`` like any data request (basis ``citizen_app``, so only
 the official citizen app can make it; the policy says what it may do), so every grant,
-revocation and listing is itself an audited exchange about the card holder. The consent is
+revocation and listing is itself an audited exchange about the card holder. A grant or a
+revocation is written in the transaction of its audit entry (``WithSpend``): if the entry cannot
+be written, neither is the change. The consent is
 recorded under the holder's pseudonym and a keyed binding of the card number, never the number
 itself (``gateway.consents``). ``GetAccessHistory`` is left to the generated base (UNIMPLEMENTED)
 here; the access-history work provides it.
@@ -10,6 +12,7 @@ here; the access-history work provides it.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,7 +22,8 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from gateway.api.onecard.v1 import common_pb2, consent_pb2, consent_pb2_grpc
-from gateway.basis import CitizenAppClaim
+from gateway.audit.log import ConsentGrant, ConsentRevocation
+from gateway.basis import CitizenAppClaim, micros
 from gateway.cards import ResolvedCard
 from gateway.consent_artefact import ArtefactSigner
 from gateway.consents import (
@@ -33,7 +37,7 @@ from gateway.consents import (
 )
 from gateway.context import current_call
 from gateway.errors import ConsentEnded, ConsentNotFound, InvalidRequest
-from gateway.pipeline import Ask, Pipeline
+from gateway.pipeline import Ask, Pipeline, WithSpend
 from gateway.services import _convert
 
 _CATEGORIES = {
@@ -94,7 +98,7 @@ class ConsentService(consent_pb2_grpc.ConsentServiceServicer):
             raise InvalidRequest("valid_until must be in the future")
         ask = _citizen_ask("GrantConsent", request.card.card_number, request.purpose)
 
-        async def record(card: ResolvedCard) -> consent_pb2.GrantConsentResponse:
+        async def record(card: ResolvedCard) -> WithSpend[consent_pb2.GrantConsentResponse]:
             consent = Consent(
                 consent_id=new_consent_id(),
                 subject=self._parts.pseudonymize(card.holder.holder_id),
@@ -108,11 +112,11 @@ class ConsentService(consent_pb2_grpc.ConsentServiceServicer):
                 uses=0,
                 granted_at=now,
             )
-            await self._parts.store.add(consent)
-            return consent_pb2.GrantConsentResponse(
+            response = consent_pb2.GrantConsentResponse(
                 consent=consent_message(consent, now),
                 artefact=self._parts.artefacts.sign(consent, now),
             )
+            return WithSpend(response, ConsentGrant(consent))
 
         return await self._pipeline.run(call, ask, record)
 
@@ -125,7 +129,7 @@ class ConsentService(consent_pb2_grpc.ConsentServiceServicer):
         consent_id = _consent_id(request.consent_id)
         ask = _citizen_ask("RevokeConsent", request.card.card_number, request.purpose)
 
-        async def revoke(card: ResolvedCard) -> consent_pb2.RevokeConsentResponse:
+        async def revoke(card: ResolvedCard) -> WithSpend[consent_pb2.RevokeConsentResponse]:
             subject = self._parts.pseudonymize(card.holder.holder_id)
             current = next(
                 (
@@ -142,12 +146,12 @@ class ConsentService(consent_pb2_grpc.ConsentServiceServicer):
                 raise ConsentEnded(
                     f"the consent has already ended ({status.value}); nothing to revoke"
                 )
-            revoked = await self._parts.store.revoke(consent_id, subject, call.received_at)
-            if revoked is None:  # pragma: no cover - the row was read just above
-                raise ConsentNotFound("this card holder has no consent with this id")
-            return consent_pb2.RevokeConsentResponse(
+            revoked = dataclasses.replace(current, revoked_at=call.received_at)
+            response = consent_pb2.RevokeConsentResponse(
                 consent=consent_message(revoked, call.received_at)
             )
+            at_us = micros(call.received_at)
+            return WithSpend(response, ConsentRevocation(consent_id, subject, at_us))
 
         return await self._pipeline.run(call, ask, revoke)
 

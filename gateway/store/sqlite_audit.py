@@ -30,7 +30,17 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from gateway.audit.compact import NodeID
-from gateway.audit.log import ConsentSpend, Entry, Receipt, Redemption, SearchQuery, Spend
+from gateway.audit.log import (
+    ConsentGrant,
+    ConsentRevocation,
+    ConsentSpend,
+    Entry,
+    Receipt,
+    Redemption,
+    SearchQuery,
+    Spend,
+    TokenSpend,
+)
 from gateway.audit.proof import OutOfRangeError, consistency_proof, inclusion_proof
 from gateway.audit.record import AuditRecord
 from gateway.audit.rfc6962 import HASH_SIZE
@@ -39,7 +49,12 @@ from gateway.audit.sequencer import Sequencer, node_row
 from gateway.audit.signer import Signer
 from gateway.store.base import SignerFor
 from gateway.store.sqlite import SqliteStore, connect, log_size
-from gateway.store.sqlite_consents import SqliteConsents, take_use
+from gateway.store.sqlite_consents import (
+    SqliteConsents,
+    insert_consent,
+    revoke_consent,
+    take_use,
+)
 from gateway.store.sqlite_keys import recorded_keys
 from gateway.store.sqlite_search import SearchIndex
 
@@ -212,11 +227,17 @@ class _Rows:
         )
 
     def redeem(self, spend: Spend) -> str:
-        if isinstance(spend, ConsentSpend):
-            return take_use(self._conn, spend.consent_id, spend.at_us)
-        if self._conn.execute(_REDEEM, (spend.token_id, spend.expires_at)).rowcount == 1:
-            return ""
-        return "token_replayed"
+        conn = self._conn
+        match spend:
+            case TokenSpend():
+                rows = conn.execute(_REDEEM, (spend.token_id, spend.expires_at)).rowcount
+                return "" if rows == 1 else "token_replayed"
+            case ConsentSpend():
+                return take_use(conn, spend.consent_id, spend.at_us)
+            case ConsentGrant():
+                return insert_consent(conn, spend.consent)
+            case ConsentRevocation():
+                return revoke_consent(conn, spend.consent_id, spend.subject, spend.at_us)
 
     def keys(self) -> list[tuple[str, str]]:
         rows = self._conn.execute("SELECT origin, verifier_key FROM audit_keys ORDER BY seq")

@@ -1,8 +1,9 @@
 """Consents on SQLite: the ``ConsentStore`` port, and taking a use in the log's transaction.
 
 Consents live in the same database as the audit log (``onecard.db``, tables ``consents`` and
-``emergency_justifications``), so that one transaction can write an audit entry and take the
-consent use it released data on (``take_use``, called by the log's ``LogRows.redeem``). The
+``emergency_justifications``), so that one transaction can write an audit entry and what the
+exchange changes: a grant (``insert_consent``), a revocation (``revoke_consent``) or the consent
+use it released data on (``take_use``), all called by the log's ``LogRows.redeem``. The
 use is a conditional update: it succeeds only while the consent is unrevoked, valid at the
 exchange's time and has a use left, so requests racing for the last use get exactly one answer
 between them, whichever process they run in.
@@ -22,13 +23,20 @@ from typing import Any
 from gateway.consents import Consent, Grantee, Justification
 from gateway.store.sqlite import SqliteStore
 
-__all__ = ["SqliteConsents", "read_justifications", "take_use"]
+__all__ = [
+    "SqliteConsents",
+    "insert_consent",
+    "read_justifications",
+    "revoke_consent",
+    "take_use",
+]
 
 _COLUMNS = (
     "consent_id, subject, card_binding, grantee_org, grantee_type, grantee_district, "
     "categories, purposes, valid_from, valid_until, max_uses, uses, granted_at, revoked_at"
 )
 _INSERT = f"INSERT INTO consents ({_COLUMNS}) VALUES ({', '.join('?' * 14)})"  # noqa: S608 - constant
+_INSERT_NEW = _INSERT.replace("INSERT", "INSERT OR IGNORE", 1)
 _SELECT = f"SELECT {_COLUMNS} FROM consents"  # noqa: S608 - constant
 _TAKE = (
     "UPDATE consents SET uses = uses + 1 WHERE consent_id = ? AND revoked_at IS NULL "
@@ -60,6 +68,24 @@ def take_use(conn: sqlite3.Connection, consent_id: str, at_us: int) -> str:
     if not row[1] <= at_us < row[2]:
         return "consent_expired"
     return "consent_exhausted"
+
+
+def insert_consent(conn: sqlite3.Connection, consent: Consent) -> str:
+    """Record a granted consent in ``conn``'s transaction: "" if recorded, else
+    ``consent_conflict`` (its id is taken: with 120 random bits, never in practice)."""
+    cursor = conn.execute(_INSERT_NEW, _row(consent))
+    return "" if cursor.rowcount == 1 else "consent_conflict"
+
+
+def revoke_consent(conn: sqlite3.Connection, consent_id: str, subject: str, at_us: int) -> str:
+    """Revoke the holder's consent in ``conn``'s transaction, unless it already is (""; a
+    revocation is never refused here: the consent ends either way)."""
+    conn.execute(
+        "UPDATE consents SET revoked_at = ? WHERE consent_id = ? AND subject = ? "
+        "AND revoked_at IS NULL",
+        (at_us, consent_id, subject),
+    )
+    return ""
 
 
 def _row(consent: Consent) -> tuple[Any, ...]:

@@ -417,3 +417,33 @@ async def test_a_method_not_served_yet_is_unimplemented_and_audited(
         "onecard.v1.ConsentService/GetAccessHistory",
         "UNIMPLEMENTED",
     )
+
+
+async def test_a_grant_or_revocation_that_cannot_be_audited_is_not_recorded(
+    channel: Channel, population: Population, tmp_path: Path
+) -> None:
+    person = _insured_employee(population)
+    db = tmp_path / "data" / "onecard.db"
+    async with channel(CITIZEN_APP) as app:
+        kept = (await grant_consent(app, person.id_number, TO_HOSPITAL)).consent.consent_id
+        with contextlib.closing(sqlite3.connect(db)) as conn:
+            # A full or failing disk for audit appends only: every insert is refused.
+            conn.execute(
+                "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_entries "
+                "BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+            )
+            conn.commit()
+        lost_grant = await _refused(grant_consent(app, person.id_number, TO_HOSPITAL))
+        lost_revocation = await _refused(revoke_consent(app, person.id_number, kept))
+        with contextlib.closing(sqlite3.connect(db)) as conn:
+            conn.execute("DROP TRIGGER refuse_audit")
+            conn.commit()
+        listed = await list_consents(app, person.id_number)
+
+    for refused in (lost_grant, lost_revocation):
+        assert (refused.code(), reason(refused)) == (
+            grpc.StatusCode.UNAVAILABLE,
+            "store_unavailable",
+        )
+    (only,) = listed.consents  # the grant whose entry failed was not recorded either
+    assert (only.consent_id, only.status) == (kept, consent_pb2.CONSENT_STATUS_ACTIVE)
