@@ -14,6 +14,7 @@ import concurrent.futures
 import contextlib
 import datetime as dt
 import errno
+import json
 import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,12 +28,13 @@ from grpc_reflection.v1alpha import reflection
 
 from gateway.admission import Admission, ShedAudit
 from gateway.audit.record import Pseudonymizer
-from gateway.audit.signer import Ed25519FileSigner, Signer
+from gateway.audit.signer import Ed25519FileSigner, Signer, load_or_generate
 from gateway.audit.stage import AuditStage
 from gateway.backends import BACKENDS, BackendRow, Ports, wire_backends
 from gateway.basis import BasisStage, default_verifiers
 from gateway.cards import CardStage
 from gateway.config import Settings
+from gateway.consent_artefact import ArtefactSigner
 from gateway.errors import SetupError
 from gateway.interceptor import GatewayInterceptor
 from gateway.keys import load_or_create_secret
@@ -43,6 +45,7 @@ from gateway.pki import PkiLayout, ensure_pki
 from gateway.policy import PolicyEngine
 from gateway.ports import CARD_REGISTRY
 from gateway.services import response_types
+from gateway.services.consent import ConsentParts
 from gateway.services.table import SERVICE_TABLE, ServiceParts, ServiceRow
 from gateway.store import SignerFor, Store, StoredLog, database_path, open_store
 from gateway.store.lock import DataDirLock, is_served
@@ -209,6 +212,30 @@ def _self_check(settings: Settings) -> None:
         pool.submit(asyncio.run, check()).result()
 
 
+def consent_artefacts(settings: Settings, *, create: bool = True) -> ArtefactSigner:
+    """The consent artefact signer: ``keys/consent-artefact.key``, created on the first start
+    (``create``); the issuer is the log's origin."""
+    path = settings.data_dir / "keys" / "consent-artefact.key"
+    if not create and not path.exists():
+        raise StartupError(f"{path}: no consent key yet; start the gateway once to create it")
+    key = load_or_generate(path, settings.audit_origin)
+    return ArtefactSigner(key, settings.audit_origin)
+
+
+def _consent_parts(settings: Settings, store: Store, pseudonymize: Pseudonymizer) -> ConsentParts:
+    """The consent store, artefact signer (its key set published as ``consent-keys.json``)
+    and the consent's pseudonyms: the holder's audit pseudonym, and a keyed binding of the
+    card number (with the same key, in a namespace of its own)."""
+    artefacts = consent_artefacts(settings)
+    published = settings.data_dir / "consent-keys.json"
+    tmp = published.with_name(published.name + ".tmp")
+    tmp.write_text(json.dumps(artefacts.jwks(), indent=2) + "\n")
+    tmp.replace(published)
+    return ConsentParts(
+        store.consents, artefacts, pseudonymize, lambda number: pseudonymize("card:" + number)
+    )
+
+
 def _read(path: Path) -> bytes:
     try:
         return path.read_bytes()
@@ -303,13 +330,15 @@ async def _start(
         ttl=dt.timedelta(seconds=settings.token_ttl_s),
     )
 
+    consents = _consent_parts(settings, store, pseudonymize)
+
     ports = await wire_backends(settings, backends, closers)
     card_registry = ports.get(CARD_REGISTRY)
 
     metrics = Metrics.create()
     pipeline = Pipeline(
         CardStage(card_registry.port, timeout=card_registry.timeout_s),
-        BasisStage(default_verifiers(tokens)),
+        BasisStage(default_verifiers(tokens, consents.store, consents.bind_card)),
         policy,
         metrics,
         pseudonymize,
@@ -348,7 +377,7 @@ async def _start(
         ],
         maximum_concurrent_rpcs=8 * settings.max_in_flight + 1024,
     )
-    parts = ServiceParts(pipeline, ports, tokens, audit_log)
+    parts = ServiceParts(pipeline, ports, tokens, audit_log, consents)
     for row in services:
         row.add_to_server(row.build(parts), server)
     health_servicer = HealthServicer()

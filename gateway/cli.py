@@ -11,6 +11,9 @@ onecard audit export --out DIR      the audit log's entries and signed checkpoin
 onecard audit verify DIR --key F    verify an export offline (--trusted-checkpoint FILE: against
                                     one kept from earlier; one receipt: --receipt I:HASH)
 onecard audit rotate-key            a new signing key for a stopped log (old keys stay published)
+onecard audit report --since T      the regulator's report (break-glass accesses, refusals,
+                                    consents) from the log's entries, as a table or --format csv
+onecard consent keys                the consent artefacts' public key set (JWKS, JSON)
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime as dt
 import os
 import signal
 import sqlite3
@@ -266,6 +270,53 @@ def _audit_rotate_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def _audit_report(args: argparse.Namespace) -> int:
+    import json
+
+    from gateway.audit.record import rfc3339
+    from gateway.audit.report import build_report, csv_text, table
+    from gateway.store import database_path, read_log
+    from gateway.store.lock import is_served
+    from gateway.store.sqlite_consents import read_justifications
+
+    settings = load_settings(args.config)
+    until = args.until or dt.datetime.now(dt.UTC)
+    if until <= args.since:
+        raise SetupError("--until must be after --since")
+    with read_log(settings.store, settings.data_dir, served=is_served(settings.data_dir)) as log:
+        size = log.size()
+        entries = [
+            (i, json.loads(leaf)["r"])
+            for start in range(0, size, 10_000)
+            for i, leaf in enumerate(log.leaves(start, min(start + 10_000, size)), start)
+        ]
+    kept = read_justifications(database_path(settings.store, settings.data_dir))
+    report = build_report(entries, rfc3339(args.since), rfc3339(until), kept)
+    sys.stdout.write(csv_text(report) if args.format == "csv" else table(report))
+    return 0
+
+
+def _consent_keys(args: argparse.Namespace) -> int:
+    import json
+
+    from gateway.bootstrap import consent_artefacts
+
+    artefacts = consent_artefacts(load_settings(args.config), create=False)
+    print(json.dumps(artefacts.jwks(), indent=2))
+    return 0
+
+
+def _moment(text: str) -> dt.datetime:
+    """A date (2026-11-25, midnight UTC) or an ISO 8601 time (UTC unless it says otherwise)."""
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a date or time, e.g. 2026-11-25 or 2026-11-25T08:00:00Z"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
 def _receipt(text: str) -> tuple[int, bytes]:
     """``INDEX:LEAF_HASH`` (the leaf hash in hex, as in the onecard-audit-leaf-hash trailer)."""
     index, _, digest = text.partition(":")
@@ -346,6 +397,19 @@ def _parser() -> argparse.ArgumentParser:
     rotate = audit.add_parser("rotate-key", help="give a stopped log a new signing key")
     rotate.add_argument("--config", type=Path, help="the gateway's configuration file")
     rotate.set_defaults(func=_audit_rotate_key)
+    report = audit.add_parser("report", help="break-glass accesses, refusals and consents")
+    report.add_argument("--config", type=Path, help="the gateway's configuration file")
+    report.add_argument("--since", type=_moment, required=True, help="from (date or time)")
+    report.add_argument("--until", type=_moment, help="before (date or time; default: now)")
+    report.add_argument("--format", choices=("table", "csv"), default="table")
+    report.set_defaults(func=_audit_report)
+
+    consent = sub.add_parser("consent", help="standing consents").add_subparsers(
+        dest="consent", required=True
+    )
+    keys = consent.add_parser("keys", help="print the consent artefacts' public keys (JWKS)")
+    keys.add_argument("--config", type=Path, help="the gateway's configuration file")
+    keys.set_defaults(func=_consent_keys)
 
     policy = sub.add_parser("policy", help="access policies").add_subparsers(
         dest="policy", required=True

@@ -1,7 +1,8 @@
 """``onecard demo``: everything on loopback, then a scripted tour over real gRPC with mutual TLS.
 
 It starts the reference social insurance back end, creates a development PKI, starts the gateway
-on a free port, and plays the counters: the citizen app, a hospital, a library. One line per
+on a free port, and plays the counters: the citizen app, a hospital, a library; then a standing
+consent (granted, used without the patient, revoked, refused) and an emergency access. One line per
 step with the decision and the reason. Card numbers in the output are synthetic citizens of the
 reference back end.
 """
@@ -9,6 +10,7 @@ reference back end.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -25,6 +27,8 @@ from gateway.api.onecard.v1 import (
     card_pb2,
     card_pb2_grpc,
     common_pb2,
+    consent_pb2,
+    consent_pb2_grpc,
     insurance_pb2,
     insurance_pb2_grpc,
 )
@@ -34,6 +38,7 @@ from gateway.audit.proof import verify_inclusion
 from gateway.bootstrap import Gateway, start_gateway
 from gateway.client import org_channel, refusal_reason
 from gateway.config import load_settings
+from gateway.consent_artefact import verify_artefact
 from gateway.ports import CardStatus
 from gateway.store import read_log
 
@@ -203,6 +208,76 @@ async def _play(tour: _Tour) -> None:
         )
     if status is not None:
         await _regulator_checks_receipt(tour, status.receipt)
+    await _standing_consent(tour, card)
+
+
+async def _standing_consent(tour: _Tour, card: common_pb2.CardRef) -> None:
+    """The citizen grants the hospital a consent, it is used, revoked, refused; an emergency."""
+    out = tour.out
+    async with tour.channel(CITIZEN_APP) as app, tour.channel(HOSPITAL) as hosp:
+        consents = consent_pb2_grpc.ConsentServiceStub(app)
+        grant = consent_pb2.GrantConsentRequest(
+            card=card,
+            purpose=common_pb2.PURPOSE_PATRQT,
+            grantee=consent_pb2.Grantee(org_id=HOSPITAL),
+            categories=[consent_pb2.DATA_CATEGORY_INSURANCE],
+            purposes=[common_pb2.PURPOSE_COVERAGE],
+        )
+        grant.valid_until.FromDatetime(dt.datetime.now(dt.UTC) + dt.timedelta(days=30))
+        granted = await tour.ask(
+            "citizen app",
+            f"GrantConsent: {HOSPITAL}, insurance, 30 days",
+            lambda: consents.GrantConsent(grant),
+        )
+        if granted is None:
+            return
+        consent_id = granted.consent.consent_id
+        key_set = tour.verifier_key.with_name("consent-keys.json").read_text()
+        claims = verify_artefact(granted.artefact, key_set)
+        out(
+            f"      {consent_id}: artefact (JWS, EdDSA) verified with consent-keys.json, "
+            f"valid until {dt.datetime.fromtimestamp(claims['exp'], dt.UTC):%Y-%m-%d}"
+        )
+        hosp_insurance = insurance_pb2_grpc.InsuranceServiceStub(hosp)
+
+        async def on_consent() -> insurance_pb2.GetInsuranceStatusResponse:
+            response: insurance_pb2.GetInsuranceStatusResponse
+            response = await hosp_insurance.GetInsuranceStatus(
+                insurance_pb2.GetInsuranceStatusRequest(
+                    card=card,
+                    purpose=common_pb2.PURPOSE_COVERAGE,
+                    basis=common_pb2.LawfulBasis(consent_id=consent_id),
+                )
+            )
+            return response
+
+        await tour.ask("hospital", "GetInsuranceStatus on the consent (no patient)", on_consent)
+        await tour.ask(
+            "citizen app",
+            "RevokeConsent",
+            lambda: consents.RevokeConsent(
+                consent_pb2.RevokeConsentRequest(
+                    card=card, purpose=common_pb2.PURPOSE_PATRQT, consent_id=consent_id
+                )
+            ),
+        )
+        await tour.ask("hospital", "GetInsuranceStatus on the revoked consent", on_consent)
+        await tour.ask(
+            "hospital",
+            "GetInsuranceStatus in an emergency",
+            lambda: hosp_insurance.GetInsuranceStatus(
+                insurance_pb2.GetInsuranceStatusRequest(
+                    card=card,
+                    purpose=common_pb2.PURPOSE_ETREAT,
+                    basis=common_pb2.LawfulBasis(
+                        emergency=common_pb2.Emergency(
+                            reason=common_pb2.EMERGENCY_REASON_PATIENT_INCAPACITATED,
+                            justification="unconscious on arrival, surgery needed now",
+                        )
+                    ),
+                )
+            ),
+        )
 
 
 async def _regulator_checks_receipt(tour: _Tour, receipt: common_pb2.AuditReceipt) -> None:

@@ -93,6 +93,20 @@ class CardNotUsable(GatewayError):
     reason = "card_not_normal"
 
 
+class ConsentEnded(GatewayError):
+    """The consent has already ended (revoked or expired): there is nothing left to revoke."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    reason = "consent_ended"
+
+
+class ConsentNotFound(GatewayError):
+    """The card holder has no consent with this id."""
+
+    code = grpc.StatusCode.NOT_FOUND
+    reason = "consent_unknown"
+
+
 class BackendUnavailable(GatewayError):
     """A back end could not be reached or answered with an error."""
 

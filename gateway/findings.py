@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gateway.audit.log import Spend
+
 
 @dataclass(frozen=True, slots=True)
 class Findings:
@@ -27,7 +29,7 @@ class Findings:
     policies: tuple[str, ...] = ()
     policy_set: str = ""
     backend: str = ""
-    token: tuple[bytes, int] | None = None  # (id, expires at) to redeem: set only by an answer
+    spend: Spend | None = None  # what an answer uses up or changes (token, consent use, grant)
 
 
 NOTHING = Findings()

@@ -266,6 +266,8 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             return _Ended(error=exc)
         except asyncio.CancelledError as exc:
             return _Ended(error=self._cut_off(context), cancelled=exc)
+        except NotImplementedError:  # a method the servicer inherits from the generated base
+            return _Ended(error=NotSupported(f"{call.rpc} is not served by this gateway yet"))
         except Exception as exc:
             return _Ended(error=_internal(exc))
 
@@ -323,7 +325,7 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             return _Ended(error=exc, cancelled=ended.cancelled), trailers
         trailers += _receipt_trailers(receipt)
         if receipt.replayed:
-            return _Ended(error=_replayed(), cancelled=ended.cancelled), trailers
+            return _Ended(error=_spent(receipt.refusal), cancelled=ended.cancelled), trailers
         if error is None:
             attach_receipt(messages[0], receipt)
         return ended, trailers
@@ -448,8 +450,18 @@ def _check_request(request: Any, rpc: str) -> None:
         check_request(request)
 
 
-def _replayed() -> GatewayError:
-    return BasisRefused("card-present token was already used", reason="token_replayed")
+_SPENT = {
+    "token_replayed": "card-present token was already used",
+    "consent_revoked": "the consent was revoked; the citizen can grant a new one",
+    "consent_expired": "the consent's validity period has ended",
+    "consent_exhausted": "the consent has no uses left; the citizen can grant a new one",
+}
+
+
+def _spent(refusal: str) -> GatewayError:
+    """The refusal of an answer whose spend failed in the log's batch (nothing released)."""
+    reason = refusal if refusal in _SPENT else "token_replayed"
+    return BasisRefused(_SPENT[reason], reason=reason)
 
 
 def _lenient(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:

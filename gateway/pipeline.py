@@ -13,21 +13,33 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 from google.protobuf.message import Message
 
 from gateway import cardno
-from gateway.basis import Basis, BasisClaim, BasisKind, BasisStage
+from gateway.audit.log import Spend
+from gateway.basis import Basis, BasisClaim, BasisKind, BasisStage, Scope
 from gateway.cards import CardStage, ResolvedCard
 from gateway.context import Call
 from gateway.disclosure import disclose
 from gateway.errors import PolicyDenied
 from gateway.findings import Findings
 from gateway.metrics import Metrics
-from gateway.policy import Decision, PolicyEngine, PolicyRequest
+from gateway.policy import ConsentContext, Decision, PolicyEngine, PolicyRequest
 
 R = TypeVar("R", bound=Message)
+
+
+@dataclass(frozen=True, slots=True)
+class WithSpend(Generic[R]):
+    """A fetch's answer and what it changes in the store (a consent granted or revoked),
+    written with the exchange's audit entry, never without it."""
+
+    response: R
+    spend: Spend
+
+
 T = TypeVar("T")
 LOG_RESOURCE = "onecard"  # the policy's resource id for actions on the audit log itself
 
@@ -68,7 +80,7 @@ class Pipeline:
         self,
         call: Call,
         ask: Ask,
-        fetch: Callable[[ResolvedCard], Awaitable[R]],
+        fetch: Callable[[ResolvedCard], Awaitable[R | WithSpend[R]]],
     ) -> R:
         """Take ``ask`` through every stage; return the disclosed response or raise.
 
@@ -79,7 +91,9 @@ class Pipeline:
         found = Findings(purpose=ask.purpose, category=ask.category)
         try:
             card_number = cardno.normalize(ask.card_number)
-            basis = await self._basis.establish(ask.basis, card_number, call.caller)
+            basis = await self._basis.establish(
+                ask.basis, card_number, call.caller, _scope(call, ask)
+            )
             found = _with_basis(found, basis)
             card = await self._cards.resolve(card_number)
             found = replace(found, subject=self._pseudonymize(card.holder.holder_id))
@@ -87,11 +101,16 @@ class Pipeline:
             found = _with_decision(found, decision)
             _enforce(call, ask, decision)
             found = replace(found, backend=ask.backend)
-            response = await fetch(card)
+            fetched = await fetch(card)
+            response, spend = (
+                (fetched.response, fetched.spend)
+                if isinstance(fetched, WithSpend)
+                else (fetched, basis.spend)
+            )
             disclose(response, decision.disclose)
             _stamp(response, decision)
-            if basis.token is not None:
-                found = replace(found, token=(basis.token.token_id, basis.token.expires_at))
+            if spend is not None:
+                found = replace(found, spend=spend)
             return response
         finally:
             call.report(found)
@@ -107,7 +126,7 @@ class Pipeline:
         """
         found = Findings(purpose=ask.purpose)
         try:
-            basis = await self._basis.establish(ask.basis, "", call.caller)
+            basis = await self._basis.establish(ask.basis, "", call.caller, _scope(call, ask))
             found = _with_basis(found, basis)
             decision = self._decide(call, ask, None, basis)
             found = _with_decision(found, decision)
@@ -137,10 +156,23 @@ class Pipeline:
                 basis=basis.kind.value,
                 hour=call.received_at.astimezone(self._tz).hour,
                 resource_type="CardHolder" if card else "AuditLog",
+                category=ask.category,
+                consent=_consent_context(basis),
             )
         )
         self._metrics.decisions.labels(ask.action, _word(decision)).inc()
         return decision
+
+
+def _scope(call: Call, ask: Ask) -> Scope:
+    return Scope(ask.purpose, ask.category, call.received_at, call.request_id)
+
+
+def _consent_context(basis: Basis) -> ConsentContext | None:
+    consent = basis.consent
+    if consent is None:
+        return None
+    return ConsentContext(consent.consent_id, consent.categories, consent.purposes)
 
 
 def _word(decision: Decision) -> str:

@@ -48,6 +48,17 @@ class PolicyRequest:
     basis: str
     hour: int
     resource_type: str = "CardHolder"
+    category: str = ""  # the data category the call reads ("insurance", ...), "" for none
+    consent: ConsentContext | None = None  # the consent relied on (basis "consent")
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentContext:
+    """The consent a request relies on, as policies see it (``context.consent``)."""
+
+    consent_id: str
+    categories: tuple[str, ...]
+    purposes: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,8 +206,24 @@ def _cedar_request(req: PolicyRequest) -> dict[str, Any]:
         "principal": _uid("Org", req.org_id),
         "action": _uid("Action", req.action),
         "resource": _uid(req.resource_type, req.holder_id),
-        "context": {"purpose": req.purpose, "basis": req.basis, "hour": req.hour},
+        "context": _context(req),
     }
+
+
+def _context(req: PolicyRequest) -> dict[str, Any]:
+    context: dict[str, Any] = {
+        "purpose": req.purpose,
+        "basis": req.basis,
+        "hour": req.hour,
+        "category": req.category,
+    }
+    if req.consent is not None:
+        context["consent"] = {
+            "id": req.consent.consent_id,
+            "categories": list(req.consent.categories),
+            "purposes": list(req.consent.purposes),
+        }
+    return context
 
 
 def _entities(req: PolicyRequest) -> list[dict[str, Any]]:

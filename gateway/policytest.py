@@ -25,7 +25,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from gateway.errors import SetupError
-from gateway.policy import Decision, PolicyEngine, PolicyRequest
+from gateway.policy import ConsentContext, Decision, PolicyEngine, PolicyRequest
 from gateway.services import response_types
 
 
@@ -46,6 +46,9 @@ class PolicyCase(BaseModel):
     holder_district: str = "110105"
     hour: int = 10
     resource: Literal["CardHolder", "AuditLog"] = "CardHolder"
+    category: str = ""
+    consent_categories: list[str] | None = None  # basis "consent": what the consent covers
+    consent_purposes: list[str] | None = None  # (default: the case's purpose)
     policies: list[str] | None = None
     disclose: list[str] | None = None
 
@@ -63,7 +66,15 @@ class PolicyCase(BaseModel):
             basis=self.basis,
             hour=self.hour,
             resource_type=self.resource,
+            category=self.category,
+            consent=self._consent(),
         )
+
+    def _consent(self) -> ConsentContext | None:
+        if self.consent_categories is None:
+            return None
+        purposes = self.consent_purposes if self.consent_purposes is not None else [self.purpose]
+        return ConsentContext("cns_test", tuple(self.consent_categories), tuple(purposes))
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
 from gateway.audit.record import AuditRecord
+from gateway.consents import Consent
 
 
 class Receipt(NamedTuple):
@@ -23,19 +24,68 @@ class Receipt(NamedTuple):
     origin: str
     appended_at: dt.datetime
     replayed: bool = False  # the entry is the ``Redemption.instead`` record: nothing released
+    refusal: str = ""  # when replayed: why (the instead record's reason, e.g. "token_replayed")
+
+
+@dataclass(frozen=True, slots=True)
+class TokenSpend:
+    """A card-present token, used up once: by the first exchange that releases data on it."""
+
+    token_id: bytes
+    expires_at: int  # unix seconds; the ledger may forget the token after this
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentSpend:
+    """One use of a standing consent, taken only while it is unrevoked, valid at ``at`` and
+    has a use left (its ``max_uses``, 0 for no limit)."""
+
+    consent_id: str
+    at_us: int  # the exchange's time, unix microseconds: the consent must be valid then
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentGrant:
+    """A consent the exchange records: stored with the grant's audit entry, or not at all."""
+
+    consent: Consent
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentRevocation:
+    """A revocation the exchange records, with its audit entry (a no-op if already revoked)."""
+
+    consent_id: str
+    subject: str
+    at_us: int
+
+
+Spend = TokenSpend | ConsentSpend | ConsentGrant | ConsentRevocation
+"""What an answer uses up or changes, in the transaction of its audit entry: nothing of it is
+durable unless the entry is, and the entry is refused instead if it cannot be done."""
+
+SPEND_REFUSALS = (
+    "token_replayed",
+    "consent_revoked",
+    "consent_expired",
+    "consent_exhausted",
+    "consent_conflict",
+)
+"""The reasons a spend can fail with in the batch (``LogRows.redeem``'s answers)."""
 
 
 @dataclass(frozen=True, slots=True)
 class Redemption:
-    """A card-present token that the exchange uses up, in the same transaction as its entry.
+    """What the exchange uses up (``spend``), in the same transaction as its entry.
 
-    If another exchange redeemed the token first, the log stores ``instead`` (the same exchange
-    recorded as refused for a replay) and the receipt says ``replayed``: at most one exchange
-    per token ever releases data, across requests and processes sharing the store.
+    If the spend fails there (a token redeemed by another exchange first; a consent revoked,
+    expired or out of uses meanwhile), the log stores ``instead`` (the same exchange recorded
+    as refused, with the failure as its reason) and the receipt says ``replayed`` and names the
+    ``refusal``: at most one exchange per token, and at most ``max_uses`` per consent, ever
+    release data, across concurrent requests and processes sharing the store.
     """
 
-    token_id: bytes
-    expires_at: int
+    spend: Spend
     instead: AuditRecord
 
 

@@ -10,9 +10,10 @@ timer); the ``Sequencer`` owns every rule of the log and knows no SQL:
 - node placement: each entry is written with the hashes of the Merkle nodes it completes (level
   0, its leaf hash, first): node (level, k) belongs to entry ((k + 1) << level) - 1, so a proof
   reads its O(log n) nodes by entry index;
-- token redemption: an exchange that releases data redeems its card-present token in the batch
-  (``Redemption``); if the token was redeemed already, ``instead`` is logged and the receipt
-  says ``replayed``;
+- redemption: an exchange that releases data uses up what it spends in the batch
+  (``Redemption``: a card-present token, or one use of a consent); if that fails (the token
+  redeemed already, the consent revoked, expired or out of uses meanwhile), ``instead`` is
+  logged with the failure as its reason and the receipt says ``replayed`` and names it;
 - checkpoint cadence: a checkpoint is signed at the end of a batch once the interval has passed
   since the last; while entries are left uncovered, the store is asked for an empty batch at the
   end of the interval (``RowAccess.wake_at``), where the idle checkpoint is signed;
@@ -33,6 +34,7 @@ processes queue entries for it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import time
 from collections.abc import Callable, Sequence
@@ -49,7 +51,7 @@ from gateway.audit.checkpoint import (
     sign_checkpoint,
 )
 from gateway.audit.compact import CompactRange, NodeID
-from gateway.audit.log import Receipt, Redemption
+from gateway.audit.log import Receipt, Redemption, Spend
 from gateway.audit.note import NoteError, Verifier, VerifierSet
 from gateway.audit.record import AuditRecord, chain_leaves, rfc3339
 from gateway.audit.selfcheck import LogDamagedError, StoredTip, check_stored_log
@@ -107,8 +109,10 @@ class LogRows(Protocol):
         """Store a signed checkpoint note of ``size`` entries."""
         ...
 
-    def redeem(self, token_id: bytes, expires_at: int) -> bool:
-        """Record the token as redeemed; False if it already was (by anyone, ever)."""
+    def redeem(self, spend: Spend) -> str:
+        """Use up ``spend`` (a token: record it redeemed; a consent: take one use, if it is
+        unrevoked, valid at the spend's time and has a use left); "" when it was taken, else
+        why not (one of ``log.SPEND_REFUSALS``)."""
         ...
 
     def keys(self) -> list[tuple[str, str]]:
@@ -250,8 +254,8 @@ class Sequencer:
         self._durable = list(enumerate([record for record, _, _ in payloads], start))
         origin, now = self.origin, dt.datetime.now(dt.UTC)
         return [
-            Receipt(i, h, origin, now, replayed is True)
-            for (i, h), (_, _, replayed) in zip(enumerate(hashes, start), payloads, strict=True)
+            Receipt(i, h, origin, now, bool(refusal), refusal or "")
+            for (i, h), (_, _, refusal) in zip(enumerate(hashes, start), payloads, strict=True)
         ]
 
     def finish_batch(self, rows: LogRows) -> None:
@@ -339,13 +343,16 @@ class Sequencer:
 
 def _redeem(
     rows: LogRows, record: AuditRecord, body: bytes, redemption: Redemption | None
-) -> tuple[AuditRecord, bytes, bool | None]:
-    """Redeem the exchange's token in the batch's transaction; a replay logs ``instead``."""
+) -> tuple[AuditRecord, bytes, str | None]:
+    """Spend what the exchange uses up in the batch's transaction; if that fails, log
+    ``instead`` with the failure as its reason (and name it in the receipt)."""
     if redemption is None:
         return record, body, None
-    if rows.redeem(redemption.token_id, redemption.expires_at):
-        return record, body, False
-    return redemption.instead, redemption.instead.body(), True
+    refusal = rows.redeem(redemption.spend)
+    if not refusal:
+        return record, body, None
+    instead = dataclasses.replace(redemption.instead, reason=refusal)
+    return instead, instead.body(), refusal
 
 
 def _key_name(verifier_key: str) -> str:

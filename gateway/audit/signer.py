@@ -27,7 +27,14 @@ from gateway.audit.note import (
 from gateway.audit.note import Verifier as _Verifier
 from gateway.errors import SetupError
 
-__all__ = ["Ed25519FileSigner", "Signer", "SignerError", "SigningKeyError", "sign_note"]
+__all__ = [
+    "Ed25519FileSigner",
+    "Signer",
+    "SignerError",
+    "SigningKeyError",
+    "load_or_generate",
+    "sign_note",
+]
 
 _RAW_SEED_SIZE = 32
 
@@ -120,6 +127,15 @@ class Ed25519FileSigner:
 
     def __repr__(self) -> str:
         return f"Ed25519FileSigner(name={self._name!r}, key_id={self._key_id.hex()!r})"
+
+
+def load_or_generate(path: Path, name: str) -> Ed25519FileSigner:
+    """The Ed25519 key at ``path``, created (mode 0600, in a 0700 directory) if there is none:
+    for keys that nothing else depends on yet (the consent artefact key on a first start)."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return Ed25519FileSigner.generate(path, name)
+    return Ed25519FileSigner(path, name)
 
 
 def _check_name(name: str) -> None:

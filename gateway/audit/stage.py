@@ -2,9 +2,10 @@
 
 The interceptor calls ``record`` once per onecard RPC, after the service answered or refused and
 before anything is released. If the entry cannot be made durable, the caller gets UNAVAILABLE and
-no data (fail closed). An exchange that releases data on a card-present token redeems the token
-in the same transaction as its entry; if another exchange redeemed it first, the entry records
-this one as refused for a replay and nothing is released.
+no data (fail closed). An exchange that releases data uses up what it spends (a card-present
+token, or one use of a consent) in the same transaction as its entry; if that fails there (the
+token redeemed first by another exchange, the consent revoked or out of uses meanwhile), the
+entry records this one as refused, with that reason, and nothing is released.
 """
 
 from __future__ import annotations
@@ -65,12 +66,11 @@ class AuditStage:
             **{name: getattr(findings, name) for name in _RECORDED},
         )
         redemption = None
-        if findings.token is not None and outcome == "OK":
-            token_id, expires_at = findings.token
+        if findings.spend is not None and outcome == "OK":
             instead = dataclasses.replace(
-                entry, outcome="PERMISSION_DENIED", reason="token_replayed", released_sha256=""
+                entry, outcome="PERMISSION_DENIED", reason="spend_refused", released_sha256=""
             )
-            redemption = Redemption(token_id, expires_at, instead)
+            redemption = Redemption(findings.spend, instead)
         try:
             return await self.log.append(entry, redemption)
         except StoreUnavailable:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -33,6 +34,7 @@ from gateway.audit.checkpoint import Checkpoint
 from gateway.audit.log import AuditLog, Entry, SearchQuery
 from gateway.audit.note import MalformedNoteError
 from gateway.audit.proof import OutOfRangeError
+from gateway.audit.report import Count, Report, build_report
 from gateway.basis import StatutoryClaim
 from gateway.context import current_call
 from gateway.errors import GatewayError, InvalidRequest
@@ -40,6 +42,8 @@ from gateway.pipeline import Ask, Pipeline
 from gateway.validation import MAX_SECONDS, check_timestamp
 
 T = TypeVar("T")
+Justifications = Callable[[dt.datetime, dt.datetime], Awaitable[dict[str, str]]]
+"""Request id -> emergency justification kept in a period (``ConsentStore.justifications``)."""
 _MAX_PAGE = 1000
 MAX_ENTRIES_PER_CALL = 10_000
 _CHUNK = 1000
@@ -63,9 +67,12 @@ class BeyondTheLog(GatewayError):
 class AuditService(audit_pb2_grpc.AuditServiceServicer):
     """Implements onecard.v1.AuditService."""
 
-    def __init__(self, pipeline: Pipeline, log: AuditLog) -> None:
+    def __init__(
+        self, pipeline: Pipeline, log: AuditLog, justifications: Justifications | None = None
+    ) -> None:
         self._pipeline = pipeline
         self._log = log
+        self._justifications = justifications
 
     async def _oversee(
         self, action: str, fetch: Callable[[str], Awaitable[T]], card_number: str = ""
@@ -183,6 +190,63 @@ class AuditService(audit_pb2_grpc.AuditServiceServicer):
             )
 
         return await self._oversee("SearchEntries", search, card_number)
+
+    async def GetReport(
+        self, request: audit_pb2.GetReportRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> audit_pb2.GetReportResponse:
+        if not (request.HasField("since") and request.HasField("until")):
+            raise InvalidRequest("since and until are both required (the report's period)")
+        since, until = _utc_text(request.since, "since"), _utc_text(request.until, "until")
+        if until <= since:
+            raise InvalidRequest("until must be after since")
+
+        async def report(_: str) -> audit_pb2.GetReportResponse:
+            kept = {}
+            if self._justifications is not None:
+                kept = await self._justifications(
+                    request.since.ToDatetime(dt.UTC), request.until.ToDatetime(dt.UTC)
+                )
+            entries = await self._period(since, until)
+            return _report_message(build_report(entries, since, until, kept))
+
+        return await self._oversee("GetReport", report)
+
+    async def _period(self, since: str, until: str) -> list[tuple[int, dict[str, Any]]]:
+        """Every (index, record) of the period, through the search index, page by page."""
+        found: list[tuple[int, dict[str, Any]]] = []
+        query = SearchQuery(since=since, until=until, limit=_MAX_PAGE)
+        while page := await self._log.search(query):
+            found += [(e.index, json.loads(e.leaf)["r"]) for e in page]
+            query = dataclasses.replace(query, after_index=page[-1].index)
+        return found
+
+
+def _report_message(report: Report) -> audit_pb2.GetReportResponse:
+    def counts(rows: tuple[Count, ...]) -> list[audit_pb2.ReportCount]:
+        return [audit_pb2.ReportCount(org=c.org, code=c.code, count=c.count) for c in rows]
+
+    details = []
+    for e in report.emergency_details:
+        access = audit_pb2.EmergencyAccess(
+            index=e.index,
+            org=e.org,
+            reason=e.reason,
+            outcome=e.outcome,
+            justification=e.justification,
+            justification_sha256_prefix=e.digest,
+        )
+        access.time.FromJsonString(e.time)
+        details.append(access)
+    return audit_pb2.GetReportResponse(
+        emergency_accesses=counts(report.emergency),
+        emergency_details=details,
+        refusals=counts(report.refusals),
+        consent_changes=[
+            audit_pb2.ConsentChanges(day=d.day, granted=d.granted, revoked=d.revoked)
+            for d in report.consents
+        ],
+        entries=report.entries,
+    )
 
 
 def _search_query(request: audit_pb2.SearchEntriesRequest) -> SearchQuery:

@@ -16,7 +16,12 @@ from typing import Any
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 
-from gateway.api.onecard.v1 import audit_pb2_grpc, card_pb2_grpc, insurance_pb2_grpc
+from gateway.api.onecard.v1 import (
+    audit_pb2_grpc,
+    card_pb2_grpc,
+    consent_pb2_grpc,
+    insurance_pb2_grpc,
+)
 from gateway.audit.log import AuditLog
 from gateway.backends import Ports
 from gateway.pipeline import Pipeline
@@ -24,6 +29,7 @@ from gateway.ports import INSURANCE_BACKEND
 from gateway.services import SERVICES
 from gateway.services.audit import AuditService
 from gateway.services.card import CardService
+from gateway.services.consent import ConsentParts, ConsentService
 from gateway.services.insurance import InsuranceService
 from gateway.tokens import CardTokens
 
@@ -38,6 +44,7 @@ class ServiceParts:
     ports: Ports
     tokens: CardTokens
     audit_log: AuditLog
+    consents: ConsentParts | None = None  # the consent store, artefact signer and pseudonyms
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +62,8 @@ def descriptor(name: str) -> ServiceDescriptor:
 
 
 def _audit(parts: ServiceParts) -> AuditService:
-    return AuditService(parts.pipeline, parts.audit_log)
+    kept = parts.consents.store.justifications if parts.consents is not None else None
+    return AuditService(parts.pipeline, parts.audit_log, kept)
 
 
 def _card(parts: ServiceParts) -> CardService:
@@ -67,6 +75,12 @@ def _insurance(parts: ServiceParts) -> InsuranceService:
     return InsuranceService(parts.pipeline, backend.port, timeout=backend.timeout_s)
 
 
+def _consent(parts: ServiceParts) -> ConsentService:
+    if parts.consents is None:
+        raise ValueError("ConsentService needs ServiceParts.consents")
+    return ConsentService(parts.pipeline, parts.consents)
+
+
 SERVICE_TABLE: tuple[ServiceRow, ...] = (
     ServiceRow(
         descriptor("AuditService"), audit_pb2_grpc.add_AuditServiceServicer_to_server, _audit
@@ -76,5 +90,10 @@ SERVICE_TABLE: tuple[ServiceRow, ...] = (
         descriptor("InsuranceService"),
         insurance_pb2_grpc.add_InsuranceServiceServicer_to_server,
         _insurance,
+    ),
+    ServiceRow(
+        descriptor("ConsentService"),
+        consent_pb2_grpc.add_ConsentServiceServicer_to_server,
+        _consent,
     ),
 )

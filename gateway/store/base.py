@@ -2,7 +2,9 @@
 
 A ``Store`` holds the gateway's durable state: the audit log (``StoredLog``: the ``AuditLog``
 port plus what only its owner calls) and the token ledger (``token_redeemed``; tokens are
-redeemed by the log, in the transaction of the entry that uses them up). ``LogSnapshot`` is the
+redeemed by the log, in the transaction of the entry that uses them up) and the consents
+(``consents``; a consent's uses are likewise taken by the log, with the entry).
+``LogSnapshot`` is the
 read-only view ``onecard audit export`` and the demo read a log through, without a running
 gateway. ``gateway.store.open_store`` picks the implementation by ``Settings.store``.
 """
@@ -14,6 +16,7 @@ from typing import Protocol
 
 from gateway.audit.log import AuditLog
 from gateway.audit.signer import Signer
+from gateway.consents import ConsentStore
 
 __all__ = ["LogSnapshot", "SignerFor", "Store", "StoredLog"]
 
@@ -38,6 +41,11 @@ class Store(Protocol):
     @property
     def audit_log(self) -> StoredLog:
         """The signed audit log."""
+        ...
+
+    @property
+    def consents(self) -> ConsentStore:
+        """The citizens' standing consents (uses are taken by the log, with the entry)."""
         ...
 
     async def token_redeemed(self, token_id: bytes) -> bool:

@@ -36,7 +36,7 @@ T = TypeVar("T")
 _log = structlog.get_logger(__name__)
 _MAX_BATCH = 2048
 _PRUNE_EVERY_S = 60.0
-_SCHEMA_VERSION = 5
+_SCHEMA_VERSION = 6
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS redeemed_tokens (
     token_id   BLOB PRIMARY KEY,
@@ -69,6 +69,39 @@ CREATE TABLE IF NOT EXISTS audit_keys (
     from_size    INTEGER NOT NULL,
     added_at     TEXT NOT NULL
 );
+
+-- Standing consents (gateway.consents). The citizen appears only as pseudonyms: the card
+-- holder's audit pseudonym and a keyed hash of the card number. Times are unix microseconds.
+-- The status is derived when a consent is read; `uses` grows only in the transaction of the
+-- audit entry of an exchange that released data on it (sqlite_consents.take_use).
+CREATE TABLE IF NOT EXISTS consents (
+    consent_id       TEXT PRIMARY KEY,
+    subject          TEXT NOT NULL,
+    card_binding     TEXT NOT NULL,
+    grantee_org      TEXT NOT NULL,
+    grantee_type     TEXT NOT NULL,
+    grantee_district TEXT NOT NULL,
+    categories       TEXT NOT NULL,
+    purposes         TEXT NOT NULL,
+    valid_from       INTEGER NOT NULL,
+    valid_until      INTEGER NOT NULL,
+    max_uses         INTEGER NOT NULL,
+    uses             INTEGER NOT NULL DEFAULT 0,
+    granted_at       INTEGER NOT NULL,
+    revoked_at       INTEGER
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS consents_subject ON consents (subject, granted_at);
+
+-- Emergency (break-glass) justifications, by request id: the audit entry names only the reason
+-- code and a digest of the text (which may name the patient); the regulator's report reads it.
+CREATE TABLE IF NOT EXISTS emergency_justifications (
+    request_id    TEXT PRIMARY KEY,
+    org           TEXT NOT NULL,
+    reason        TEXT NOT NULL,
+    digest        TEXT NOT NULL,
+    justification TEXT NOT NULL,
+    recorded_at   INTEGER NOT NULL
+) WITHOUT ROWID;
 """
 _STOP = object()
 _WAKE = object()  # a timer was set from another thread: recompute how long to sleep
@@ -164,6 +197,7 @@ class SqliteStore:
             )
         # Version 4 -> 5 adds audit_keys; the audit log records its origin and key there on its
         # first start (after checking that the existing checkpoints are theirs).
+        # Version 5 -> 6 adds consents and emergency_justifications (empty at first).
         self._conn.executescript(_SCHEMA)
         self._conn.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
 

@@ -12,6 +12,9 @@ Node (level, k) lives in the row of entry ((k + 1) << level) - 1 (``sequencer.no
 byte 32 * level of its ``nodes``: a proof reads its O(log n) nodes by primary key in one
 statement.
 
+A consent use is taken in the batch's transaction too (``_Rows.redeem``:
+``sqlite_consents.take_use``), beside the entry of the exchange that released data on it.
+
 The search index lives in a database of its own, written by a thread of its own
 (``sqlite_search``): each batch is handed to it once durable, and ``search`` asks it to catch up
 first, so a search sees every appended entry.
@@ -27,7 +30,17 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from gateway.audit.compact import NodeID
-from gateway.audit.log import Entry, Receipt, Redemption, SearchQuery
+from gateway.audit.log import (
+    ConsentGrant,
+    ConsentRevocation,
+    ConsentSpend,
+    Entry,
+    Receipt,
+    Redemption,
+    SearchQuery,
+    Spend,
+    TokenSpend,
+)
 from gateway.audit.proof import OutOfRangeError, consistency_proof, inclusion_proof
 from gateway.audit.record import AuditRecord
 from gateway.audit.rfc6962 import HASH_SIZE
@@ -36,6 +49,12 @@ from gateway.audit.sequencer import Sequencer, node_row
 from gateway.audit.signer import Signer
 from gateway.store.base import SignerFor
 from gateway.store.sqlite import SqliteStore, connect, log_size
+from gateway.store.sqlite_consents import (
+    SqliteConsents,
+    insert_consent,
+    revoke_consent,
+    take_use,
+)
 from gateway.store.sqlite_keys import recorded_keys
 from gateway.store.sqlite_search import SearchIndex
 
@@ -207,8 +226,18 @@ class _Rows:
             (size, note, created_at),
         )
 
-    def redeem(self, token_id: bytes, expires_at: int) -> bool:
-        return bool(self._conn.execute(_REDEEM, (token_id, expires_at)).rowcount == 1)
+    def redeem(self, spend: Spend) -> str:
+        conn = self._conn
+        match spend:
+            case TokenSpend():
+                rows = conn.execute(_REDEEM, (spend.token_id, spend.expires_at)).rowcount
+                return "" if rows == 1 else "token_replayed"
+            case ConsentSpend():
+                return take_use(conn, spend.consent_id, spend.at_us)
+            case ConsentGrant():
+                return insert_consent(conn, spend.consent)
+            case ConsentRevocation():
+                return revoke_consent(conn, spend.consent_id, spend.subject, spend.at_us)
 
     def keys(self) -> list[tuple[str, str]]:
         rows = self._conn.execute("SELECT origin, verifier_key FROM audit_keys ORDER BY seq")
@@ -296,6 +325,7 @@ class SqliteLogStore:
     def __init__(self, store: SqliteStore, audit_log: SqliteAuditLog) -> None:
         self.sqlite = store
         self.audit_log = audit_log
+        self.consents = SqliteConsents(store)
         self.path = store.path
 
     @classmethod

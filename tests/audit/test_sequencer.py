@@ -9,6 +9,7 @@ rolled-back batch a state rebuilt from the rows, checked, or refused.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ import pytest
 
 from gateway.audit.checkpoint import open_checkpoint
 from gateway.audit.compact import NodeID
-from gateway.audit.log import Receipt, Redemption
+from gateway.audit.log import Receipt, Redemption, Spend, TokenSpend
 from gateway.audit.note import Verifier, VerifierSet
 from gateway.audit.record import ZERO_HASH, AuditRecord, leaf_bytes
 from gateway.audit.rfc6962 import HASH_SIZE, hash_children, hash_leaf
@@ -79,11 +80,12 @@ class FakeRows:
         assert size not in self.checkpoints
         self.checkpoints[size] = note
 
-    def redeem(self, token_id: bytes, expires_at: int) -> bool:
-        if token_id in self.redeemed:
-            return False
-        self.redeemed.add(token_id)
-        return True
+    def redeem(self, spend: Spend) -> str:
+        assert isinstance(spend, TokenSpend)
+        if spend.token_id in self.redeemed:
+            return "token_replayed"
+        self.redeemed.add(spend.token_id)
+        return ""
 
     def keys(self) -> list[tuple[str, str]]:
         return list(self.key_rows)
@@ -244,13 +246,15 @@ def test_a_redeemed_token_logs_instead_and_says_replayed(signer: Ed25519FileSign
     store = FakeStore()
     sequencer = store.open(signer)
     first, second, refused = make_record(1), make_record(2), make_record(3, outcome="REFUSED")
-    token = Redemption(b"t" * 16, 2_000_000_000, refused)
+    token = Redemption(TokenSpend(b"t" * 16, 2_000_000_000), refused)
     receipts = store.batch(
         sequencer, [(first, first.body(), token), (second, second.body(), token)]
     )
     assert [r.replayed for r in receipts] == [False, True]
-    assert refused.body() in store.rows.entries[1][1]
-    assert [record for _, record in store.durable] == [first, refused]
+    assert [r.refusal for r in receipts] == ["", "token_replayed"]
+    logged = dataclasses.replace(refused, reason="token_replayed")
+    assert logged.body() in store.rows.entries[1][1]
+    assert [record for _, record in store.durable] == [first, logged]
     (again,) = store.batch(sequencer, [(second, second.body(), token)])
     assert again.replayed and store.rows.redeemed == {b"t" * 16}
 

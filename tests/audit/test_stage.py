@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 
+from gateway.audit.log import TokenSpend
 from gateway.audit.record import AuditRecord
 from gateway.audit.stage import AuditStage
 from gateway.findings import Findings
@@ -20,14 +21,14 @@ FOUND = Findings(
     policies=("hospital-reads-insurance-status",),
     policy_set="27" * 32,
     backend="social_insurance",
-    token=(b"t" * 16, 2_000_000_000),
+    spend=TokenSpend(b"t" * 16, 2_000_000_000),
 )
 
 
-def test_every_finding_but_the_token_is_a_record_field() -> None:
+def test_every_finding_but_the_spend_is_a_record_field() -> None:
     findings = {f.name for f in dataclasses.fields(Findings)}
     # "category" becomes a record field with record version 3 (issue 12, access history)
-    assert findings - set(AuditRecord.__dataclass_fields__) == {"token", "category"}
+    assert findings - set(AuditRecord.__dataclass_fields__) == {"spend", "category"}
 
 
 async def _record(stage: AuditStage, outcome: str) -> None:

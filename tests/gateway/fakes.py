@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Sequence
 
-from gateway.audit.log import Entry, Receipt, Redemption, SearchQuery
+from gateway.audit.log import Entry, Receipt, Redemption, SearchQuery, TokenSpend
 from gateway.audit.record import AuditRecord
+from gateway.consents import Consent, Justification
 from gateway.errors import CardNotFound, StoreUnavailable
 from gateway.ports import CardHolder, CardStatus
 
@@ -53,14 +55,17 @@ class FakeAuditLog:
     async def append(self, record: AuditRecord, redemption: Redemption | None = None) -> Receipt:
         if self.failing:
             raise StoreUnavailable("the gateway could not record this request durably; retry")
-        replayed = False
-        if redemption is not None:
-            replayed = redemption.token_id in self.ledger.redeemed
-            self.ledger.redeemed.add(redemption.token_id)
-            record = redemption.instead if replayed else record
+        refusal = ""
+        if redemption is not None and isinstance(redemption.spend, TokenSpend):
+            if redemption.spend.token_id in self.ledger.redeemed:
+                refusal = "token_replayed"
+            self.ledger.redeemed.add(redemption.spend.token_id)
+        if refusal and redemption is not None:
+            record = dataclasses.replace(redemption.instead, reason=refusal)
         self.records.append(record)
         index = len(self.records) - 1
-        return Receipt(index, bytes(32), self.origin, dt.datetime.now(dt.UTC), replayed)
+        now = dt.datetime.now(dt.UTC)
+        return Receipt(index, bytes(32), self.origin, now, bool(refusal), refusal)
 
     async def latest_checkpoint(self) -> bytes | None:
         return None
@@ -82,3 +87,36 @@ class FakeAuditLog:
 
     async def size(self) -> int:
         return len(self.records)
+
+
+class FakeConsents:
+    """An in-memory ``ConsentStore``; uses are taken by ``take``, as the log's batch would."""
+
+    def __init__(self) -> None:
+        self.consents: dict[str, Consent] = {}
+        self.kept: dict[str, tuple[Justification, str]] = {}
+
+    async def add(self, consent: Consent) -> None:
+        self.consents[consent.consent_id] = consent
+
+    async def get(self, consent_id: str) -> Consent | None:
+        return self.consents.get(consent_id)
+
+    async def of_subject(self, subject: str) -> list[Consent]:
+        mine = [c for c in self.consents.values() if c.subject == subject]
+        return sorted(mine, key=lambda c: c.granted_at, reverse=True)
+
+    async def revoke(self, consent_id: str, subject: str, at: dt.datetime) -> Consent | None:
+        consent = self.consents.get(consent_id)
+        if consent is None or consent.subject != subject:
+            return None
+        if consent.revoked_at is None:
+            consent = dataclasses.replace(consent, revoked_at=at)
+            self.consents[consent_id] = consent
+        return consent
+
+    async def keep_justification(self, about: Justification, text: str) -> None:
+        self.kept[about.request_id] = (about, text)
+
+    async def justifications(self, since: dt.datetime, until: dt.datetime) -> dict[str, str]:
+        return {rid: text for rid, (about, text) in self.kept.items() if since <= about.at < until}

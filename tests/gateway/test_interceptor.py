@@ -12,6 +12,7 @@ import grpc
 import pytest
 
 from gateway.api.onecard.v1 import card_pb2
+from gateway.audit.log import TokenSpend
 from gateway.audit.stage import AuditStage
 from gateway.context import current_call
 from gateway.errors import BackendUnavailable, StoreUnavailable
@@ -185,7 +186,7 @@ async def test_an_answer_past_the_callers_deadline_is_not_released_nor_redeemed(
     context = FakeContext(pki.client_cert(HOSPITAL).read_bytes(), remaining=1.0)
 
     async def late(request: Any, context: FakeContext) -> Any:
-        current_call().report(Findings(token=(b"t" * 16, 2_000_000_000)))
+        current_call().report(Findings(spend=TokenSpend(b"t" * 16, 2_000_000_000)))
         context._remaining = 0.0  # the deadline passes as the answer is ready
         return card_pb2.VerifyCardResponse(card_holder_valid=True)
 
@@ -250,7 +251,7 @@ async def test_a_failed_append_releases_nothing(setup: Setup) -> None:
 
 async def test_an_answer_whose_token_was_redeemed_first_is_refused(setup: Setup) -> None:
     async def behavior(request: Any, context: Any) -> Any:
-        current_call().report(Findings(token=(b"t" * 16, 2_000_000_000)))
+        current_call().report(Findings(spend=TokenSpend(b"t" * 16, 2_000_000_000)))
         return card_pb2.VerifyCardResponse(card_holder_valid=True)
 
     await setup.call(behavior)

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from gateway.api.onecard.v1 import card_pb2
+from gateway.audit.log import TokenSpend
 from gateway.audit.record import Pseudonymizer
 from gateway.basis import (
     BasisClaim,
@@ -41,7 +42,7 @@ from gateway.pipeline import Ask, Pipeline
 from gateway.policy import PolicyEngine
 from gateway.ports import CardStatus
 from gateway.tokens import CardTokens
-from tests.gateway.fakes import FakeLedger, FakeRegistry, holder
+from tests.gateway.fakes import FakeConsents, FakeLedger, FakeRegistry, holder
 
 NORMAL, LOST, UNKNOWN = "11010519491231002X", "110101199003074477", "110101198001010010"
 LIBRARY = Org("lib-1", OrgType.LIBRARY, "library", "110105")
@@ -61,9 +62,10 @@ class Path_:
         self.registry = FakeRegistry({NORMAL: holder(1), LOST: holder(2, CardStatus.REPORTED_LOST)})
         self.ledger = FakeLedger()
         self.tokens = CardTokens(bytes(32), self.ledger)
+        self.consents = FakeConsents()
         self.pipeline = Pipeline(
             CardStage(self.registry, timeout=1.0),
-            BasisStage(default_verifiers(self.tokens)),
+            BasisStage(default_verifiers(self.tokens, self.consents, lambda n: "card:" + n)),
             policy,
             Metrics.create(),
             Pseudonymizer(b"k" * 32),
@@ -117,12 +119,19 @@ async def test_without_a_basis_the_registry_is_never_asked(
     assert path.findings == [Findings(purpose="LIBRARY_SERVICE")]  # no subject, no basis
 
 
-@pytest.mark.parametrize("claim", [ConsentClaim("c-1"), EmergencyClaim("TRAUMA", "why")])
-async def test_unoffered_bases_are_refused_before_the_registry(
-    path: Path_, claim: BasisClaim
+@pytest.mark.parametrize(
+    ("claim", "reason"),
+    [
+        (ConsentClaim("cns_unknown"), "consent_unknown"),
+        (EmergencyClaim("LIFE_THREATENING", "why"), "emergency_not_hospital"),
+    ],
+)
+async def test_consent_and_emergency_refusals_come_before_the_registry(
+    path: Path_, claim: BasisClaim, reason: str
 ) -> None:
-    with pytest.raises(NotSupported):
+    with pytest.raises(BasisRefused) as info:
         await path.verify(LIBRARY, NORMAL, claim)
+    assert info.value.reason == reason
     assert path.registry.lookups == 0
 
 
@@ -147,8 +156,8 @@ async def test_an_answer_names_its_token_for_redemption_and_discloses_by_policy(
 ) -> None:
     token = path.tokens.issue(NORMAL).token
     response, found = await path.verify(LIBRARY, NORMAL, CardPresentClaim(token))
-    assert found.token is not None and found.basis == "card_present"
-    assert found.basis_ref == f"token:{found.token[0].hex()}"
+    assert isinstance(found.spend, TokenSpend) and found.basis == "card_present"
+    assert found.basis_ref == f"token:{found.spend.token_id.hex()}"
     assert found.decision == "allow" and found.subject == Pseudonymizer(b"k" * 32)("psn-0001")
     assert found.backend == "" and found.purpose == "LIBRARY_SERVICE"
     assert path.findings == [found]  # reported once
@@ -166,7 +175,7 @@ async def test_a_failed_fetch_leaves_the_token_unnamed(path: Path_) -> None:
     with pytest.raises(BackendUnavailable):
         await path.verify(LIBRARY, NORMAL, CardPresentClaim(token), fail)
     (found,) = path.findings  # reported once, with what was found before the failure
-    assert found.token is None  # so the audit stage redeems nothing
+    assert found.spend is None  # so the audit stage redeems nothing
     assert (found.basis, found.decision) == ("card_present", "allow") and found.subject
 
 

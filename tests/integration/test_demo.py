@@ -29,12 +29,19 @@ async def test_the_demo_tour_runs_and_every_step_is_audited(tmp_path: Path) -> N
         ("REFUSED", "PERMISSION_DENIED"),
         ("ALLOW", ""),
         ("ALLOW", ""),
+        ("ALLOW", "by"),  # the citizen grants the hospital a consent
+        ("ALLOW", "by"),  # the hospital reads on it, the patient not present
+        ("ALLOW", "by"),  # the citizen revokes it
+        ("REFUSED", "PERMISSION_DENIED"),  # the very next read on it is refused
+        ("ALLOW", "by"),  # an emergency read
     ]
-    assert [int(n) for n, _, _, _ in steps] == list(range(1, 11))
+    assert [int(n) for n, _, _, _ in steps] == list(range(1, 16))
     indexes = [int(index) for _, _, _, index in steps]
     assert indexes == sorted(set(indexes))  # each step has its own entry, in order
     assert (
         "      receipt #1 is in the signed tree: 4 hashes lead from its leaf to the root" in lines
     )
-    assert lines[-2].startswith("audit log: 12 entries, one per exchange")
+    assert any("(consent_revoked)" in line for line in lines)
+    assert any("artefact (JWS, EdDSA) verified with consent-keys.json" in line for line in lines)
+    assert lines[-2].startswith("audit log: 17 entries, one per exchange")
     assert (tmp_path / "data" / "onecard.db").is_file()  # --data-dir keeps the log

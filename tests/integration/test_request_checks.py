@@ -72,16 +72,12 @@ async def test_a_declared_emergency_reason_passes_the_check(
     channel: Callable[[str], grpc.aio.Channel],
 ) -> None:
     async with channel(HOSPITAL) as hosp:
-        with pytest.raises(grpc.aio.AioRpcError) as info:
-            await insurance_pb2_grpc.InsuranceServiceStub(hosp).GetInsuranceStatus(
-                _emergency(common_pb2.EMERGENCY_REASON_LIFE_THREATENING)
-            )
+        response = await insurance_pb2_grpc.InsuranceServiceStub(hosp).GetInsuranceStatus(
+            _emergency(common_pb2.EMERGENCY_REASON_LIFE_THREATENING)
+        )
 
-    # Past the check, the emergency basis is refused as not offered yet (docs/api.md).
-    assert (info.value.code(), reason(info.value)) == (
-        grpc.StatusCode.UNIMPLEMENTED,
-        "not_supported",
-    )
+    # Past the check, the emergency basis holds for a hospital treating an emergency.
+    assert list(response.decision.policy_ids) == ["hospital-reads-insurance-status-in-emergency"]
 
 
 async def test_a_purpose_outside_the_enum_is_invalid_argument(

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.audit.log import Redemption
+from gateway.audit.log import Redemption, TokenSpend
 from gateway.audit.record import AuditRecord
 from gateway.audit.signer import Ed25519FileSigner
 from gateway.store import SqliteStore
@@ -34,7 +34,7 @@ def released(n: int) -> tuple[AuditRecord, Redemption]:
     instead = dataclasses.replace(
         record, outcome="PERMISSION_DENIED", reason="token_replayed", released_sha256=""
     )
-    return record, Redemption(TOKEN, EXPIRES, instead)
+    return record, Redemption(TokenSpend(TOKEN, EXPIRES), instead)
 
 
 async def test_concurrent_exchanges_on_one_token_release_once(

@@ -117,3 +117,65 @@ class SearchEntriesResponse(_message.Message):
     entries: _containers.RepeatedCompositeFieldContainer[AuditEntry]
     receipt: _common_pb2.AuditReceipt
     def __init__(self, entries: _Optional[_Iterable[_Union[AuditEntry, _Mapping]]] = ..., receipt: _Optional[_Union[_common_pb2.AuditReceipt, _Mapping]] = ...) -> None: ...
+
+class GetReportRequest(_message.Message):
+    __slots__ = ("since", "until")
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_FIELD_NUMBER: _ClassVar[int]
+    since: _timestamp_pb2.Timestamp
+    until: _timestamp_pb2.Timestamp
+    def __init__(self, since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ReportCount(_message.Message):
+    __slots__ = ("org", "code", "count")
+    ORG_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    org: str
+    code: str
+    count: int
+    def __init__(self, org: _Optional[str] = ..., code: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
+
+class EmergencyAccess(_message.Message):
+    __slots__ = ("index", "time", "org", "reason", "outcome", "justification", "justification_sha256_prefix")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    ORG_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    JUSTIFICATION_FIELD_NUMBER: _ClassVar[int]
+    JUSTIFICATION_SHA256_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    time: _timestamp_pb2.Timestamp
+    org: str
+    reason: str
+    outcome: str
+    justification: str
+    justification_sha256_prefix: str
+    def __init__(self, index: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., org: _Optional[str] = ..., reason: _Optional[str] = ..., outcome: _Optional[str] = ..., justification: _Optional[str] = ..., justification_sha256_prefix: _Optional[str] = ...) -> None: ...
+
+class ConsentChanges(_message.Message):
+    __slots__ = ("day", "granted", "revoked")
+    DAY_FIELD_NUMBER: _ClassVar[int]
+    GRANTED_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_FIELD_NUMBER: _ClassVar[int]
+    day: str
+    granted: int
+    revoked: int
+    def __init__(self, day: _Optional[str] = ..., granted: _Optional[int] = ..., revoked: _Optional[int] = ...) -> None: ...
+
+class GetReportResponse(_message.Message):
+    __slots__ = ("emergency_accesses", "emergency_details", "refusals", "consent_changes", "entries", "receipt")
+    EMERGENCY_ACCESSES_FIELD_NUMBER: _ClassVar[int]
+    EMERGENCY_DETAILS_FIELD_NUMBER: _ClassVar[int]
+    REFUSALS_FIELD_NUMBER: _ClassVar[int]
+    CONSENT_CHANGES_FIELD_NUMBER: _ClassVar[int]
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    RECEIPT_FIELD_NUMBER: _ClassVar[int]
+    emergency_accesses: _containers.RepeatedCompositeFieldContainer[ReportCount]
+    emergency_details: _containers.RepeatedCompositeFieldContainer[EmergencyAccess]
+    refusals: _containers.RepeatedCompositeFieldContainer[ReportCount]
+    consent_changes: _containers.RepeatedCompositeFieldContainer[ConsentChanges]
+    entries: int
+    receipt: _common_pb2.AuditReceipt
+    def __init__(self, emergency_accesses: _Optional[_Iterable[_Union[ReportCount, _Mapping]]] = ..., emergency_details: _Optional[_Iterable[_Union[EmergencyAccess, _Mapping]]] = ..., refusals: _Optional[_Iterable[_Union[ReportCount, _Mapping]]] = ..., consent_changes: _Optional[_Iterable[_Union[ConsentChanges, _Mapping]]] = ..., entries: _Optional[int] = ..., receipt: _Optional[_Union[_common_pb2.AuditReceipt, _Mapping]] = ...) -> None: ...

@@ -60,6 +60,11 @@ class AuditServiceStub:
                 request_serializer=onecard_dot_v1_dot_audit__pb2.SearchEntriesRequest.SerializeToString,
                 response_deserializer=onecard_dot_v1_dot_audit__pb2.SearchEntriesResponse.FromString,
                 _registered_method=True)
+        self.GetReport = channel.unary_unary(
+                '/onecard.v1.AuditService/GetReport',
+                request_serializer=onecard_dot_v1_dot_audit__pb2.GetReportRequest.SerializeToString,
+                response_deserializer=onecard_dot_v1_dot_audit__pb2.GetReportResponse.FromString,
+                _registered_method=True)
 
 
 class AuditServiceServicer:
@@ -102,6 +107,15 @@ class AuditServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetReport(self, request, context):
+        """GetReport returns the regulator's figures for a period, computed from the log's entries:
+        break-glass accesses per hospital and reason code (each with its justification), refusals
+        per organisation and reason, and consents granted and revoked per day (UTC).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuditServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -129,6 +143,11 @@ def add_AuditServiceServicer_to_server(servicer, server):
                     servicer.SearchEntries,
                     request_deserializer=onecard_dot_v1_dot_audit__pb2.SearchEntriesRequest.FromString,
                     response_serializer=onecard_dot_v1_dot_audit__pb2.SearchEntriesResponse.SerializeToString,
+            ),
+            'GetReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetReport,
+                    request_deserializer=onecard_dot_v1_dot_audit__pb2.GetReportRequest.FromString,
+                    response_serializer=onecard_dot_v1_dot_audit__pb2.GetReportResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -267,6 +286,33 @@ class AuditService:
             '/onecard.v1.AuditService/SearchEntries',
             onecard_dot_v1_dot_audit__pb2.SearchEntriesRequest.SerializeToString,
             onecard_dot_v1_dot_audit__pb2.SearchEntriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/onecard.v1.AuditService/GetReport',
+            onecard_dot_v1_dot_audit__pb2.GetReportRequest.SerializeToString,
+            onecard_dot_v1_dot_audit__pb2.GetReportResponse.FromString,
             options,
             channel_credentials,
             insecure,
