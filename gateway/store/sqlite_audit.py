@@ -42,6 +42,7 @@ from gateway.store.sqlite_search import SearchIndex
 T = TypeVar("T")
 _INSERT_ENTRY = "INSERT INTO audit_entries (idx, nodes, leaf) VALUES (?, ?, ?)"
 _REDEEM = "INSERT OR IGNORE INTO redeemed_tokens (token_id, expires_at) VALUES (?, ?)"
+_SET_HEAD = "INSERT OR REPLACE INTO audit_subject_heads (subject, idx) VALUES (?, ?)"
 
 
 class SqliteAuditLog:
@@ -209,6 +210,18 @@ class _Rows:
 
     def redeem(self, token_id: bytes, expires_at: int) -> bool:
         return bool(self._conn.execute(_REDEEM, (token_id, expires_at)).rowcount == 1)
+
+    def subject_heads(self, subjects: Sequence[str]) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for at in range(0, len(subjects), 500):
+            chunk = subjects[at : at + 500]
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT subject, idx FROM audit_subject_heads WHERE subject IN ({marks})"  # noqa: S608 - placeholders only
+            found.update((str(s), int(i)) for s, i in self._conn.execute(sql, chunk))
+        return found
+
+    def set_subject_heads(self, heads: Sequence[tuple[str, int]]) -> None:
+        self._conn.executemany(_SET_HEAD, heads)
 
     def keys(self) -> list[tuple[str, str]]:
         rows = self._conn.execute("SELECT origin, verifier_key FROM audit_keys ORDER BY seq")

@@ -25,7 +25,7 @@ from gateway.audit.rfc6962 import HASH_SIZE, hash_children, hash_leaf
 from gateway.audit.selfcheck import LogDamagedError, StoredTip, UnreadableNodeError
 from gateway.audit.sequencer import LogIdentityError, Sequencer, node_row
 from gateway.audit.signer import Ed25519FileSigner
-from tests.gateway.store.test_sqlite_audit import make_record, records
+from tests.gateway.store.test_sqlite_audit import make_record, records, reference_backs
 
 T = TypeVar("T")
 ORIGIN = "test.onecard.example/sequencer"
@@ -40,6 +40,7 @@ class FakeRows:
     checkpoints: dict[int, bytes] = field(default_factory=dict)
     redeemed: set[bytes] = field(default_factory=set)
     key_rows: list[tuple[str, str]] = field(default_factory=list)
+    heads: dict[str, int] = field(default_factory=dict)
     fail_inserts: bool = False
 
     def size(self) -> int:
@@ -84,6 +85,12 @@ class FakeRows:
             return False
         self.redeemed.add(token_id)
         return True
+
+    def subject_heads(self, subjects: Sequence[str]) -> dict[str, int]:
+        return {s: self.heads[s] for s in subjects if s in self.heads}
+
+    def set_subject_heads(self, heads: Sequence[tuple[str, int]]) -> None:
+        self.heads.update(heads)
 
     def keys(self) -> list[tuple[str, str]]:
         return list(self.key_rows)
@@ -183,8 +190,8 @@ def test_batches_get_consecutive_indexes_with_leaves_chained_from_the_zero_hash(
         receipts += store.batch(sequencer, payloads(recs[start:end]))
     assert [r.index for r in receipts] == list(range(11))
     prev = ZERO_HASH
-    for i, record in enumerate(recs):
-        leaf = leaf_bytes(i, prev, record.body())
+    for i, (record, back) in enumerate(zip(recs, reference_backs(recs), strict=True)):
+        leaf = leaf_bytes(i, prev, record.body(), back)
         assert store.rows.entries[i][1] == leaf
         prev = hash_leaf(leaf)
         assert receipts[i].leaf_hash == prev
@@ -249,7 +256,7 @@ def test_a_redeemed_token_logs_instead_and_says_replayed(signer: Ed25519FileSign
         sequencer, [(first, first.body(), token), (second, second.body(), token)]
     )
     assert [r.replayed for r in receipts] == [False, True]
-    assert refused.body() in store.rows.entries[1][1]
+    assert refused.body()[1:] in store.rows.entries[1][1]  # after its back-link
     assert [record for _, record in store.durable] == [first, refused]
     (again,) = store.batch(sequencer, [(second, second.body(), token)])
     assert again.replayed and store.rows.redeemed == {b"t" * 16}

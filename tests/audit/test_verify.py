@@ -64,7 +64,7 @@ def chain(n: int) -> list[bytes]:
     prev = ZERO_HASH
     for i in range(n):
         record = dataclasses.replace(RECORD, request_id=f"req-{i}", reason="x" * (i % 5 * 20))
-        leaves.append(leaf_bytes(i, prev, record.body()))
+        leaves.append(leaf_bytes(i, prev, record.body(), None))
         prev = hash_leaf(leaves[-1])
     return leaves
 
@@ -363,7 +363,7 @@ def forged_after(i: int) -> Damage:
     """A forged entry inserted after entry ``i``, chained to it, with the index ``i + 1``."""
 
     def change(lines: list[bytes]) -> list[bytes]:
-        forged = leaf_bytes(i + 1, hash_leaf(lines[i]), RECORD.body())
+        forged = leaf_bytes(i + 1, hash_leaf(lines[i]), RECORD.body(), None)
         return [*lines[: i + 1], forged, *lines[i + 1 :]]
 
     return rewrite(change)
@@ -374,7 +374,7 @@ def appended(chained: bool) -> Damage:
 
     def change(lines: list[bytes]) -> list[bytes]:
         prev = hash_leaf(lines[-1]) if chained else bytes(32)
-        return [*lines, leaf_bytes(len(lines), prev, RECORD.body())]
+        return [*lines, leaf_bytes(len(lines), prev, RECORD.body(), None)]
 
     return rewrite(change)
 
@@ -881,7 +881,7 @@ def test_a_fork_of_a_trusted_checkpoint_is_refused(
     export: Export, verifiers: VerifierSet, mode: Mode
 ) -> None:
     other = chain(12)
-    other[5] = leaf_bytes(5, hash_leaf(other[4]), dataclasses.replace(RECORD, org="x").body())
+    other[5] = leaf_bytes(5, hash_leaf(other[4]), dataclasses.replace(RECORD, org="x").body(), None)
     trusted = open_trusted(trusted_note(export, 7, other), verifiers)
     report = verify_export(export.path, verifiers, trusted=[trusted], workers=mode.workers)
     assert report.problem is not None
@@ -894,7 +894,7 @@ def test_a_fork_below_the_exports_checkpoints_names_the_range(
     export: Export, verifiers: VerifierSet, mode: Mode
 ) -> None:
     other = chain(12)
-    other[4] = leaf_bytes(4, hash_leaf(other[3]), dataclasses.replace(RECORD, org="x").body())
+    other[4] = leaf_bytes(4, hash_leaf(other[3]), dataclasses.replace(RECORD, org="x").body(), None)
     trusted = open_trusted(trusted_note(export, 5, other), verifiers)
     report = verify_export(export.path, verifiers, trusted=[trusted], workers=mode.workers)
     assert report.problem is not None
