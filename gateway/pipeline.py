@@ -6,6 +6,9 @@
 
 Services describe the request as an ``Ask`` and give the adapter call as ``fetch``; they cannot
 skip or reorder a stage. Each stage lives in its own module and knows nothing of the next.
+
+``run_recorded`` is the same line with the audit entry written before the fetch (``Call.record``)
+for a response that must hold its own entry: the fetch gets the entry's receipt.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import TypeVar
 from google.protobuf.message import Message
 
 from gateway import cardno
+from gateway.audit.log import Receipt
 from gateway.basis import Basis, BasisClaim, BasisKind, BasisStage
 from gateway.cards import CardStage, ResolvedCard
 from gateway.context import Call
@@ -76,6 +80,25 @@ class Pipeline:
         so a caller without a basis learns nothing about the card (no status oracle). Whatever
         happens, the call's ``Findings`` are reported once, as far as it got.
         """
+        return await self._run(call, ask, fetch, None)
+
+    async def run_recorded(
+        self,
+        call: Call,
+        ask: Ask,
+        fetch: Callable[[ResolvedCard, str, Receipt], Awaitable[R]],
+    ) -> R:
+        """``run``, with the call's entry written once it is allowed, before ``fetch`` runs;
+        ``fetch`` gets the card, its holder's pseudonym and the entry's receipt."""
+        return await self._run(call, ask, None, fetch)
+
+    async def _run(
+        self,
+        call: Call,
+        ask: Ask,
+        fetch: Callable[[ResolvedCard], Awaitable[R]] | None,
+        recorded: Callable[[ResolvedCard, str, Receipt], Awaitable[R]] | None,
+    ) -> R:
         found = Findings(purpose=ask.purpose, category=ask.category)
         try:
             card_number = cardno.normalize(ask.card_number)
@@ -87,7 +110,12 @@ class Pipeline:
             found = _with_decision(found, decision)
             _enforce(call, ask, decision)
             found = replace(found, backend=ask.backend)
-            response = await fetch(card)
+            if recorded is not None:
+                response = await recorded(card, found.subject, await call.record(found))
+            elif fetch is not None:
+                response = await fetch(card)
+            else:
+                raise TypeError("the pipeline needs a fetch")
             disclose(response, decision.disclose)
             _stamp(response, decision)
             if basis.token is not None:

@@ -33,6 +33,7 @@ __all__ = [
     "canonical_json",
     "chain_leaves",
     "leaf_bytes",
+    "leaf_link",
     "py_chain_leaves",
     "py_record_body",
     "record_body",
@@ -158,6 +159,20 @@ def with_back(body: bytes, back: int | None) -> bytes:
     if not body.startswith(b"{"):
         raise ValueError("chain_leaves: a body with a back-link must be a JSON object")
     return b'{"back":%s,%s' % (b"null" if back is None else b"%d" % back, body[1:])
+
+
+def leaf_link(leaf: bytes) -> tuple[int, str, int | None]:
+    """A leaf's index, its record's subject and back-link (None: null, or a record before
+    version 3). Raises ``ValueError`` for bytes that are not a leaf."""
+    try:
+        parsed = json.loads(leaf)
+        record = parsed["r"]
+        index, subject, back = int(parsed["i"]), str(record["subject"]), record.get("back")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"not a leaf of the audit format: {exc}") from None
+    if back is not None and (not isinstance(back, int) or isinstance(back, bool) or back < 0):
+        raise ValueError(f"leaf {index}: back-link {back!r} is not an index")
+    return index, subject, back
 
 
 def py_chain_leaves(

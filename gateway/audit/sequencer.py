@@ -18,8 +18,10 @@ timer); the ``Sequencer`` owns every rule of the log and knows no SQL:
   (``Redemption``); if the token was redeemed already, ``instead`` is logged and the receipt
   says ``replayed``;
 - checkpoint cadence: a checkpoint is signed at the end of a batch once the interval has passed
-  since the last; while entries are left uncovered, the store is asked for an empty batch at the
-  end of the interval (``RowAccess.wake_at``), where the idle checkpoint is signed;
+  since the last, or when a payload of the batch is ``SIGN_NOW`` (a reader needs a checkpoint
+  that covers an entry: every such request queued together shares one signature); while
+  entries are left uncovered, the store is asked for an empty batch at the end of the interval
+  (``RowAccess.wake_at``), where the idle checkpoint is signed;
 - identity: opening binds the log's origin and current key (recorded on the first start, after
   the self-check; refused with ``LogIdentityError`` when they differ);
 - recovery: whenever the state is built from stored rows (on opening, after a rolled-back batch)
@@ -61,6 +63,7 @@ from gateway.audit.signer import Signer
 from gateway.errors import SetupError
 
 __all__ = [
+    "SIGN_NOW",
     "LogIdentityError",
     "LogRows",
     "RowAccess",
@@ -74,6 +77,10 @@ _log = structlog.get_logger(__name__)
 _RETRY_S = 1.0  # after a failed batch, sign the entries it left uncovered this much later at most
 _HEADS_CACHED = 1 << 20  # subjects whose newest entry is kept in memory (past it: start afresh)
 _BACK_LINKED = 3  # the first record version that carries a back-link
+
+
+SIGN_NOW = "sign-now"
+"""A batch payload that asks for a checkpoint of the batch's size at its end (result: None)."""
 
 
 class LogIdentityError(SetupError):
@@ -210,6 +217,7 @@ class Sequencer:
         self._last_checkpoint = float("-inf")  # the first batch after a start is checkpointed
         self._durable: list[tuple[int, AuditRecord]] = []  # this batch's, once it commits
         self._heads: dict[str, int] = {}  # subject -> newest index: a cache of the stored map
+        self._sign_now = False  # a payload of this batch asked for a checkpoint
 
     @property
     def size(self) -> int:
@@ -250,10 +258,15 @@ class Sequencer:
     # -- in the store's transaction -------------------------------------------------------
 
     def run_batch(self, rows: LogRows, payloads: list[Any]) -> list[Any]:
-        """Sequence ``payloads`` ((record, record.body(), redemption or None) each) into
-        ``rows``; a ``Receipt`` per payload, in order."""
+        """Sequence ``payloads`` ((record, record.body(), redemption or None) each, or
+        ``SIGN_NOW``) into ``rows``; a ``Receipt`` per payload (None for ``SIGN_NOW``), in
+        order."""
         if self._broken is not None:
             self._reload()
+        if SIGN_NOW in payloads:
+            self._sign_now = True
+            appended = iter(self.run_batch(rows, [p for p in payloads if p is not SIGN_NOW]))
+            return [None if p is SIGN_NOW else next(appended) for p in payloads]
         start = self._range.size
         if any(redemption is not None for _, _, redemption in payloads):
             payloads = [_redeem(rows, *payload) for payload in payloads]
@@ -295,8 +308,9 @@ class Sequencer:
         return backs
 
     def finish_batch(self, rows: LogRows) -> None:
-        """The batch's last write: a checkpoint, once the interval has passed."""
-        if self._clock() >= self._last_checkpoint + self._interval:
+        """The batch's last write: a checkpoint, once the interval has passed or when asked."""
+        sign_now, self._sign_now = self._sign_now, False
+        if sign_now or self._clock() >= self._last_checkpoint + self._interval:
             self.checkpoint(rows)
 
     def checkpoint(self, rows: LogRows) -> None:
@@ -325,6 +339,7 @@ class Sequencer:
     def rolled_back(self) -> None:
         """The batch is lost: rebuild the state from the stored rows, checked."""
         self._durable = []
+        self._sign_now = False
         self._heads = {}  # it may hold this batch's indexes: read the stored map again
         self._last_checkpoint = float("-inf")  # a checkpoint of this batch may be lost
         with contextlib.suppress(Exception):  # logged; the log stays broken until a reload passes

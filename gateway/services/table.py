@@ -16,7 +16,12 @@ from typing import Any
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 
-from gateway.api.onecard.v1 import audit_pb2_grpc, card_pb2_grpc, insurance_pb2_grpc
+from gateway.api.onecard.v1 import (
+    audit_pb2_grpc,
+    card_pb2_grpc,
+    consent_pb2_grpc,
+    insurance_pb2_grpc,
+)
 from gateway.audit.log import AuditLog
 from gateway.backends import Ports
 from gateway.pipeline import Pipeline
@@ -24,6 +29,7 @@ from gateway.ports import INSURANCE_BACKEND
 from gateway.services import SERVICES
 from gateway.services.audit import AuditService
 from gateway.services.card import CardService
+from gateway.services.history import AccessHistory, ConsentService
 from gateway.services.insurance import InsuranceService
 from gateway.tokens import CardTokens
 
@@ -38,6 +44,7 @@ class ServiceParts:
     ports: Ports
     tokens: CardTokens
     audit_log: AuditLog
+    history_key: bytes = b""  # seals access-history page tokens (HMAC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +74,11 @@ def _insurance(parts: ServiceParts) -> InsuranceService:
     return InsuranceService(parts.pipeline, backend.port, timeout=backend.timeout_s)
 
 
+def _consent(parts: ServiceParts) -> ConsentService:
+    history = AccessHistory(parts.pipeline, parts.audit_log, page_key=parts.history_key)
+    return ConsentService(history)
+
+
 SERVICE_TABLE: tuple[ServiceRow, ...] = (
     ServiceRow(
         descriptor("AuditService"), audit_pb2_grpc.add_AuditServiceServicer_to_server, _audit
@@ -76,5 +88,10 @@ SERVICE_TABLE: tuple[ServiceRow, ...] = (
         descriptor("InsuranceService"),
         insurance_pb2_grpc.add_InsuranceServiceServicer_to_server,
         _insurance,
+    ),
+    ServiceRow(
+        descriptor("ConsentService"),
+        consent_pb2_grpc.add_ConsentServiceServicer_to_server,
+        _consent,
     ),
 )

@@ -29,10 +29,10 @@ from typing import Any, TypeVar
 from gateway.audit.compact import NodeID
 from gateway.audit.log import Entry, Receipt, Redemption, SearchQuery
 from gateway.audit.proof import OutOfRangeError, consistency_proof, inclusion_proof
-from gateway.audit.record import AuditRecord
+from gateway.audit.record import AuditRecord, leaf_link
 from gateway.audit.rfc6962 import HASH_SIZE
 from gateway.audit.selfcheck import LogDamagedError, StoredTip, UnreadableNodeError
-from gateway.audit.sequencer import Sequencer, node_row
+from gateway.audit.sequencer import SIGN_NOW, Sequencer, node_row
 from gateway.audit.signer import Signer
 from gateway.store.base import SignerFor
 from gateway.store.sqlite import SqliteStore, connect, log_size
@@ -133,6 +133,59 @@ class SqliteAuditLog:
 
     async def search(self, query: SearchQuery) -> list[Entry]:
         return await self._search.search(query)
+
+    async def follow(self, index: int, limit: int) -> list[Entry]:
+        def walk(conn: sqlite3.Connection) -> list[Entry]:
+            with _snapshot(conn):
+                found: list[Entry] = []
+                at: int | None = index
+                while at is not None and len(found) < limit:
+                    row = conn.execute(
+                        "SELECT CAST(leaf AS BLOB) FROM audit_entries WHERE idx = ?", (at,)
+                    ).fetchone()
+                    if row is None:
+                        raise OutOfRangeError(f"entry {at} is not in the log")
+                    leaf = bytes(row[0])
+                    found.append(Entry(at, leaf))
+                    stored, _, at = leaf_link(leaf)
+                    if stored != found[-1].index:
+                        row_at = found[-1].index
+                        raise LogDamagedError(row_at, row_at + 1, f"it holds entry {stored}")
+                return found
+
+        return await self._store.read(walk)
+
+    async def inclusion_proofs(self, indexes: Sequence[int], size: int) -> list[list[bytes]]:
+        for index in indexes:
+            if not 0 <= index < size:
+                raise OutOfRangeError(f"leaf index {index} is not in a tree of size {size}")
+
+        def prove(conn: sqlite3.Connection) -> list[list[bytes]]:
+            with _snapshot(conn):
+                reader = _proof_reader(conn, size)
+                return [inclusion_proof(reader, index, size) for index in indexes]
+
+        return await self._store.read(prove)
+
+    async def checkpoint_of(self, size: int) -> bytes | None:
+        row = await self._store.read(
+            lambda c: c.execute(
+                "SELECT note FROM audit_checkpoints WHERE size = ?", (size,)
+            ).fetchone()
+        )
+        return bytes(row[0]) if row else None
+
+    async def signed_checkpoint(self, covering: int) -> tuple[int, bytes]:
+        newest = await self._newest_checkpoint()
+        if newest is None or newest[0] < covering:
+            await self._store.submit(self, SIGN_NOW)  # queued together: one signature
+            newest = await self._newest_checkpoint()
+        if newest is None or newest[0] < covering:
+            raise OutOfRangeError(f"the log has fewer than {covering} entries to sign")
+        return newest
+
+    async def _newest_checkpoint(self) -> tuple[int, bytes] | None:
+        return await self._store.read(lambda c: _Rows(c).newest_checkpoint())
 
     async def size(self) -> int:
         return await self._store.read(log_size)
