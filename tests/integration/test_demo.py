@@ -29,12 +29,18 @@ async def test_the_demo_tour_runs_and_every_step_is_audited(tmp_path: Path) -> N
         ("REFUSED", "PERMISSION_DENIED"),
         ("ALLOW", ""),
         ("ALLOW", ""),
+        ("ALLOW", "by"),  # the citizen's access history
     ]
-    assert [int(n) for n, _, _, _ in steps] == list(range(1, 11))
+    assert [int(n) for n, _, _, _ in steps] == list(range(1, 12))
     indexes = [int(index) for _, _, _, index in steps]
     assert indexes == sorted(set(indexes))  # each step has its own entry, in order
     assert (
         "      receipt #1 is in the signed tree: 4 hashes lead from its leaf to the root" in lines
     )
-    assert lines[-2].startswith("audit log: 12 entries, one per exchange")
+    # The citizen's history: their 7 entries (not the refusals that named no card of theirs),
+    # newest first from the history's own entry #12, and the completeness check passes.
+    history = [line.split()[0] for line in lines if re.match(r"^      #\d+ ", line)]
+    assert history == ["#12", "#7", "#6", "#3", "#2", "#1", "#0"]
+    assert any(line.startswith("      completeness check: complete: 7 entries") for line in lines)
+    assert lines[-2].startswith("audit log: 13 entries, one per exchange")
     assert (tmp_path / "data" / "onecard.db").is_file()  # --data-dir keeps the log
