@@ -57,7 +57,7 @@ def _wrong_link(index: int, named: int | None, expected: int | None) -> Problem:
     truth = f"entry {expected}" if expected is not None else "none: it is the first"
     return Problem(
         index,
-        f"entry {index}: wrong back-link: it names {says} as the previous entry about its "
+        f"entry {index} has a wrong back-link: it names {says} as the previous entry about its "
         f"citizen, but that is {truth}; a citizen's access history through it would be "
         f"incomplete (checked over the whole log, whatever the checkpoints sign)",
     )

@@ -1001,7 +1001,7 @@ def test_a_wrong_back_link_fails_naming_the_entry_although_every_checkpoint_is_s
     report = verify_export(export.path, verifiers, workers=mode.workers)
     assert report.problem is not None
     assert report.problem.index == named
-    assert f"entry {named}: wrong back-link" in report.problem.message
+    assert f"entry {named} has a wrong back-link" in report.problem.message
     assert says in report.problem.message
     assert str(report.problem).startswith(f"first bad entry: {named}: ")
 
