@@ -202,7 +202,7 @@ def verify_export(
         run = _Run(checkpoints, trusted, progress, started)
         outcome = _run_parallel(run, path, workers)
         if not isinstance(outcome, _Fallback):
-            return run.report(outcome if outcome is not None else _links_of(path))
+            return run.report(outcome if outcome is not None else _links_of(path, run.signed))
     run = _Run(checkpoints, trusted, progress, started, _file_lines(path))
     with path.open("rb") as f:
         return run.report(run.feed_blocks(fast.read_blocks(f)))
@@ -232,15 +232,23 @@ def verify_leaves(
     return run.report(problem)
 
 
-def _links_of(path: Path) -> Problem | None:
+def _links_of(path: Path, signed: int) -> Problem | None:
     """The back-link check over a file the parallel pass proved (its workers do not see it)."""
     links = BackLinks()
     with path.open("rb") as f:
         for block in fast.read_blocks(f):
-            problem = links.feed(block)
+            problem = _signed_only(links.feed(block), signed)
             if problem is not None:
                 return problem
     return None
+
+
+def _signed_only(problem: Problem | None, signed: int) -> Problem | None:
+    """A back-link problem of an entry a checkpoint covers; one past the newest checkpoint is
+    left to the end check, which fails it as not proven at all."""
+    if problem is not None and problem.index is not None and problem.index >= signed:
+        return None
+    return problem
 
 
 def _origin_problem(
@@ -306,6 +314,11 @@ class _Run:
         self._started = started
         self._tick = time.monotonic() + 1.0
 
+    @property
+    def signed(self) -> int:
+        """The largest signed size: entries past it are not proven."""
+        return self._total
+
     def report(self, problem: Problem | None) -> VerifyReport:
         if problem is None:
             problem = self._check_cuts() or self._end_problem()
@@ -323,8 +336,8 @@ class _Run:
             checked = block if off_schema < 0 else block[:off_schema]
             out: list[bytes] = []
             p, prev_hex, bad = fast.hash_lines(checked, self.p, self.prev_hex, out)
-            problem = self.add_hashes(out) or self._links.feed(
-                checked if bad < 0 else checked[:bad]
+            problem = self.add_hashes(out) or _signed_only(
+                self._links.feed(checked if bad < 0 else checked[:bad]), self.signed
             )
             if problem is not None:
                 return problem
