@@ -9,6 +9,7 @@ rolled-back batch a state rebuilt from the rows, checked, or refused.
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -345,3 +346,36 @@ def test_a_reload_that_fails_signs_nothing_until_one_passes(signer: Ed25519FileS
     store.rows.entries[1] = stored  # the read heals
     (receipt,) = store.batch(sequencer, payloads(records(1, first=4)))
     assert receipt.index == 4
+
+
+# -- back-links ------------------------------------------------------------------------------
+
+
+def test_back_links_follow_each_subject_and_older_records_still_count(
+    signer: Ed25519FileSigner,
+) -> None:
+    store = FakeStore()
+    sequencer = store.open(signer)
+    recs = [
+        make_record(0, v=2),  # subject-0, from before back-links: none of its own
+        make_record(1, subject=""),  # about no one
+        make_record(3),  # subject-0 again
+    ]
+    store.batch(sequencer, payloads(recs))
+    store.batch(sequencer, payloads([make_record(6), make_record(4)]))  # subject-0, subject-1
+    stored = [json.loads(store.rows.entries[i][1])["r"] for i in range(5)]
+    assert "back" not in stored[0]
+    assert [r["back"] for r in stored[1:]] == [None, 0, 2, None]
+    assert store.rows.heads == {"subject-0": 3, "subject-1": 4}
+
+
+def test_a_rolled_back_batch_leaves_no_back_link_behind(signer: Ed25519FileSigner) -> None:
+    store = FakeStore()
+    sequencer = store.open(signer)
+    store.batch(sequencer, payloads([make_record(0)]))
+    store.rows.fail_inserts = True
+    with pytest.raises(OSError, match="disk says no"):
+        store.batch(sequencer, payloads([make_record(3)]))  # subject-0 at 1: rolled back
+    store.batch(sequencer, payloads([make_record(6)]))  # subject-0 again, now at 1
+    assert json.loads(store.rows.entries[1][1])["r"]["back"] == 0
+    assert store.rows.heads == {"subject-0": 1}
