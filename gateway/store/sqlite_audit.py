@@ -42,7 +42,10 @@ from gateway.store.sqlite_search import SearchIndex
 T = TypeVar("T")
 _INSERT_ENTRY = "INSERT INTO audit_entries (idx, nodes, leaf) VALUES (?, ?, ?)"
 _REDEEM = "INSERT OR IGNORE INTO redeemed_tokens (token_id, expires_at) VALUES (?, ?)"
-_SET_HEAD = "INSERT OR REPLACE INTO audit_subject_heads (subject, idx) VALUES (?, ?)"
+_SET_HEAD = (  # an upsert changes the row in place (OR REPLACE deletes and inserts)
+    "INSERT INTO audit_subject_heads (subject, idx) VALUES (?, ?)"
+    " ON CONFLICT (subject) DO UPDATE SET idx = excluded.idx"
+)
 
 
 class SqliteAuditLog:
