@@ -377,7 +377,14 @@ async def _start(
         ],
         maximum_concurrent_rpcs=8 * settings.max_in_flight + 1024,
     )
-    parts = ServiceParts(pipeline, ports, tokens, audit_log, consents)
+    parts = ServiceParts(
+        pipeline,
+        ports,
+        tokens,
+        audit_log,
+        consents,
+        history_key=load_or_create_secret(keys / "history-page.key"),
+    )
     for row in services:
         row.add_to_server(row.build(parts), server)
     health_servicer = HealthServicer()

@@ -33,6 +33,7 @@ from gateway.api.onecard.v1 import (
     insurance_pb2_grpc,
 )
 from gateway.audit.checkpoint import open_checkpoint
+from gateway.audit.history_check import check_history
 from gateway.audit.note import Verifier, VerifierSet
 from gateway.audit.proof import verify_inclusion
 from gateway.bootstrap import Gateway, start_gateway
@@ -209,6 +210,7 @@ async def _play(tour: _Tour) -> None:
     if status is not None:
         await _regulator_checks_receipt(tour, status.receipt)
     await _standing_consent(tour, card)
+    await _citizen_reads_history(tour)
 
 
 async def _standing_consent(tour: _Tour, card: common_pb2.CardRef) -> None:
@@ -320,6 +322,35 @@ async def _regulator_checks_receipt(tour: _Tour, receipt: common_pb2.AuditReceip
             f"      receipt #{receipt.leaf_index} is in the signed tree: "
             f"{len(proof.hashes)} hashes lead from its leaf to the root"
         )
+
+
+async def _citizen_reads_history(tour: _Tour) -> None:
+    """The citizen sees every access to their data, and checks that none is missing."""
+    out = tour.out
+    async with tour.channel(CITIZEN_APP) as app:
+        history = await tour.ask(
+            "citizen app",
+            "GetAccessHistory (who read my data?)",
+            lambda: consent_pb2_grpc.ConsentServiceStub(app).GetAccessHistory(
+                consent_pb2.GetAccessHistoryRequest(
+                    card=common_pb2.CardRef(card_number=CITIZEN),
+                    purpose=common_pb2.PURPOSE_PATRQT,
+                )
+            ),
+        )
+    if history is None:
+        return
+    for event in history.events:
+        back = f"-> #{event.previous_index}" if event.HasField("previous_index") else "(first)"
+        when = event.time.ToDatetime().strftime("%H:%M:%S")
+        out(
+            f"      #{event.index:<3} {when} {event.org:<14} {event.rpc:<20} "
+            f"{event.outcome:<18} {back}"
+        )
+    verdict = check_history(
+        [history], tour.verifier_key.read_text().strip(), history.receipt.leaf_index
+    )
+    out(f"      completeness check: {verdict}")
 
 
 async def run_demo(out: _Print = print, data_dir: Path | None = None) -> None:

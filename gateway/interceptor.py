@@ -11,7 +11,17 @@ before anything is released, and (5) logs and counts the outcome.
 
 Whatever ends an audited call ends it with its entry: an answer, a refusal, an undecodable
 request, the request budget running out, the caller's deadline or cancellation, or shutdown
-(``drain`` waits for those entries before the store closes). A server stream is collected first,
+(``drain`` waits for those entries before the store closes).
+
+A handler whose response must hold its own entry (a citizen's access history) writes it early,
+through ``Call.record``, once the call is decided and before its response is built. The early
+append rule: the early entry records the call as answered (outcome OK, ``released_sha256``
+empty, since the response contains the entry and cannot be hashed into it); when the call then
+ends with its answer, its receipt is that entry's and nothing else is appended; when it ends
+with an error after all (a failed read, the deadline, cancellation, shutdown), a second entry
+with the same request id records that error, as any failed call's entry would. So the log never
+holds an early entry alone for a call whose answer was not released: a reader takes the newest
+entry of a request id as its outcome. A server stream is collected first,
 so that its entry covers everything it sends. A handler kind that cannot be audited this way
 (client streaming) is refused, never passed through. TLS itself (a certificate from the OneCard
 CA, not expired) is enforced by the transport before this code runs.
@@ -21,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import re
@@ -90,6 +101,7 @@ class _Started:
     org_type: str = ""
     findings: Findings = NOTHING  # reported once by the pipeline, when the call ends
     ticket: Ticket | None = None  # the call's place in flight, held until its entry is written
+    early: Receipt | None = None  # the entry written before the response (``Call.record``)
 
     def found(self, findings: Findings) -> None:
         """``Call.report``: the pipeline's findings, handed over when the call ends."""
@@ -255,7 +267,16 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             if self._admission is not None:
                 call.ticket = self._admission.admit(caller.org)  # or Shed, at once
             _check_request(request, call.rpc)
-            token = bind_call(Call(call.request_id, call.rpc, caller, call.received_at, call.found))
+            token = bind_call(
+                Call(
+                    call.request_id,
+                    call.rpc,
+                    caller,
+                    call.received_at,
+                    call.found,
+                    functools.partial(self._record_early, call),
+                )
+            )
             try:
                 return _Ended(await self._within_budget(behavior, request, context, stream))
             finally:
@@ -300,27 +321,18 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         if self._audit is None or isinstance(ended.error, Shed):
             return ended, trailers
         error, messages = ended.error, ended.messages
-        appending = asyncio.ensure_future(
-            self._audit.record(
-                received_at=call.received_at,
-                request_id=call.request_id,
-                rpc=call.rpc,
-                org=call.org_id or "",
-                org_type=call.org_type,
-                cert_sha256=call.cert_sha256,
-                findings=call.findings,
+        if call.early is not None and error is None:  # its entry is written: the early one
+            attach_receipt(messages[0], call.early)
+            return ended, trailers + _receipt_trailers(call.early)
+        try:
+            receipt = await self._append(
+                self._audit,
+                call,
                 outcome=error.code.name if error else "OK",
                 reason=error.reason if error else "",
                 released=None if error else messages if stream else messages[0],
                 latency_us=int((time.perf_counter() - started) * 1e6),
             )
-        )
-        # A cancelled call still writes its entry: the append runs on even if this task is
-        # cancelled again, and drain() waits for it before the store closes.
-        self._running.add(appending)
-        appending.add_done_callback(self._running.discard)
-        try:
-            receipt = await asyncio.shield(appending)
         except GatewayError as exc:
             return _Ended(error=exc, cancelled=ended.cancelled), trailers
         trailers += _receipt_trailers(receipt)
@@ -329,6 +341,58 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         if error is None:
             attach_receipt(messages[0], receipt)
         return ended, trailers
+
+    async def _append(
+        self,
+        audit: AuditStage,
+        call: _Started,
+        *,
+        outcome: str,
+        reason: str,
+        released: Any,
+        latency_us: int,
+    ) -> Receipt:
+        """Append the call's entry with its findings so far."""
+        appending = asyncio.ensure_future(
+            audit.record(
+                received_at=call.received_at,
+                request_id=call.request_id,
+                rpc=call.rpc,
+                org=call.org_id or "",
+                org_type=call.org_type,
+                cert_sha256=call.cert_sha256,
+                findings=call.findings,
+                outcome=outcome,
+                reason=reason,
+                released=released,
+                latency_us=latency_us,
+            )
+        )
+        # A cancelled call still writes its entry: the append runs on even if this task is
+        # cancelled again, and drain() waits for it before the store closes.
+        self._running.add(appending)
+        appending.add_done_callback(self._running.discard)
+        return await asyncio.shield(appending)
+
+    async def _record_early(self, call: _Started, findings: Findings) -> Receipt:
+        """``Call.record``: the call's entry now, as answered (the early append rule above)."""
+        if self._audit is None:
+            raise NotSupported("this gateway keeps no audit log: no entry can be written early")
+        if call.early is not None:
+            raise RuntimeError("a call's entry is written early once at most")
+        if findings.spend is not None:  # a spend is taken with the entry of a released answer
+            raise RuntimeError("a call that spends a token or a consent use cannot record early")
+        call.findings = findings
+        elapsed = dt.datetime.now(dt.UTC) - call.received_at
+        call.early = await self._append(
+            self._audit,
+            call,
+            outcome="OK",
+            reason="",
+            released=None,
+            latency_us=int(elapsed.total_seconds() * 1e6),
+        )
+        return call.early
 
     def _cut_off(self, context: Context) -> GatewayError:
         """The error that records a call which gRPC cancelled before it finished."""

@@ -6,6 +6,9 @@
 
 Services describe the request as an ``Ask`` and give the adapter call as ``fetch``; they cannot
 skip or reorder a stage. Each stage lives in its own module and knows nothing of the next.
+
+``run_recorded`` is the same line with the audit entry written before the fetch (``Call.record``)
+for a response that must hold its own entry: the fetch gets the entry's receipt.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Generic, TypeVar
 from google.protobuf.message import Message
 
 from gateway import cardno
-from gateway.audit.log import Spend
+from gateway.audit.log import Receipt, Spend
 from gateway.basis import Basis, BasisClaim, BasisKind, BasisStage, Scope
 from gateway.cards import CardStage, ResolvedCard
 from gateway.context import Call
@@ -88,6 +91,25 @@ class Pipeline:
         so a caller without a basis learns nothing about the card (no status oracle). Whatever
         happens, the call's ``Findings`` are reported once, as far as it got.
         """
+        return await self._run(call, ask, fetch, None)
+
+    async def run_recorded(
+        self,
+        call: Call,
+        ask: Ask,
+        fetch: Callable[[ResolvedCard, str, Receipt], Awaitable[R]],
+    ) -> R:
+        """``run``, with the call's entry written once it is allowed, before ``fetch`` runs;
+        ``fetch`` gets the card, its holder's pseudonym and the entry's receipt."""
+        return await self._run(call, ask, None, fetch)
+
+    async def _run(
+        self,
+        call: Call,
+        ask: Ask,
+        fetch: Callable[[ResolvedCard], Awaitable[R | WithSpend[R]]] | None,
+        recorded: Callable[[ResolvedCard, str, Receipt], Awaitable[R]] | None,
+    ) -> R:
         found = Findings(purpose=ask.purpose, category=ask.category)
         try:
             card_number = cardno.normalize(ask.card_number)
@@ -101,7 +123,18 @@ class Pipeline:
             found = _with_decision(found, decision)
             _enforce(call, ask, decision)
             found = replace(found, backend=ask.backend)
-            fetched = await fetch(card)
+            if recorded is not None:
+                if basis.spend is not None:  # it is taken with the entry of a released answer
+                    raise RuntimeError(
+                        "a call that spends a token or a consent use cannot record early"
+                    )
+                fetched: R | WithSpend[R] = await recorded(
+                    card, found.subject, await call.record(found)
+                )
+            elif fetch is not None:
+                fetched = await fetch(card)
+            else:
+                raise TypeError("the pipeline needs a fetch")
             response, spend = (
                 (fetched.response, fetched.spend)
                 if isinstance(fetched, WithSpend)

@@ -12,9 +12,12 @@
  *   record_body(record)                   -> an AuditRecord's canonical JSON: sorted keys, no
  *                                            whitespace, strings escaped to ASCII exactly as
  *                                            json.encoder.encode_basestring_ascii does
- *   chain_leaves(bodies, index, prev)     -> (leaves, hashes): each body wrapped as the leaf
+ *   chain_leaves(bodies, index, prev[, backs])
+ *                                         -> (leaves, hashes): each body wrapped as the leaf
  *                                            {"i":<index>,"prev":"<hex of prev>","r":<body>},
- *                                            each leaf's hash the next one's prev
+ *                                            each leaf's hash the next one's prev; with backs,
+ *                                            each body gets "back":<n or null> as its first
+ *                                            key (-1: none, as record.with_back)
  *   push_leaves(border, size, hashes)     -> for each leaf hash, the hashes of the Merkle nodes
  *                                            it completes (its own first), joined; extends the
  *                                            right border (a list, changed in place)
@@ -146,13 +149,35 @@ static int check_hash(PyObject *item, const char *what, Py_ssize_t i) {
     return 0;
 }
 
+/* One back-link of chain_leaves (record.with_back): -1 (NO_BACK: none), -2 (None: null), or an
+ * index >= 0. */
+static int parse_back(PyObject *item, long long *back) {
+    if (item == Py_None) {
+        *back = -2;
+        return 0;
+    }
+    if (!PyLong_Check(item)) {
+        PyErr_Format(PyExc_ValueError, "chain_leaves: back-link %R is not an index, None or NO_BACK",
+                     item);
+        return -1;
+    }
+    *back = PyLong_AsLongLong(item);
+    if (*back == -1 && PyErr_Occurred()) return -1;
+    if (*back < -1) {
+        PyErr_Format(PyExc_ValueError, "chain_leaves: back-link %R is not an index, None or NO_BACK",
+                     item);
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *chain_leaves(PyObject *module, PyObject *args) {
-    PyObject *bodies;
+    PyObject *bodies, *backs = Py_None;
     long long index;
     const char *prev_in;
     Py_ssize_t prev_len;
-    if (!PyArg_ParseTuple(args, "O!Ly#:chain_leaves", &PyList_Type, &bodies, &index, &prev_in,
-                          &prev_len))
+    if (!PyArg_ParseTuple(args, "O!Ly#|O:chain_leaves", &PyList_Type, &bodies, &index, &prev_in,
+                          &prev_len, &backs))
         return NULL;
     if (index < 0) {
         PyErr_Format(PyExc_ValueError, "chain_leaves: index %lld is negative", index);
@@ -166,11 +191,42 @@ static PyObject *chain_leaves(PyObject *module, PyObject *args) {
     Py_ssize_t n = PyList_GET_SIZE(bodies);
     for (Py_ssize_t i = 0; i < n; i++)
         if (check_bytes(PyList_GET_ITEM(bodies, i), "each body") < 0) return NULL;
+    if (backs != Py_None) {
+        if (!PyList_Check(backs)) {
+            PyErr_SetString(PyExc_TypeError, "chain_leaves: backs must be a list or None");
+            return NULL;
+        }
+        if (PyList_GET_SIZE(backs) != n) {
+            PyErr_Format(PyExc_ValueError, "chain_leaves: %zd back-links for %zd bodies",
+                         PyList_GET_SIZE(backs), n);
+            return NULL;
+        }
+    }
+    /* The back-links, parsed before anything is built: a bad one refuses the whole batch. */
+    long long *links = NULL;
+    if (backs != Py_None && n > 0) {
+        links = PyMem_Malloc((size_t)n * sizeof(long long));
+        if (links == NULL) return PyErr_NoMemory();
+        for (Py_ssize_t i = 0; i < n; i++) {
+            if (parse_back(PyList_GET_ITEM(backs, i), &links[i]) < 0) {
+                PyMem_Free(links);
+                return NULL;
+            }
+            PyObject *body = PyList_GET_ITEM(bodies, i);
+            if (links[i] != -1 && (PyBytes_GET_SIZE(body) == 0 || PyBytes_AS_STRING(body)[0] != '{')) {
+                PyErr_SetString(PyExc_ValueError,
+                                "chain_leaves: a body with a back-link must be a JSON object");
+                PyMem_Free(links);
+                return NULL;
+            }
+        }
+    }
     PyObject *leaves = PyList_New(n), *hashes = PyList_New(n);
     Hasher h;
     if (leaves == NULL || hashes == NULL || hasher_open(&h) < 0) {
         Py_XDECREF(leaves);
         Py_XDECREF(hashes);
+        PyMem_Free(links);
         return NULL;
     }
     /* Own the bodies: an allocation below may run a finalizer that changes the list. */
@@ -181,10 +237,16 @@ static PyObject *chain_leaves(PyObject *module, PyObject *args) {
     static const char head[] = "{\"i\":", middle[] = ",\"prev\":\"", tail[] = "\",\"r\":";
     for (Py_ssize_t i = 0; i < n; i++, index++) {
         PyObject *body = PyList_GET_ITEM(owned, i);
-        char digits[24];
+        char digits[24], back[40];
         int nd = snprintf(digits, sizeof digits, "%lld", index);
-        Py_ssize_t blen = PyBytes_GET_SIZE(body);
-        Py_ssize_t len = 5 + nd + 9 + HEX_SIZE + 6 + blen + 1;
+        int nb = 0; /* the bytes of {"back":<n>, that replace the body's "{" */
+        long long link = links != NULL ? links[i] : -1;
+        if (link == -2)
+            nb = snprintf(back, sizeof back, "{\"back\":null,");
+        else if (link >= 0)
+            nb = snprintf(back, sizeof back, "{\"back\":%lld,", link);
+        Py_ssize_t blen = PyBytes_GET_SIZE(body), skip = nb > 0 ? 1 : 0;
+        Py_ssize_t len = 5 + nd + 9 + HEX_SIZE + 6 + nb + blen - skip + 1;
         PyObject *leaf = PyBytes_FromStringAndSize(NULL, len);
         if (leaf == NULL) goto error;
         char *w = PyBytes_AS_STRING(leaf);
@@ -193,8 +255,9 @@ static PyObject *chain_leaves(PyObject *module, PyObject *args) {
         memcpy(w += nd, middle, 9);
         to_hex(digest, w += 9);
         memcpy(w += HEX_SIZE, tail, 6);
-        memcpy(w += 6, PyBytes_AS_STRING(body), (size_t)blen);
-        w[blen] = '}';
+        memcpy(w += 6, back, (size_t)nb);
+        memcpy(w += nb, PyBytes_AS_STRING(body) + skip, (size_t)(blen - skip));
+        w[blen - skip] = '}';
         PyList_SET_ITEM(leaves, i, leaf);
         if (sha256_3(&h, 0x00, PyBytes_AS_STRING(leaf), len, NULL, 0, digest) < 0) goto error;
         PyObject *item = PyBytes_FromStringAndSize((const char *)digest, HASH_SIZE);
@@ -203,12 +266,14 @@ static PyObject *chain_leaves(PyObject *module, PyObject *args) {
     }
     hasher_close(&h);
     Py_DECREF(owned);
+    PyMem_Free(links);
     return Py_BuildValue("(NN)", leaves, hashes);
 error:
     hasher_close(&h);
     Py_XDECREF(owned);
     Py_DECREF(leaves);
     Py_DECREF(hashes);
+    PyMem_Free(links);
     return NULL;
 }
 
@@ -402,6 +467,7 @@ static PyObject *record_body(PyObject *module, PyObject *record) {
         {"basis", ",\"basis\":", 's'},
         {"basis_ref", ",\"basis_ref\":", 's'},
         {"calls", ",\"calls\":", 'i'},
+        {"category", ",\"category\":", 's'},
         {"cert_sha256", ",\"cert_sha256\":", 's'},
         {"decision", ",\"decision\":", 's'},
         {"emergency", ",\"emergency\":", 'b'},
@@ -588,7 +654,8 @@ error:
 /* --- the record schema (check_records) ---------------------------------------------------
  * A program is bytes of items, each <type><literal>\0: the literal must come next, then a
  * value of the type: 's' a JSON string, 'i' an integer, 'b' true or false, 'l' a list of
- * strings, 'z' nothing (the literal alone). The line must end where the last item does. */
+ * strings, 'n' a non-negative integer or null, 'z' nothing (the literal alone). The line must
+ * end where the last item does. */
 
 static int match_lit(const char *s, Py_ssize_t n, Py_ssize_t *i, const char *lit, size_t len) {
     if ((size_t)(n - *i) < len || memcmp(s + *i, lit, len) != 0) return 0;
@@ -676,6 +743,9 @@ static int match_value(char type, const char *s, Py_ssize_t n, Py_ssize_t *i) {
             if (!match_string(s, n, i)) return 0;
         } while (match_lit(s, n, i, ",", 1));
         return match_lit(s, n, i, "]", 1);
+    case 'n':
+        if (match_lit(s, n, i, "null", 4)) return 1;
+        return *i < n && s[*i] != '-' && match_int(s, n, i);
     case 'z':
         return 1;
     default:
@@ -779,7 +849,7 @@ static PyMethodDef methods[] = {
     {"record_body", record_body, METH_O,
      "record_body(record) -> the canonical JSON of an AuditRecord (AuditRecord.body)."},
     {"chain_leaves", chain_leaves, METH_VARARGS,
-     "chain_leaves(bodies, index, prev) -> (leaves, hashes): wrap and chain entry bodies."},
+     "chain_leaves(bodies, index, prev[, backs]) -> (leaves, hashes): wrap and chain bodies."},
     {"push_leaves", push_leaves, METH_VARARGS,
      "push_leaves(border, size, hashes) -> the Merkle nodes each leaf completes, joined."},
     {"hash_leaves", hash_leaves, METH_VARARGS,

@@ -151,7 +151,7 @@ def py_hash_pairs(hashes: list[bytes], start: int, end: int) -> list[bytes]:
     ]
 
 
-_TYPE_CODES = {"string": b"s", "int": b"i", "bool": b"b", "strings": b"l"}
+_TYPE_CODES = {"string": b"s", "int": b"i", "bool": b"b", "strings": b"l", "index": b"n"}
 _KEY = re.compile(r"[a-z_][a-z0-9_]*")
 
 
@@ -161,8 +161,8 @@ def record_programs() -> tuple[bytes, ...]:
 
     A program is items ``<type><literal>\0``: the literal (``{"key":`` or ``,"key":``) must
     come next, then a value of the type (``s`` string, ``i`` integer, ``b`` bool, ``l`` list
-    of strings, ``z`` none); the keys in sorted order, ``v`` holding the version, and the
-    closing ``}}`` of the record and the leaf last.
+    of strings, ``n`` non-negative integer or null, ``z`` none); the keys in sorted order,
+    ``v`` holding the version, and the closing ``}}`` of the record and the leaf last.
     """
     programs = []
     for version, schema in sorted(RECORD_SCHEMAS.items()):
@@ -188,6 +188,7 @@ _VALUES = {
     ord("i"): rb"-?(?:0|[1-9][0-9]*)",
     ord("b"): rb"(?:true|false)",
     ord("l"): rb"\[(?:" + _STRING + rb"(?:," + _STRING + rb")*)?\]",
+    ord("n"): rb"(?:null|0|[1-9][0-9]*)",
     ord("z"): b"",
 }
 _LEAF_HEAD = rb'\{"i":(?:0|[1-9][0-9]*),"prev":"[0-9a-f]{64}","r":'

@@ -145,6 +145,25 @@ class AuditLog(Protocol):
         """Entries matching every non-empty filter, in index order."""
         ...
 
+    async def follow(self, index: int, limit: int) -> list[Entry]:
+        """Entry ``index`` and the entries its back-links lead to, newest first: at most
+        ``limit``, fewer where a chain ends (a null link). Raises ``OutOfRangeError`` for an
+        index past the log."""
+        ...
+
+    async def inclusion_proofs(self, indexes: Sequence[int], size: int) -> list[list[bytes]]:
+        """The inclusion proof of each of ``indexes`` in the tree of ``size``, in one read."""
+        ...
+
+    async def checkpoint_of(self, size: int) -> bytes | None:
+        """The signed checkpoint note of exactly ``size`` entries, or None if none was signed."""
+        ...
+
+    async def signed_checkpoint(self, covering: int) -> tuple[int, bytes]:
+        """A signed checkpoint (size, note) of at least ``covering`` entries: the newest if it
+        does, else one signed now (requests queued together share one signature)."""
+        ...
+
     async def size(self) -> int:
         """How many entries are durably stored."""
         ...

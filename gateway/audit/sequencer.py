@@ -10,13 +10,19 @@ timer); the ``Sequencer`` owns every rule of the log and knows no SQL:
 - node placement: each entry is written with the hashes of the Merkle nodes it completes (level
   0, its leaf hash, first): node (level, k) belongs to entry ((k + 1) << level) - 1, so a proof
   reads its O(log n) nodes by entry index;
+- back-links: each record of version 3 or later gets the index of the previous entry about
+  its ``subject`` (``null`` for the first, and for records without a subject); the subject ->
+  newest index map is a table written in the batch's own transaction (``LogRows.subject_heads``
+  / ``set_subject_heads``), with a cache in memory that a rolled-back batch empties;
 - redemption: an exchange that releases data uses up what it spends in the batch
   (``Redemption``: a card-present token, or one use of a consent); if that fails (the token
   redeemed already, the consent revoked, expired or out of uses meanwhile), ``instead`` is
   logged with the failure as its reason and the receipt says ``replayed`` and names it;
 - checkpoint cadence: a checkpoint is signed at the end of a batch once the interval has passed
-  since the last; while entries are left uncovered, the store is asked for an empty batch at the
-  end of the interval (``RowAccess.wake_at``), where the idle checkpoint is signed;
+  since the last, or when a payload of the batch is ``SIGN_NOW`` (a reader needs a checkpoint
+  that covers an entry: every such request queued together shares one signature); while
+  entries are left uncovered, the store is asked for an empty batch at the end of the interval
+  (``RowAccess.wake_at``), where the idle checkpoint is signed;
 - identity: opening binds the log's origin and current key (recorded on the first start, after
   the self-check; refused with ``LogIdentityError`` when they differ);
 - recovery: whenever the state is built from stored rows (on opening, after a rolled-back batch)
@@ -53,12 +59,13 @@ from gateway.audit.checkpoint import (
 from gateway.audit.compact import CompactRange, NodeID
 from gateway.audit.log import Receipt, Redemption, Spend
 from gateway.audit.note import NoteError, Verifier, VerifierSet
-from gateway.audit.record import AuditRecord, chain_leaves, rfc3339
+from gateway.audit.record import NO_BACK, AuditRecord, chain_leaves, rfc3339
 from gateway.audit.selfcheck import LogDamagedError, StoredTip, check_stored_log
 from gateway.audit.signer import Signer
 from gateway.errors import SetupError
 
 __all__ = [
+    "SIGN_NOW",
     "LogIdentityError",
     "LogRows",
     "RowAccess",
@@ -70,6 +77,12 @@ __all__ = [
 T = TypeVar("T")
 _log = structlog.get_logger(__name__)
 _RETRY_S = 1.0  # after a failed batch, sign the entries it left uncovered this much later at most
+_HEADS_CACHED = 1 << 20  # subjects whose newest entry is kept in memory (past it: start afresh)
+_BACK_LINKED = 3  # the first record version that carries a back-link
+
+
+SIGN_NOW = "sign-now"
+"""A batch payload that asks for a checkpoint of the batch's size at its end (result: None)."""
 
 
 class LogIdentityError(SetupError):
@@ -113,6 +126,14 @@ class LogRows(Protocol):
         """Use up ``spend`` (a token: record it redeemed; a consent: take one use, if it is
         unrevoked, valid at the spend's time and has a use left); "" when it was taken, else
         why not (one of ``log.SPEND_REFUSALS``)."""
+        ...
+
+    def subject_heads(self, subjects: Sequence[str]) -> dict[str, int]:
+        """The index of the newest entry about each of ``subjects`` that has one."""
+        ...
+
+    def set_subject_heads(self, heads: Sequence[tuple[str, int]]) -> None:
+        """Record each (subject, index) as the newest entry about that subject."""
         ...
 
     def keys(self) -> list[tuple[str, str]]:
@@ -199,6 +220,8 @@ class Sequencer:
         self._broken: Exception | None = None  # set when a reload failed: nothing is signed
         self._last_checkpoint = float("-inf")  # the first batch after a start is checkpointed
         self._durable: list[tuple[int, AuditRecord]] = []  # this batch's, once it commits
+        self._heads: dict[str, int] = {}  # subject -> newest index: a cache of the stored map
+        self._sign_now = False  # a payload of this batch asked for a checkpoint
 
     @property
     def size(self) -> int:
@@ -239,28 +262,59 @@ class Sequencer:
     # -- in the store's transaction -------------------------------------------------------
 
     def run_batch(self, rows: LogRows, payloads: list[Any]) -> list[Any]:
-        """Sequence ``payloads`` ((record, record.body(), redemption or None) each) into
-        ``rows``; a ``Receipt`` per payload, in order."""
+        """Sequence ``payloads`` ((record, record.body(), redemption or None) each, or
+        ``SIGN_NOW``) into ``rows``; a ``Receipt`` per payload (None for ``SIGN_NOW``), in
+        order."""
         if self._broken is not None:
             self._reload()
+        if SIGN_NOW in payloads:
+            self._sign_now = True
+            appended = iter(self.run_batch(rows, [p for p in payloads if p is not SIGN_NOW]))
+            return [None if p is SIGN_NOW else next(appended) for p in payloads]
         start = self._range.size
         if any(redemption is not None for _, _, redemption in payloads):
             payloads = [_redeem(rows, *payload) for payload in payloads]
-        leaves, hashes = chain_leaves([body for _, body, _ in payloads], start, self._prev)
+        records = [record for record, _, _ in payloads]
+        backs = self._back_links(rows, records, start)
+        leaves, hashes = chain_leaves([body for _, body, _ in payloads], start, self._prev, backs)
         nodes = self._range.push_leaves(hashes)
         rows.insert_entries(start, nodes, leaves)
         if hashes:
             self._prev = hashes[-1]
-        self._durable = list(enumerate([record for record, _, _ in payloads], start))
+        self._durable = list(enumerate(records, start))
         origin, now = self.origin, dt.datetime.now(dt.UTC)
         return [
             Receipt(i, h, origin, now, bool(refusal), refusal or "")
             for (i, h), (_, _, refusal) in zip(enumerate(hashes, start), payloads, strict=True)
         ]
 
+    def _back_links(
+        self, rows: LogRows, records: list[AuditRecord], start: int
+    ) -> list[int | None]:
+        """Each record's back-link (``NO_BACK`` before version 3), and the newest index of each
+        subject of the batch moved to its last entry, stored in the batch's transaction."""
+        heads = self._heads
+        unknown = {r.subject for r in records if r.subject and r.subject not in heads}
+        if unknown:
+            heads.update(rows.subject_heads(sorted(unknown)))
+        backs: list[int | None] = []
+        moved: dict[str, int] = {}
+        for i, record in enumerate(records, start):
+            subject = record.subject
+            if record.v < _BACK_LINKED:
+                backs.append(NO_BACK)
+            else:
+                backs.append(heads.get(subject) if subject else None)
+            if subject:
+                heads[subject] = moved[subject] = i
+        if moved:
+            rows.set_subject_heads(list(moved.items()))
+        return backs
+
     def finish_batch(self, rows: LogRows) -> None:
-        """The batch's last write: a checkpoint, once the interval has passed."""
-        if self._clock() >= self._last_checkpoint + self._interval:
+        """The batch's last write: a checkpoint, once the interval has passed or when asked."""
+        sign_now, self._sign_now = self._sign_now, False
+        if sign_now or self._clock() >= self._last_checkpoint + self._interval:
             self.checkpoint(rows)
 
     def checkpoint(self, rows: LogRows) -> None:
@@ -280,6 +334,8 @@ class Sequencer:
     def committed(self) -> list[tuple[int, AuditRecord]]:
         """The batch is durable: its (index, record)s, for the search index."""
         durable, self._durable = self._durable, []
+        if len(self._heads) > _HEADS_CACHED:
+            self._heads = {}  # bounded: the stored map answers for the subjects it forgot
         if self._range.size > self._checkpointed:  # an idle checkpoint covers it in time
             self._access.wake_at(self._last_checkpoint + self._interval)
         return durable
@@ -287,6 +343,8 @@ class Sequencer:
     def rolled_back(self) -> None:
         """The batch is lost: rebuild the state from the stored rows, checked."""
         self._durable = []
+        self._sign_now = False
+        self._heads = {}  # it may hold this batch's indexes: read the stored map again
         self._last_checkpoint = float("-inf")  # a checkpoint of this batch may be lost
         with contextlib.suppress(Exception):  # logged; the log stays broken until a reload passes
             self._reload()

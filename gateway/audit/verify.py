@@ -13,7 +13,9 @@ checkpoints the regulator kept, ``trusted``), and fails on anything it cannot pr
 3. the tree is built as the leaves go by, and at each checkpoint size, the export's and the
    trusted ones, its root must be the signed one;
 4. the file must hold exactly as many entries as the largest checkpoint: an entry past the
-   newest checkpoint is not proven, and fewer entries than a trusted checkpoint is a rollback.
+   newest checkpoint is not proven, and fewer entries than a trusted checkpoint is a rollback;
+5. every back-link (record version 3 on) names the previous entry about the same citizen
+   (``_backlinks``), over the whole log: signed checkpoints do not vouch for it.
 
 When a check fails, ``_blame`` names the entry at fault, or the range where only a range can be
 known. Consistency between checkpoints is not proved again with RFC 9162 proofs: every root is
@@ -45,6 +47,7 @@ from multiprocessing.pool import AsyncResult
 from pathlib import Path
 
 from gateway.audit import _verify_fast as fast
+from gateway.audit._backlinks import BackLinks
 from gateway.audit._blame import Cut, Lines, Problem, blame_line, blame_root
 from gateway.audit._trust import (
     CHECKPOINTS,
@@ -199,7 +202,7 @@ def verify_export(
         run = _Run(checkpoints, trusted, progress, started)
         outcome = _run_parallel(run, path, workers)
         if not isinstance(outcome, _Fallback):
-            return run.report(outcome)
+            return run.report(outcome if outcome is not None else _links_of(path, run.signed))
     run = _Run(checkpoints, trusted, progress, started, _file_lines(path))
     with path.open("rb") as f:
         return run.report(run.feed_blocks(fast.read_blocks(f)))
@@ -227,6 +230,25 @@ def verify_leaves(
         # A leaf is one line of an export: one holding a line break would pass for two.
         problem = Problem(run.p, f"entry {run.p}: malformed: holds a line break")
     return run.report(problem)
+
+
+def _links_of(path: Path, signed: int) -> Problem | None:
+    """The back-link check over a file the parallel pass proved (its workers do not see it)."""
+    links = BackLinks()
+    with path.open("rb") as f:
+        for block in fast.read_blocks(f):
+            problem = _signed_only(links.feed(block), signed)
+            if problem is not None:
+                return problem
+    return None
+
+
+def _signed_only(problem: Problem | None, signed: int) -> Problem | None:
+    """A back-link problem of an entry a checkpoint covers; one past the newest checkpoint is
+    left to the end check, which fails it as not proven at all."""
+    if problem is not None and problem.index is not None and problem.index >= signed:
+        return None
+    return problem
 
 
 def _origin_problem(
@@ -286,10 +308,16 @@ class _Run:
         self._joined: CompactRange | None = None  # the parallel pass joins subtree roots
         self._next = 0  # index in ``cuts`` of the next one to compare
         self._lines = lines
+        self._links = BackLinks()
         self._progress = progress
         self._total = self.cuts[-1].size if self.cuts else 0
         self._started = started
         self._tick = time.monotonic() + 1.0
+
+    @property
+    def signed(self) -> int:
+        """The largest signed size: entries past it are not proven."""
+        return self._total
 
     def report(self, problem: Problem | None) -> VerifyReport:
         if problem is None:
@@ -308,7 +336,9 @@ class _Run:
             checked = block if off_schema < 0 else block[:off_schema]
             out: list[bytes] = []
             p, prev_hex, bad = fast.hash_lines(checked, self.p, self.prev_hex, out)
-            problem = self.add_hashes(out)
+            problem = self.add_hashes(out) or _signed_only(
+                self._links.feed(checked if bad < 0 else checked[:bad]), self.signed
+            )
             if problem is not None:
                 return problem
             self.prev_hex = prev_hex

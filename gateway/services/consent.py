@@ -6,8 +6,7 @@ revocation and listing is itself an audited exchange about the card holder. A gr
 revocation is written in the transaction of its audit entry (``WithSpend``): if the entry cannot
 be written, neither is the change. The consent is
 recorded under the holder's pseudonym and a keyed binding of the card number, never the number
-itself (``gateway.consents``). ``GetAccessHistory`` is left to the generated base (UNIMPLEMENTED)
-here; the access-history work provides it.
+itself (``gateway.consents``). ``GetAccessHistory`` is ``gateway.services.history``'s.
 """
 
 from __future__ import annotations
@@ -39,6 +38,7 @@ from gateway.context import current_call
 from gateway.errors import ConsentEnded, ConsentNotFound, InvalidRequest
 from gateway.pipeline import Ask, Pipeline, WithSpend
 from gateway.services import _convert
+from gateway.services.history import AccessHistory
 
 _CATEGORIES = {
     consent_pb2.DATA_CATEGORY_INSURANCE: "insurance",
@@ -72,9 +72,17 @@ class ConsentParts:
 class ConsentService(consent_pb2_grpc.ConsentServiceServicer):
     """Implements onecard.v1.ConsentService (GetAccessHistory: see the module docstring)."""
 
-    def __init__(self, pipeline: Pipeline, parts: ConsentParts) -> None:
+    def __init__(self, pipeline: Pipeline, parts: ConsentParts, history: AccessHistory) -> None:
         self._pipeline = pipeline
         self._parts = parts
+        self._history = history
+
+    async def GetAccessHistory(
+        self,
+        request: consent_pb2.GetAccessHistoryRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> consent_pb2.GetAccessHistoryResponse:
+        return await self._history.get(current_call(), request)
 
     async def GrantConsent(
         self,

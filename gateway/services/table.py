@@ -30,6 +30,7 @@ from gateway.services import SERVICES
 from gateway.services.audit import AuditService
 from gateway.services.card import CardService
 from gateway.services.consent import ConsentParts, ConsentService
+from gateway.services.history import AccessHistory
 from gateway.services.insurance import InsuranceService
 from gateway.tokens import CardTokens
 
@@ -45,6 +46,7 @@ class ServiceParts:
     tokens: CardTokens
     audit_log: AuditLog
     consents: ConsentParts | None = None  # the consent store, artefact signer and pseudonyms
+    history_key: bytes = b""  # seals access-history page tokens (HMAC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +80,8 @@ def _insurance(parts: ServiceParts) -> InsuranceService:
 def _consent(parts: ServiceParts) -> ConsentService:
     if parts.consents is None:
         raise ValueError("ConsentService needs ServiceParts.consents")
-    return ConsentService(parts.pipeline, parts.consents)
+    history = AccessHistory(parts.pipeline, parts.audit_log, page_key=parts.history_key)
+    return ConsentService(parts.pipeline, parts.consents, history)
 
 
 SERVICE_TABLE: tuple[ServiceRow, ...] = (

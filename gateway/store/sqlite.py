@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import queue
 import sqlite3
 import threading
@@ -36,7 +37,7 @@ T = TypeVar("T")
 _log = structlog.get_logger(__name__)
 _MAX_BATCH = 2048
 _PRUNE_EVERY_S = 60.0
-_SCHEMA_VERSION = 6
+_SCHEMA_VERSION = 7
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS redeemed_tokens (
     token_id   BLOB PRIMARY KEY,
@@ -102,6 +103,13 @@ CREATE TABLE IF NOT EXISTS emergency_justifications (
     justification TEXT NOT NULL,
     recorded_at   INTEGER NOT NULL
 ) WITHOUT ROWID;
+
+-- The newest entry about each citizen (by pseudonym): the back-link of the next one. Written
+-- in the same transaction as the entries (gateway.audit.sequencer).
+CREATE TABLE IF NOT EXISTS audit_subject_heads (
+    subject TEXT PRIMARY KEY,
+    idx     INTEGER NOT NULL
+) WITHOUT ROWID;
 """
 _STOP = object()
 _WAKE = object()  # a timer was set from another thread: recompute how long to sleep
@@ -135,6 +143,24 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     if readonly:
         conn.execute("PRAGMA query_only=ON")
     return conn
+
+
+def _fill_subject_heads(conn: sqlite3.Connection) -> None:
+    """Record the newest entry about each subject among the stored entries (schema 5 -> 6)."""
+    heads: dict[str, int] = {}
+    for idx, leaf in conn.execute("SELECT idx, leaf FROM audit_entries ORDER BY idx"):
+        try:
+            subject = json.loads(leaf)["r"].get("subject", "")
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise SetupError(
+                f"audit entry {idx} is not a leaf of the audit format; the back-links of "
+                f"citizens' entries cannot be started: run `onecard audit verify` on an export"
+            ) from None
+        if subject:
+            heads[subject] = int(idx)
+    conn.executemany(
+        "INSERT OR REPLACE INTO audit_subject_heads (subject, idx) VALUES (?, ?)", heads.items()
+    )
 
 
 def log_size(conn: sqlite3.Connection) -> int:
@@ -197,9 +223,18 @@ class SqliteStore:
             )
         # Version 4 -> 5 adds audit_keys; the audit log records its origin and key there on its
         # first start (after checking that the existing checkpoints are theirs).
-        # Version 5 -> 6 adds consents and emergency_justifications (empty at first).
+        # Version 5 -> 6 adds consents and emergency_justifications (empty at first); 6 -> 7
+        # adds audit_subject_heads, filled from the entries already stored.
         self._conn.executescript(_SCHEMA)
-        self._conn.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            if version < 7:
+                _fill_subject_heads(self._conn)
+            self._conn.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+            self._conn.execute("COMMIT")
+        finally:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
 
     def reader(self) -> sqlite3.Connection:
         """A read-only connection for this thread (in WAL mode readers run beside the writer)."""

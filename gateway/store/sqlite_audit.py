@@ -42,10 +42,10 @@ from gateway.audit.log import (
     TokenSpend,
 )
 from gateway.audit.proof import OutOfRangeError, consistency_proof, inclusion_proof
-from gateway.audit.record import AuditRecord
+from gateway.audit.record import AuditRecord, leaf_link
 from gateway.audit.rfc6962 import HASH_SIZE
 from gateway.audit.selfcheck import LogDamagedError, StoredTip, UnreadableNodeError
-from gateway.audit.sequencer import Sequencer, node_row
+from gateway.audit.sequencer import SIGN_NOW, Sequencer, node_row
 from gateway.audit.signer import Signer
 from gateway.store.base import SignerFor
 from gateway.store.sqlite import SqliteStore, connect, log_size
@@ -61,6 +61,10 @@ from gateway.store.sqlite_search import SearchIndex
 T = TypeVar("T")
 _INSERT_ENTRY = "INSERT INTO audit_entries (idx, nodes, leaf) VALUES (?, ?, ?)"
 _REDEEM = "INSERT OR IGNORE INTO redeemed_tokens (token_id, expires_at) VALUES (?, ?)"
+_SET_HEAD = (  # an upsert changes the row in place (OR REPLACE deletes and inserts)
+    "INSERT INTO audit_subject_heads (subject, idx) VALUES (?, ?)"
+    " ON CONFLICT (subject) DO UPDATE SET idx = excluded.idx"
+)
 
 
 class SqliteAuditLog:
@@ -152,6 +156,59 @@ class SqliteAuditLog:
     async def search(self, query: SearchQuery) -> list[Entry]:
         return await self._search.search(query)
 
+    async def follow(self, index: int, limit: int) -> list[Entry]:
+        def walk(conn: sqlite3.Connection) -> list[Entry]:
+            with _snapshot(conn):
+                found: list[Entry] = []
+                at: int | None = index
+                while at is not None and len(found) < limit:
+                    row = conn.execute(
+                        "SELECT CAST(leaf AS BLOB) FROM audit_entries WHERE idx = ?", (at,)
+                    ).fetchone()
+                    if row is None:
+                        raise OutOfRangeError(f"entry {at} is not in the log")
+                    leaf = bytes(row[0])
+                    found.append(Entry(at, leaf))
+                    stored, _, at = leaf_link(leaf)
+                    if stored != found[-1].index:
+                        row_at = found[-1].index
+                        raise LogDamagedError(row_at, row_at + 1, f"it holds entry {stored}")
+                return found
+
+        return await self._store.read(walk)
+
+    async def inclusion_proofs(self, indexes: Sequence[int], size: int) -> list[list[bytes]]:
+        for index in indexes:
+            if not 0 <= index < size:
+                raise OutOfRangeError(f"leaf index {index} is not in a tree of size {size}")
+
+        def prove(conn: sqlite3.Connection) -> list[list[bytes]]:
+            with _snapshot(conn):
+                reader = _proof_reader(conn, size)
+                return [inclusion_proof(reader, index, size) for index in indexes]
+
+        return await self._store.read(prove)
+
+    async def checkpoint_of(self, size: int) -> bytes | None:
+        row = await self._store.read(
+            lambda c: c.execute(
+                "SELECT note FROM audit_checkpoints WHERE size = ?", (size,)
+            ).fetchone()
+        )
+        return bytes(row[0]) if row else None
+
+    async def signed_checkpoint(self, covering: int) -> tuple[int, bytes]:
+        newest = await self._newest_checkpoint()
+        if newest is None or newest[0] < covering:
+            await self._store.submit(self, SIGN_NOW)  # queued together: one signature
+            newest = await self._newest_checkpoint()
+        if newest is None or newest[0] < covering:
+            raise OutOfRangeError(f"the log has fewer than {covering} entries to sign")
+        return newest
+
+    async def _newest_checkpoint(self) -> tuple[int, bytes] | None:
+        return await self._store.read(lambda c: _Rows(c).newest_checkpoint())
+
     async def size(self) -> int:
         return await self._store.read(log_size)
 
@@ -238,6 +295,18 @@ class _Rows:
                 return insert_consent(conn, spend.consent)
             case ConsentRevocation():
                 return revoke_consent(conn, spend.consent_id, spend.subject, spend.at_us)
+
+    def subject_heads(self, subjects: Sequence[str]) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for at in range(0, len(subjects), 500):
+            chunk = subjects[at : at + 500]
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT subject, idx FROM audit_subject_heads WHERE subject IN ({marks})"  # noqa: S608 - placeholders only
+            found.update((str(s), int(i)) for s, i in self._conn.execute(sql, chunk))
+        return found
+
+    def set_subject_heads(self, heads: Sequence[tuple[str, int]]) -> None:
+        self._conn.executemany(_SET_HEAD, heads)
 
     def keys(self) -> list[tuple[str, str]]:
         rows = self._conn.execute("SELECT origin, verifier_key FROM audit_keys ORDER BY seq")

@@ -10,7 +10,9 @@ against ``rfc6962``, ``leaf_bytes`` and ``CompactRange.push``.
 from __future__ import annotations
 
 import dataclasses
+import json
 import random
+from typing import Any
 
 import pytest
 
@@ -184,7 +186,8 @@ RECORDS = [
 def record_lines() -> list[bytes]:
     lines, prev = [], ZERO_HASH
     for i, r in enumerate(RECORDS * 3):
-        lines.append(leaf_bytes(i * 97, prev, r.body()))
+        back = None if i % 2 or not i else i * 97 - 5  # null, or an earlier index
+        lines.append(leaf_bytes(i * 97, prev, r.body(), back))
         prev = hash_leaf(lines[-1])
     return lines
 
@@ -210,6 +213,11 @@ SCHEMA_BREAKS = [
     (b'"prev":"', b'"prev":"A'),
     (b'{"i":', b'{"i":-'),
     (b'{"i":', b'{"i":0'),
+    (b'"back":383', b'"back":-383'),
+    (b'"back":383', b'"back":"383"'),
+    (b'"back":383', b'"back":0383'),
+    (b'"back":383', b'"back":nul'),
+    (b'"back":383,', b""),
 ]
 
 
@@ -243,10 +251,12 @@ def test_record_programs_follow_the_schema_table() -> None:
     programs = fast.record_programs()
     assert len(programs) == len(record.RECORD_SCHEMAS)
     for version, program in zip(sorted(record.RECORD_SCHEMAS), programs, strict=True):
-        assert program.startswith(b's{"backend":\x00s,"basis":\x00')
+        back = b'n{"back":\x00s,"backend":' if version >= 3 else b's{"backend":'
+        assert program.startswith(back + b'\x00s,"basis":\x00')
         assert program.endswith(b'z,"v":%d\x00z}}\x00' % version)
         assert b'l,"policies":\x00' in program and b'b,"emergency":\x00' in program
         assert (b'i,"calls":\x00' in program) is ("calls" in record.RECORD_SCHEMAS[version])
+        assert (b's,"category":\x00' in program) is (version >= 3)
 
 
 # -- the writer's loops: chain_leaves and push_leaves ----------------------------------------
@@ -285,6 +295,45 @@ def test_chain_leaves_refuses_bad_arguments_alike(
     for function in (_native.chain_leaves, record.py_chain_leaves):
         with pytest.raises(error, match=message):
             function(bodies, index, prev)
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_chain_leaves_with_back_links_agrees_and_puts_each_first_in_its_record(seed: int) -> None:
+    rng = random.Random(seed)
+    bodies = [  # JSON objects this time: each is read back
+        record.canonical_json(
+            {"n": rng.randrange(10**9), "s": "".join(rng.choices('ab\\"x ', k=k))}
+        )
+        for k in (rng.randrange(0, 900) for _ in range(rng.randrange(0, 70)))
+    ]
+    backs = [rng.choice([None, record.NO_BACK, 0, rng.randrange(2**62)]) for _ in bodies]
+    index, prev = rng.choice([0, 1, 7, 2**40 + 3]), rng.randbytes(32)
+    leaves, hashes = _native.chain_leaves(bodies, index, prev, backs)
+    assert (leaves, hashes) == record.py_chain_leaves(bodies, index, prev, backs)
+    for i, (body, back) in enumerate(zip(bodies, backs, strict=True)):
+        r = json.loads(leaves[i])["r"]
+        assert next(iter(r)) == "back" if back != record.NO_BACK else "back" not in r
+        assert r == {**json.loads(body), **({"back": back} if back != record.NO_BACK else {})}
+        assert hashes[i] == hash_leaf(leaves[i])
+
+
+@pytest.mark.parametrize(
+    ("bodies", "backs", "error", "message"),
+    [
+        ([b"{}"], [-2], ValueError, "back-link -2 is not an index"),
+        ([b"{}"], ["1"], ValueError, "back-link '1' is not an index"),
+        ([b"{}"], [1.0], ValueError, "back-link 1.0 is not an index"),
+        ([b"{}", b"{}"], [1], ValueError, "1 back-links for 2 bodies"),
+        ([b"[]"], [None], ValueError, "a body with a back-link must be a JSON object"),
+        ([b""], [3], ValueError, "a body with a back-link must be a JSON object"),
+    ],
+)
+def test_chain_leaves_refuses_bad_back_links_alike(
+    bodies: list[bytes], backs: list[Any], error: type[Exception], message: str
+) -> None:
+    for function in (_native.chain_leaves, record.py_chain_leaves):
+        with pytest.raises(error, match=message):
+            function(bodies, 0, ZERO_HASH, backs)
 
 
 def hashes_of(rng: CompactRange) -> list[bytes]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,7 @@ from gateway.audit.rfc6962 import HASH_SIZE, hash_children, hash_leaf
 from gateway.audit.selfcheck import LogDamagedError, StoredTip, UnreadableNodeError
 from gateway.audit.sequencer import LogIdentityError, Sequencer, node_row
 from gateway.audit.signer import Ed25519FileSigner
-from tests.gateway.store.test_sqlite_audit import make_record, records
+from tests.gateway.store.test_sqlite_audit import make_record, records, reference_backs
 
 T = TypeVar("T")
 ORIGIN = "test.onecard.example/sequencer"
@@ -41,6 +42,7 @@ class FakeRows:
     checkpoints: dict[int, bytes] = field(default_factory=dict)
     redeemed: set[bytes] = field(default_factory=set)
     key_rows: list[tuple[str, str]] = field(default_factory=list)
+    heads: dict[str, int] = field(default_factory=dict)
     fail_inserts: bool = False
 
     def size(self) -> int:
@@ -86,6 +88,12 @@ class FakeRows:
             return "token_replayed"
         self.redeemed.add(spend.token_id)
         return ""
+
+    def subject_heads(self, subjects: Sequence[str]) -> dict[str, int]:
+        return {s: self.heads[s] for s in subjects if s in self.heads}
+
+    def set_subject_heads(self, heads: Sequence[tuple[str, int]]) -> None:
+        self.heads.update(heads)
 
     def keys(self) -> list[tuple[str, str]]:
         return list(self.key_rows)
@@ -185,8 +193,8 @@ def test_batches_get_consecutive_indexes_with_leaves_chained_from_the_zero_hash(
         receipts += store.batch(sequencer, payloads(recs[start:end]))
     assert [r.index for r in receipts] == list(range(11))
     prev = ZERO_HASH
-    for i, record in enumerate(recs):
-        leaf = leaf_bytes(i, prev, record.body())
+    for i, (record, back) in enumerate(zip(recs, reference_backs(recs), strict=True)):
+        leaf = leaf_bytes(i, prev, record.body(), back)
         assert store.rows.entries[i][1] == leaf
         prev = hash_leaf(leaf)
         assert receipts[i].leaf_hash == prev
@@ -253,7 +261,7 @@ def test_a_redeemed_token_logs_instead_and_says_replayed(signer: Ed25519FileSign
     assert [r.replayed for r in receipts] == [False, True]
     assert [r.refusal for r in receipts] == ["", "token_replayed"]
     logged = dataclasses.replace(refused, reason="token_replayed")
-    assert logged.body() in store.rows.entries[1][1]
+    assert logged.body()[1:] in store.rows.entries[1][1]  # after its back-link
     assert [record for _, record in store.durable] == [first, logged]
     (again,) = store.batch(sequencer, [(second, second.body(), token)])
     assert again.replayed and store.rows.redeemed == {b"t" * 16}
@@ -342,3 +350,36 @@ def test_a_reload_that_fails_signs_nothing_until_one_passes(signer: Ed25519FileS
     store.rows.entries[1] = stored  # the read heals
     (receipt,) = store.batch(sequencer, payloads(records(1, first=4)))
     assert receipt.index == 4
+
+
+# -- back-links ------------------------------------------------------------------------------
+
+
+def test_back_links_follow_each_subject_and_older_records_still_count(
+    signer: Ed25519FileSigner,
+) -> None:
+    store = FakeStore()
+    sequencer = store.open(signer)
+    recs = [
+        make_record(0, v=2),  # subject-0, from before back-links: none of its own
+        make_record(1, subject=""),  # about no one
+        make_record(3),  # subject-0 again
+    ]
+    store.batch(sequencer, payloads(recs))
+    store.batch(sequencer, payloads([make_record(6), make_record(4)]))  # subject-0, subject-1
+    stored = [json.loads(store.rows.entries[i][1])["r"] for i in range(5)]
+    assert "back" not in stored[0]
+    assert [r["back"] for r in stored[1:]] == [None, 0, 2, None]
+    assert store.rows.heads == {"subject-0": 3, "subject-1": 4}
+
+
+def test_a_rolled_back_batch_leaves_no_back_link_behind(signer: Ed25519FileSigner) -> None:
+    store = FakeStore()
+    sequencer = store.open(signer)
+    store.batch(sequencer, payloads([make_record(0)]))
+    store.rows.fail_inserts = True
+    with pytest.raises(OSError, match="disk says no"):
+        store.batch(sequencer, payloads([make_record(3)]))  # subject-0 at 1: rolled back
+    store.batch(sequencer, payloads([make_record(6)]))  # subject-0 again, now at 1
+    assert json.loads(store.rows.entries[1][1])["r"]["back"] == 0
+    assert store.rows.heads == {"subject-0": 1}

@@ -27,8 +27,7 @@ FOUND = Findings(
 
 def test_every_finding_but_the_spend_is_a_record_field() -> None:
     findings = {f.name for f in dataclasses.fields(Findings)}
-    # "category" becomes a record field with record version 3 (issue 12, access history)
-    assert findings - set(AuditRecord.__dataclass_fields__) == {"spend", "category"}
+    assert findings - set(AuditRecord.__dataclass_fields__) == {"spend"}
 
 
 async def _record(stage: AuditStage, outcome: str) -> None:

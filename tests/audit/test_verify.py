@@ -64,7 +64,7 @@ def chain(n: int) -> list[bytes]:
     prev = ZERO_HASH
     for i in range(n):
         record = dataclasses.replace(RECORD, request_id=f"req-{i}", reason="x" * (i % 5 * 20))
-        leaves.append(leaf_bytes(i, prev, record.body()))
+        leaves.append(leaf_bytes(i, prev, record.body(), None))
         prev = hash_leaf(leaves[-1])
     return leaves
 
@@ -363,7 +363,7 @@ def forged_after(i: int) -> Damage:
     """A forged entry inserted after entry ``i``, chained to it, with the index ``i + 1``."""
 
     def change(lines: list[bytes]) -> list[bytes]:
-        forged = leaf_bytes(i + 1, hash_leaf(lines[i]), RECORD.body())
+        forged = leaf_bytes(i + 1, hash_leaf(lines[i]), RECORD.body(), None)
         return [*lines[: i + 1], forged, *lines[i + 1 :]]
 
     return rewrite(change)
@@ -374,7 +374,7 @@ def appended(chained: bool) -> Damage:
 
     def change(lines: list[bytes]) -> list[bytes]:
         prev = hash_leaf(lines[-1]) if chained else bytes(32)
-        return [*lines, leaf_bytes(len(lines), prev, RECORD.body())]
+        return [*lines, leaf_bytes(len(lines), prev, RECORD.body(), None)]
 
     return rewrite(change)
 
@@ -881,7 +881,7 @@ def test_a_fork_of_a_trusted_checkpoint_is_refused(
     export: Export, verifiers: VerifierSet, mode: Mode
 ) -> None:
     other = chain(12)
-    other[5] = leaf_bytes(5, hash_leaf(other[4]), dataclasses.replace(RECORD, org="x").body())
+    other[5] = leaf_bytes(5, hash_leaf(other[4]), dataclasses.replace(RECORD, org="x").body(), None)
     trusted = open_trusted(trusted_note(export, 7, other), verifiers)
     report = verify_export(export.path, verifiers, trusted=[trusted], workers=mode.workers)
     assert report.problem is not None
@@ -894,7 +894,7 @@ def test_a_fork_below_the_exports_checkpoints_names_the_range(
     export: Export, verifiers: VerifierSet, mode: Mode
 ) -> None:
     other = chain(12)
-    other[4] = leaf_bytes(4, hash_leaf(other[3]), dataclasses.replace(RECORD, org="x").body())
+    other[4] = leaf_bytes(4, hash_leaf(other[3]), dataclasses.replace(RECORD, org="x").body(), None)
     trusted = open_trusted(trusted_note(export, 5, other), verifiers)
     report = verify_export(export.path, verifiers, trusted=[trusted], workers=mode.workers)
     assert report.problem is not None
@@ -929,3 +929,94 @@ def test_a_trusted_checkpoint_by_an_unknown_key_is_refused(
     path.write_bytes(sign_checkpoint(Checkpoint(ORIGIN, 3, export.root(3)), intruder))
     with pytest.raises(verify.ExportError, match="no signature from a known key"):
         open_trusted(path, verifiers)
+
+
+# --- back-links: each entry about a citizen names the one before it ---------------------------
+
+CITIZENS = ("aa" * 32, "bb" * 32, "")  # entry i is about CITIZENS[i % 3]; "": about no one
+
+
+def citizen_chain(n: int, links: dict[int, int | None] | None = None) -> list[bytes]:
+    """``n`` leaves chained and linked as the log writes them; ``links`` overrides the back-link
+    of some entries (the chain, the leaf hashes, is rebuilt over the altered leaves)."""
+    newest: dict[str, int] = {}
+    leaves: list[bytes] = []
+    prev = ZERO_HASH
+    for i in range(n):
+        subject = CITIZENS[i % 3]
+        back = newest.get(subject) if subject else None
+        if links is not None and i in links:
+            back = links[i]
+        record = dataclasses.replace(RECORD, request_id=f"req-{i}", subject=subject)
+        leaves.append(leaf_bytes(i, prev, record.body(), back))
+        prev = hash_leaf(leaves[-1])
+        if subject:
+            newest[subject] = i
+    return leaves
+
+
+def signed_export(path: Path, signer: Ed25519FileSigner, leaves: list[bytes]) -> Export:
+    """An export of ``leaves`` with every checkpoint correctly signed over them."""
+    export = Export(path, leaves, signer)
+    (path / "checkpoints").mkdir(parents=True)
+    export.write_lines(leaves)
+    for size in (4, 9, len(leaves)):
+        export.sign(size)
+    return export
+
+
+def test_a_log_of_linked_citizens_verifies(
+    tmp_path: Path, signer: Ed25519FileSigner, verifiers: VerifierSet, mode: Mode
+) -> None:
+    export = signed_export(tmp_path / "export", signer, citizen_chain(14))
+    report = verify_export(export.path, verifiers, workers=mode.workers)
+    assert report.ok, report.problem
+    assert report.entries == 14
+
+
+@pytest.mark.parametrize(
+    ("links", "named", "says"),
+    [
+        # entry 9 (citizen a) skips entry 6: the history from 9 on would hide it
+        pytest.param({9: 3}, 9, "it names entry 3 as the previous entry", id="skips-one"),
+        pytest.param({9: None}, 9, "it names none (null)", id="cut-short"),
+        pytest.param({7: 6}, 7, "names entry 6", id="another-citizen's"),
+        pytest.param({5: 2}, 5, "that is none: it is the first", id="no-subject-linked"),
+        pytest.param({12: 12}, 12, "it names entry 12", id="itself"),
+    ],
+)
+def test_a_wrong_back_link_fails_naming_the_entry_although_every_checkpoint_is_signed(
+    tmp_path: Path,
+    signer: Ed25519FileSigner,
+    verifiers: VerifierSet,
+    mode: Mode,
+    links: dict[int, int | None],
+    named: int,
+    says: str,
+) -> None:
+    export = signed_export(tmp_path / "export", signer, citizen_chain(14, links))
+    for size in (4, 9, 14):  # the checkpoints open and hold the altered leaves' roots
+        note = open_trusted(export.note(size), verifiers)
+        assert note.root_hash == export.root(size)
+    report = verify_export(export.path, verifiers, workers=mode.workers)
+    assert report.problem is not None
+    assert report.problem.index == named
+    assert f"entry {named} has a wrong back-link" in report.problem.message
+    assert says in report.problem.message
+    assert str(report.problem).startswith(f"first bad entry: {named}: ")
+
+
+def test_verify_leaves_checks_back_links_too(
+    tmp_path: Path, signer: Ed25519FileSigner, verifiers: VerifierSet
+) -> None:
+    leaves = citizen_chain(14, {10: 1})  # entry 10 (citizen b) skips entry 4 and 7
+    export = signed_export(tmp_path / "export", signer, leaves)
+    checkpoints = load_checkpoints(export.path, verifiers)
+    report = verify_leaves(leaves, checkpoints)
+    assert report.problem is not None and report.problem.index == 10
+    assert verify_leaves(
+        citizen_chain(14),
+        load_checkpoints(
+            signed_export(tmp_path / "good", signer, citizen_chain(14)).path, verifiers
+        ),
+    ).ok

@@ -88,6 +88,18 @@ class FakeAuditLog:
     async def size(self) -> int:
         return len(self.records)
 
+    async def follow(self, index: int, limit: int) -> list[Entry]:
+        raise NotImplementedError
+
+    async def inclusion_proofs(self, indexes: Sequence[int], size: int) -> list[list[bytes]]:
+        raise NotImplementedError
+
+    async def checkpoint_of(self, size: int) -> bytes | None:
+        return None
+
+    async def signed_checkpoint(self, covering: int) -> tuple[int, bytes]:
+        raise NotImplementedError
+
 
 class FakeConsents:
     """An in-memory ``ConsentStore``; uses are taken by ``take``, as the log's batch would."""

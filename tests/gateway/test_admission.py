@@ -13,7 +13,7 @@ import pytest
 
 from gateway.admission import Admission, ShedAudit, ShedCount, shed_record
 from gateway.audit.log import Receipt
-from gateway.audit.record import AuditRecord
+from gateway.audit.record import RECORD_VERSION, AuditRecord
 from gateway.errors import OrgBusy, Overloaded, RateLimited
 from gateway.metrics import Metrics
 from gateway.orgs import Org, OrgType, RateLimit
@@ -210,13 +210,13 @@ def test_a_shed_record_says_who_how_many_and_why_and_nothing_else() -> None:
     rec = shed_record(ShedCount("lib-bj-001", "library", "rate_limited", 7312, T0))
     body = json.loads(rec.body())
     assert body["calls"] == 7312
-    assert body["v"] == 2
+    assert body["v"] == RECORD_VERSION
     assert (body["org"], body["org_type"], body["rpc"]) == ("lib-bj-001", "library", "")
     assert (body["outcome"], body["reason"]) == ("RESOURCE_EXHAUSTED", "rate_limited")
     assert body["time"] == "2026-11-25T16:00:00.250000Z"
     assert len(body["request_id"]) == 32
-    for key in ("cert_sha256", "subject", "basis_ref", "released_sha256", "decision"):
-        assert body[key] == ""
+    for key in ("cert_sha256", "subject", "basis_ref", "released_sha256", "decision", "category"):
+        assert body[key] == ""  # about no citizen: its back-link (sequencer's) will be null
 
 
 class FakeLog:

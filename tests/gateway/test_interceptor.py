@@ -288,3 +288,60 @@ async def test_a_callers_id_is_never_stored_as_sent(
     assert uuid.UUID(used).version == (8 if derived else 4)
     assert (again.trailers["onecard-request-id"] == used) is derived  # the same id, derived alike
     assert setup.record(0)["request_id"] == used
+
+
+# -- an entry written early (Call.record): the access history's own entry ---------------------
+
+
+def _recording_first(then: BaseException | None = None) -> Callable[..., Any]:
+    """A handler that writes its entry early, then answers with its receipt, or fails."""
+
+    async def behavior(request: Any, context: Any) -> Any:
+        found = Findings(decision="allow", subject="ab" * 32)
+        receipt = await current_call().record(found)
+        current_call().report(found)
+        if then is not None:
+            raise then
+        return card_pb2.VerifyCardResponse(masked_name=f"entry {receipt.index}")
+
+    return behavior
+
+
+async def test_an_entry_written_early_is_the_calls_only_entry_and_its_receipt(
+    setup: Setup,
+) -> None:
+    await setup.call(_answer())  # entry 0: another call's
+    response, context = await setup.call(_recording_first())
+    assert response.masked_name == "entry 1"  # the handler knew its entry while answering
+    assert response.receipt.leaf_index == 1 and context.trailers["onecard-audit-index"] == "1"
+    assert len(setup.log.records) == 2  # nothing appended after the answer
+    record = setup.record()
+    assert (record["outcome"], record["subject"], record["released_sha256"]) == (
+        "OK",
+        "ab" * 32,
+        "",  # the answer holds the entry: it cannot be hashed into it
+    )
+
+
+async def test_a_call_that_fails_after_its_early_entry_records_the_failure_too(
+    setup: Setup,
+) -> None:
+    with pytest.raises(Aborted) as info:
+        await setup.call(_recording_first(then=StoreUnavailable("the log could not be read")))
+    assert info.value.code is grpc.StatusCode.UNAVAILABLE
+    assert info.value.trailers["onecard-audit-index"] == "1"  # the entry of how it ended
+    early, ended = setup.record(0), setup.record(1)
+    assert early["outcome"] == "OK" and ended["outcome"] == "UNAVAILABLE"
+    assert early["request_id"] == ended["request_id"] and ended["subject"] == "ab" * 32
+
+
+async def test_an_entry_is_written_early_once_at_most(setup: Setup) -> None:
+    async def twice(request: Any, context: Any) -> Any:
+        await current_call().record(Findings(decision="allow"))
+        await current_call().record(Findings(decision="allow"))
+        return card_pb2.VerifyCardResponse()
+
+    with pytest.raises(Aborted) as info:
+        await setup.call(twice)
+    assert info.value.code is grpc.StatusCode.INTERNAL
+    assert [json.loads(r.body())["outcome"] for r in setup.log.records] == ["OK", "INTERNAL"]

@@ -23,6 +23,7 @@ RESPONSES = {
     "GrantConsent": consent_pb2.GrantConsentResponse.DESCRIPTOR,
     "RevokeConsent": consent_pb2.RevokeConsentResponse.DESCRIPTOR,
     "ListConsents": consent_pb2.ListConsentsResponse.DESCRIPTOR,
+    "GetAccessHistory": consent_pb2.GetAccessHistoryResponse.DESCRIPTOR,
 }
 
 

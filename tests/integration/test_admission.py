@@ -17,6 +17,7 @@ import pytest
 
 from adapters.social_insurance import wire
 from adapters.social_insurance.seed import Population
+from gateway.audit.record import RECORD_VERSION
 from gateway.bootstrap import Gateway
 from gateway.client import org_channel
 from gateway.client import refusal_reason as reason
@@ -157,7 +158,8 @@ async def test_an_org_over_its_own_limit_is_told_when_to_retry_and_audited_once_
     await gateway.stop()  # writes the tally
     again: Gateway = await gateway_factory(orgs_file=orgs_file, data_dir=data)
     (entry,) = shed_entries(await records(again), LIBRARY)
-    assert (entry["calls"], entry["reason"], entry["v"]) == (3, "rate_limited", 2)
+    assert (entry["calls"], entry["reason"], entry["v"]) == (3, "rate_limited", RECORD_VERSION)
+    assert entry["back"] is None  # an aggregate is about no citizen
 
 
 async def test_beyond_max_in_flight_a_call_is_overloaded_at_once(

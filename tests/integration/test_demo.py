@@ -34,8 +34,9 @@ async def test_the_demo_tour_runs_and_every_step_is_audited(tmp_path: Path) -> N
         ("ALLOW", "by"),  # the citizen revokes it
         ("REFUSED", "PERMISSION_DENIED"),  # the very next read on it is refused
         ("ALLOW", "by"),  # an emergency read
+        ("ALLOW", "by"),  # the citizen's access history
     ]
-    assert [int(n) for n, _, _, _ in steps] == list(range(1, 16))
+    assert [int(n) for n, _, _, _ in steps] == list(range(1, 17))
     indexes = [int(index) for _, _, _, index in steps]
     assert indexes == sorted(set(indexes))  # each step has its own entry, in order
     assert (
@@ -43,5 +44,10 @@ async def test_the_demo_tour_runs_and_every_step_is_audited(tmp_path: Path) -> N
     )
     assert any("(consent_revoked)" in line for line in lines)
     assert any("artefact (JWS, EdDSA) verified with consent-keys.json" in line for line in lines)
-    assert lines[-2].startswith("audit log: 17 entries, one per exchange")
+    # The citizen's history: their entries (not the refusals that named no card of theirs),
+    # newest first from the history's own entry, and the completeness check passes.
+    history = [line.split()[0] for line in lines if re.match(r"^      #\d+ ", line)]
+    assert history == ["#12", "#7", "#6", "#3", "#2", "#1", "#0"]
+    assert any(line.startswith("      completeness check: complete: 7 entries") for line in lines)
+    assert lines[-2].startswith("audit log: 18 entries, one per exchange")
     assert (tmp_path / "data" / "onecard.db").is_file()  # --data-dir keeps the log

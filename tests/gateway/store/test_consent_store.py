@@ -131,4 +131,4 @@ def test_a_schema_5_database_gains_the_consent_tables(tmp_path: Path) -> None:
     with contextlib.closing(sqlite3.connect(db)) as conn:
         tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
         (version,) = conn.execute("PRAGMA user_version").fetchone()
-    assert {"consents", "emergency_justifications"} <= tables and version == 6
+    assert {"consents", "emergency_justifications"} <= tables and version == 7

@@ -65,13 +65,24 @@ def records(count: int, first: int = 0) -> list[AuditRecord]:
     return [make_record(n) for n in range(first, first + count)]
 
 
+def reference_backs(recs: Sequence[AuditRecord]) -> list[int | None]:
+    """Each record's back-link: the index of the previous record about its subject, if any."""
+    newest: dict[str, int] = {}
+    backs: list[int | None] = []
+    for index, record in enumerate(recs):
+        backs.append(newest.get(record.subject) if record.subject else None)
+        if record.subject:
+            newest[record.subject] = index
+    return backs
+
+
 def reference_chain(recs: Sequence[AuditRecord]) -> tuple[list[bytes], list[bytes]]:
     """The leaves and leaf hashes a log must hold after appending ``recs`` in this order."""
     leaves: list[bytes] = []
     hashes: list[bytes] = []
     prev = ZERO_HASH
-    for index, record in enumerate(recs):
-        leaf = leaf_bytes(index, prev, record.body())
+    for index, (record, back) in enumerate(zip(recs, reference_backs(recs), strict=True)):
+        leaf = leaf_bytes(index, prev, record.body(), back)
         prev = hash_leaf(leaf)
         leaves.append(leaf)
         hashes.append(prev)
@@ -216,9 +227,10 @@ async def test_each_leaf_decodes_to_its_index_previous_hash_and_record(
 ) -> None:
     recs = records(4)
     await append_each(log, recs)
-    prev = ZERO_HASH
+    prev, backs = ZERO_HASH, reference_backs(recs)
     for index, (leaf, record) in enumerate(zip(await stored_leaves(log), recs, strict=True)):
         fields = {**dataclasses.asdict(record), "policies": list(record.policies)}
+        fields["back"] = backs[index]
         assert json.loads(leaf) == {"i": index, "prev": prev.hex(), "r": fields}
         prev = hash_leaf(leaf)
 
@@ -738,7 +750,7 @@ async def test_a_schema_3_database_loses_its_search_table_to_the_index_file(
     _, log = logs.open()
     await assert_every_search_query(log)
     with closing(sqlite3.connect(logs.db)) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone() == (6,)
+        assert conn.execute("PRAGMA user_version").fetchone() == (7,)
         tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_schema")}
         assert "audit_search" not in tables
 
@@ -800,3 +812,21 @@ async def test_a_search_index_of_an_older_layout_is_rebuilt(logs: Logs) -> None:
         )
     _, log = logs.open()
     await assert_every_search_query(log)
+
+
+async def test_a_schema_5_database_gets_its_subject_heads_from_the_stored_leaves(
+    logs: Logs,
+) -> None:
+    """Entries from before back-links still count: the next entry about a subject links to the
+    newest stored one, even though the map of newest entries did not exist yet."""
+    store, log = logs.open()
+    recs = records(7)  # subjects 0, 1, 2, 0, 1, 2, 0
+    await append_each(log, recs)
+    await store.close()
+    with closing(sqlite3.connect(logs.db, isolation_level=None)) as conn:
+        conn.executescript("DROP TABLE audit_subject_heads; PRAGMA user_version = 6;")
+    _, log = logs.open()
+    recs += records(3, first=7)  # subjects 1, 2, 0
+    await append_each(log, recs[7:])
+    backs = [json.loads(leaf)["r"]["back"] for leaf in await stored_leaves(log)]
+    assert backs == reference_backs(recs) == [None, None, None, 0, 1, 2, 3, 4, 5, 6]
