@@ -151,6 +151,15 @@ async def test_a_bug_is_internal_without_its_text(setup: Setup) -> None:
     assert setup.record()["reason"] == "internal"
 
 
+async def test_a_method_the_servicer_inherits_is_unimplemented_and_audited(setup: Setup) -> None:
+    # The generated base class answers a method it does not implement with NotImplementedError.
+    with pytest.raises(Aborted) as info:
+        await setup.call(_raising(NotImplementedError("Method not implemented!")))
+    assert info.value.code is grpc.StatusCode.UNIMPLEMENTED
+    assert info.value.trailers["onecard-reason"] == "not_supported"
+    assert setup.record()["outcome"] == "UNIMPLEMENTED"
+
+
 async def test_no_certificate_and_unknown_orgs_are_audited_refusals(setup: Setup) -> None:
     with pytest.raises(Aborted) as info:
         await setup.call(_answer(), context=FakeContext(None))

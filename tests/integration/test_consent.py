@@ -22,7 +22,7 @@ import pytest
 from jwcrypto import jwk, jws
 
 from adapters.social_insurance.seed import Population
-from gateway.api.onecard.v1 import common_pb2, consent_pb2, consent_pb2_grpc
+from gateway.api.onecard.v1 import common_pb2, consent_pb2
 from gateway.bootstrap import Gateway
 from gateway.cardno import check_character
 from gateway.client import refusal_reason as reason
@@ -396,27 +396,6 @@ async def test_emergency_access_by_a_hospital_with_a_reason(
             (entry["request_id"],),
         ).fetchall()
     assert kept == [("PATIENT_INCAPACITATED", why)]
-
-
-async def test_a_method_not_served_yet_is_unimplemented_and_audited(
-    gateway: Gateway, channel: Channel, population: Population
-) -> None:
-    person = _insured_employee(population)
-    async with channel(CITIZEN_APP) as app:
-        refused = await _refused(
-            consent_pb2_grpc.ConsentServiceStub(app).GetAccessHistory(
-                consent_pb2.GetAccessHistoryRequest(
-                    card=common_pb2.CardRef(card_number=person.id_number),
-                    purpose=common_pb2.PURPOSE_PATRQT,
-                )
-            )
-        )
-    assert (refused.code(), reason(refused)) == (grpc.StatusCode.UNIMPLEMENTED, "not_supported")
-    (entry,) = await _records(gateway)
-    assert (entry["rpc"], entry["outcome"]) == (
-        "onecard.v1.ConsentService/GetAccessHistory",
-        "UNIMPLEMENTED",
-    )
 
 
 async def test_a_grant_or_revocation_that_cannot_be_audited_is_not_recorded(
