@@ -203,25 +203,16 @@ class ConsentVerifier:
                 "no consent has this id; ask the citizen for the consent id from the app",
                 reason="consent_unknown",
             )
-        if not consent.grantee.admits(caller.org):
+        try:
+            binding = self._bind_card(card_number) if card_number else ""
+            _check_consent(consent, binding, caller, scope)
+        except BasisRefused as refused:  # an attempt on the consent's citizen: their history
             raise BasisRefused(
-                f"the consent was not granted to organisation {caller.org.org_id}",
-                reason="consent_other_grantee",
-            )
-        if not card_number or self._bind_card(card_number) != consent.card_binding:
-            raise BasisRefused(
-                "the consent is not for the card this request names", reason="consent_other_card"
-            )
-        status = consent.status(scope.at)
-        if status is not ConsentStatus.ACTIVE:
-            message, word = _CONSENT_STATUS_REFUSALS[status]
-            raise BasisRefused(message, reason=f"consent_{word}")
-        if scope.at < consent.valid_from:
-            raise BasisRefused(
-                f"the consent is valid from {consent.valid_from.isoformat()}",
-                reason="consent_not_yet_valid",
-            )
-        _check_consent_scope(consent, scope)
+                refused.message,
+                reason=refused.reason,
+                subject=consent.subject,
+                reference=consent.reference,
+            ) from None
         return Basis(
             BasisKind.CONSENT,
             consent.reference,
@@ -230,7 +221,26 @@ class ConsentVerifier:
         )
 
 
-def _check_consent_scope(consent: Consent, scope: Scope) -> None:
+def _check_consent(consent: Consent, card_binding: str, caller: Caller, scope: Scope) -> None:
+    """Refuse unless ``consent`` lets ``caller`` read the bound card for ``scope`` now."""
+    if not consent.grantee.admits(caller.org):
+        raise BasisRefused(
+            f"the consent was not granted to organisation {caller.org.org_id}",
+            reason="consent_other_grantee",
+        )
+    if card_binding != consent.card_binding:
+        raise BasisRefused(
+            "the consent is not for the card this request names", reason="consent_other_card"
+        )
+    status = consent.status(scope.at)
+    if status is not ConsentStatus.ACTIVE:
+        message, word = _CONSENT_STATUS_REFUSALS[status]
+        raise BasisRefused(message, reason=f"consent_{word}")
+    if scope.at < consent.valid_from:
+        raise BasisRefused(
+            f"the consent is valid from {consent.valid_from.isoformat()}",
+            reason="consent_not_yet_valid",
+        )
     if not scope.category:
         raise BasisRefused(
             "this call reads no data category a consent can cover; use another basis",
@@ -269,11 +279,13 @@ class EmergencyVerifier:
                 "emergency access is for hospitals only; other organisations need the "
                 "card-present token or a consent",
                 reason="emergency_not_hospital",
+                card_bound=True,  # a break-glass attempt on this card: its holder's history
             )
         if scope.purpose != "ETREAT":
             raise BasisRefused(
                 "emergency access is for emergency treatment only: send purpose PURPOSE_ETREAT",
                 reason="emergency_wrong_purpose",
+                card_bound=True,
             )
         digest = hashlib.sha256(claim.justification.encode("utf-8")).hexdigest()[:16]
         await self._consents.keep_justification(
@@ -331,6 +343,21 @@ def default_verifiers(
         EmergencyClaim: EmergencyVerifier(consents),
         NoClaim: NoBasis(),
     }
+
+
+_CLAIMED: dict[type, BasisKind] = {
+    CardPresentClaim: BasisKind.CARD_PRESENT,
+    ConsentClaim: BasisKind.CONSENT,
+    EmergencyClaim: BasisKind.EMERGENCY,
+    CitizenAppClaim: BasisKind.CITIZEN_APP,
+    StatutoryClaim: BasisKind.STATUTORY,
+}
+
+
+def claimed(claim: BasisClaim) -> str:
+    """The kind of basis ``claim`` claims, as policies and audit entries name it ("" for none)."""
+    kind = _CLAIMED.get(type(claim))
+    return kind.value if kind is not None else ""
 
 
 class BasisStage:

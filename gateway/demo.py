@@ -343,8 +343,9 @@ async def _citizen_reads_history(tour: _Tour) -> None:
     for event in history.events:
         back = f"-> #{event.previous_index}" if event.HasField("previous_index") else "(first)"
         when = event.time.ToDatetime().strftime("%H:%M:%S")
+        basis = "EMERGENCY" if event.emergency else event.basis
         out(
-            f"      #{event.index:<3} {when} {event.org:<14} {event.rpc:<20} "
+            f"      #{event.index:<3} {when} {event.org:<14} {event.rpc:<20} {basis:<13}"
             f"{event.outcome:<18} {back}"
         )
     verdict = check_history(

@@ -68,9 +68,29 @@ class OrgSuspended(PermissionDenied):
 
 
 class BasisRefused(PermissionDenied):
-    """The lawful basis (token, consent, emergency) is missing or does not hold."""
+    """The lawful basis (token, consent, emergency) is missing or does not hold.
+
+    When the refused basis is bound to a citizen (their consent, their own authentic token for
+    the card the request names) or claims break-glass access to the request's card, the
+    refusal says whom it concerns, for the audit entry only, so that the attempt shows in
+    that citizen's access history: ``subject`` (the holder's pseudonym, known from a consent)
+    or ``card_bound`` (the holder of the request's card). ``reference`` names the basis in the
+    entry (``consent:<id>``). A caller never sees any of them: its answer is the same.
+    """
 
     reason = "basis_refused"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        subject: str = "",
+        card_bound: bool = False,
+        reference: str = "",
+    ) -> None:
+        super().__init__(message, reason=reason)
+        self.subject, self.card_bound, self.reference = subject, card_bound, reference
 
 
 class PolicyDenied(PermissionDenied):

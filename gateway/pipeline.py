@@ -22,11 +22,11 @@ from google.protobuf.message import Message
 
 from gateway import cardno
 from gateway.audit.log import Receipt, Spend
-from gateway.basis import Basis, BasisClaim, BasisKind, BasisStage, Scope
+from gateway.basis import Basis, BasisClaim, BasisKind, BasisStage, Scope, claimed
 from gateway.cards import CardStage, ResolvedCard
 from gateway.context import Call
 from gateway.disclosure import disclose
-from gateway.errors import PolicyDenied
+from gateway.errors import BasisRefused, GatewayError, PolicyDenied
 from gateway.findings import Findings
 from gateway.metrics import Metrics
 from gateway.policy import ConsentContext, Decision, PolicyEngine, PolicyRequest
@@ -113,9 +113,13 @@ class Pipeline:
         found = Findings(purpose=ask.purpose, category=ask.category)
         try:
             card_number = cardno.normalize(ask.card_number)
-            basis = await self._basis.establish(
-                ask.basis, card_number, call.caller, _scope(call, ask)
-            )
+            try:
+                basis = await self._basis.establish(
+                    ask.basis, card_number, call.caller, _scope(call, ask)
+                )
+            except BasisRefused as refused:
+                found = await self._refused_about(found, ask.basis, refused, card_number)
+                raise
             found = _with_basis(found, basis)
             card = await self._cards.resolve(card_number)
             found = replace(found, subject=self._pseudonymize(card.holder.holder_id))
@@ -172,6 +176,22 @@ class Pipeline:
             return await fetch(subject)
         finally:
             call.report(found)
+
+    async def _refused_about(
+        self, found: Findings, claim: BasisClaim, refused: BasisRefused, card_number: str
+    ) -> Findings:
+        """The findings of a refused basis: the kind claimed and, when the basis was bound to a
+        citizen (``BasisRefused``), whom it concerns, so that the attempt shows in their access
+        history; the caller's answer is the same refusal either way."""
+        found = replace(found, basis=claimed(claim), basis_ref=refused.reference)
+        subject = refused.subject
+        if not subject and refused.card_bound:
+            try:
+                holder = await self._cards.holder(card_number)
+            except GatewayError:  # the registry cannot say: the entry names nobody
+                return found
+            subject = self._pseudonymize(holder.holder_id)
+        return replace(found, subject=subject)
 
     def _decide(self, call: Call, ask: Ask, card: ResolvedCard | None, basis: Basis) -> Decision:
         org = call.caller.org

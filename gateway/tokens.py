@@ -112,13 +112,18 @@ class CardTokens:
             raise BasisRefused(
                 "card-present token was issued for a different card", reason="token_wrong_card"
             )
+        # From here the token is authentic and the request's card is its card: a refusal is an
+        # attempt on that citizen's data (``card_bound``), shown in their access history.
         if self._clock().timestamp() >= expires_at:
             raise BasisRefused(
                 "card-present token has expired; ask the citizen to refresh the QR code",
                 reason="token_expired",
+                card_bound=True,
             )
         if await self._ledger.token_redeemed(token_id):
-            raise BasisRefused("card-present token was already used", reason="token_replayed")
+            raise BasisRefused(
+                "card-present token was already used", reason="token_replayed", card_bound=True
+            )
         return TokenUse(token_id, expires_at)
 
     def _bind(self, card_number: str) -> bytes:

@@ -20,6 +20,7 @@ from gateway.basis import (
     NoBasis,
     NoClaim,
     StatutoryClaim,
+    claimed,
     default_verifiers,
 )
 from gateway.cards import CardStage, ResolvedCard
@@ -116,7 +117,28 @@ async def test_without_a_basis_the_registry_is_never_asked(
     with pytest.raises(BasisRefused):
         await path.verify(TRANSIT, card, claim)
     assert path.registry.lookups == 0
-    assert path.findings == [Findings(purpose="LIBRARY_SERVICE")]  # no subject, no basis
+    # no subject: the refusal names only the kind of basis claimed
+    assert path.findings == [Findings(purpose="LIBRARY_SERVICE", basis=claimed(claim))]
+
+
+async def test_a_replayed_token_refusal_names_its_citizen_for_their_history(path: Path_) -> None:
+    token = path.tokens.issue(NORMAL).token
+    _, answered = await path.verify(LIBRARY, NORMAL, CardPresentClaim(token))
+    assert isinstance(answered.spend, TokenSpend)
+    path.ledger.redeemed.add(answered.spend.token_id)
+    with pytest.raises(BasisRefused) as info:
+        await path.verify(LIBRARY, NORMAL, CardPresentClaim(token))
+    assert info.value.reason == "token_replayed"
+    refused = path.findings[-1]
+    assert (refused.subject, refused.basis) == (answered.subject, "card_present")
+    assert refused.decision == ""  # nothing was decided: the basis did not hold
+
+
+async def test_a_token_of_another_card_names_nobody(path: Path_) -> None:
+    token = path.tokens.issue(LOST).token
+    with pytest.raises(BasisRefused):
+        await path.verify(LIBRARY, NORMAL, CardPresentClaim(token))
+    assert path.registry.lookups == 0 and path.findings[-1].subject == ""
 
 
 @pytest.mark.parametrize(

@@ -47,7 +47,8 @@ async def test_the_demo_tour_runs_and_every_step_is_audited(tmp_path: Path) -> N
     # The citizen's history: their entries (not the refusals that named no card of theirs),
     # newest first from the history's own entry, and the completeness check passes.
     history = [line.split()[0] for line in lines if re.match(r"^      #\d+ ", line)]
-    assert history == ["#12", "#7", "#6", "#3", "#2", "#1", "#0"]
-    assert any(line.startswith("      completeness check: complete: 7 entries") for line in lines)
+    assert history == [f"#{n}" for n in (17, 16, 15, 14, 13, 12, 7, 6, 4, 3, 2, 1, 0)]
+    assert any(line.startswith("      completeness check: complete: 13 entries") for line in lines)
+    assert any(" EMERGENCY " in line for line in lines)  # the break-glass read, flagged
     assert lines[-2].startswith("audit log: 18 entries, one per exchange")
     assert (tmp_path / "data" / "onecard.db").is_file()  # --data-dir keeps the log
