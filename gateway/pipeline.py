@@ -42,6 +42,7 @@ class Ask:
     basis: BasisClaim
     backend: str = ""
     category: str = ""  # the data category read ("insurance", "health.lab", ...), "" for none
+    holds_record: bool = False  # the caller keeps the record asked (a library its own patron's)
 
 
 class Pipeline:
@@ -137,6 +138,7 @@ class Pipeline:
                 basis=basis.kind.value,
                 hour=call.received_at.astimezone(self._tz).hour,
                 resource_type="CardHolder" if card else "AuditLog",
+                holds_record=ask.holds_record,
             )
         )
         self._metrics.decisions.labels(ask.action, _word(decision)).inc()

@@ -46,6 +46,7 @@ class PolicyCase(BaseModel):
     holder_district: str = "110105"
     hour: int = 10
     resource: Literal["CardHolder", "AuditLog"] = "CardHolder"
+    holds_record: bool = False
     policies: list[str] | None = None
     disclose: list[str] | None = None
 
@@ -63,6 +64,7 @@ class PolicyCase(BaseModel):
             basis=self.basis,
             hour=self.hour,
             resource_type=self.resource,
+            holds_record=self.holds_record,
         )
 
 

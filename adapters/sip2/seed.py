@@ -7,7 +7,7 @@ because tests and the demo use them:
 - ``110101199003074477`` (李明): in good standing at ``bj-dongcheng``; at ``bj-xicheng``, two
   fine items, 12.50 CNY outstanding and renewals blocked;
 - ``11010519491231002X`` (张秀英): blocked at ``bj-dongcheng`` (charge and renewal privileges
-  denied, too many items overdue: 4 overdue);
+  denied, too many items overdue: 4 overdue; three fine items, 36.80 CNY);
 - a citizen with a normal card registered at no library (``unregistered``).
 
 ``bj-xicheng`` knows readers by a library barcode (``XC`` and eight digits), not the card number,
@@ -17,6 +17,7 @@ traditional SIP2 encoding: its system holds no Chinese names, so its answers car
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import random
 from collections.abc import Mapping
@@ -28,7 +29,6 @@ from gateway.ports import CardStatus, PatronBlock
 
 EMPLOYEE, RETIREE = "110101199003074477", "11010519491231002X"
 _DRAW_SHARE = 0.4
-_CURRENCY = "CNY"
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +142,16 @@ def _fixed(library: ReferenceLibrary, population: Population) -> list[PatronReco
         )
         return [
             PatronRecord(EMPLOYEE, EMPLOYEE, employee.name, holds=1, charged=2),
-            PatronRecord(RETIREE, RETIREE, retiree.name, blocked, overdue=4, charged=6),
+            PatronRecord(
+                RETIREE,
+                RETIREE,
+                retiree.name,
+                blocked,
+                overdue=4,
+                charged=6,
+                fine_items=3,
+                fee_amount=Decimal("36.80"),
+            ),
         ]
     if library.network_id == "bj-xicheng":
         fined = PatronRecord(
@@ -183,14 +192,4 @@ def _drawn(rng: random.Random, card: str, name: str, library: ReferenceLibrary) 
 
 
 def _with_barcode(record: PatronRecord, barcode: str) -> PatronRecord:
-    return PatronRecord(
-        record.card_number,
-        barcode,
-        record.name,
-        record.blocks,
-        record.holds,
-        record.overdue,
-        record.charged,
-        record.fine_items,
-        record.fee_amount,
-    )
+    return dataclasses.replace(record, patron_id=barcode)
