@@ -33,36 +33,46 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    field_validator,
+)
 
 from gateway.config import BackendSettings, ConfigError
 
 NETWORK_ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 TERMINATORS: Mapping[str, bytes] = {"CR": b"\r", "CRLF": b"\r\n"}
 
-_Text = Annotated[str, Field(max_length=64, pattern=r"^[^|\r\n]*$")]
+_Text = Annotated[StrictStr, Field(max_length=64, pattern=r"^[^|\r\n]*$")]
 
 
 class LibrarySettings(BaseModel):
-    """One library of the network, as written in the settings file."""
+    """One library of the network, as written in the settings file (strict scalars; paths
+    and lists as TOML gives them)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
-    network_id: str = Field(pattern=NETWORK_ID_PATTERN)
-    name: str = Field(default="", max_length=128)
-    org_id: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")
-    host: str = Field(min_length=1, max_length=253)
-    port: int = Field(ge=1, le=65535)
-    tls: bool = False
+    network_id: StrictStr = Field(pattern=NETWORK_ID_PATTERN)
+    name: StrictStr = Field(default="", max_length=128)
+    org_id: StrictStr | None = Field(default=None, pattern=NETWORK_ID_PATTERN)
+    host: StrictStr = Field(min_length=1, max_length=253)
+    port: StrictInt = Field(ge=1, le=65535)
+    tls: StrictBool = False
     ca_file: Path | None = None
     institution_id: _Text
-    encoding: str = "cp850"
+    encoding: StrictStr = "cp850"
     terminator: Literal["CR", "CRLF"] = "CR"
     login_user: _Text | None = None
     location: _Text = ""
     patron_id: Literal["card_number", "barcode"] = "card_number"
     barcodes_file: Path | None = None
-    pool_size: int = Field(default=2, ge=1, le=16)
+    pool_size: StrictInt = Field(default=2, ge=1, le=16)
 
     @field_validator("encoding")
     @classmethod
@@ -76,7 +86,7 @@ class LibrarySettings(BaseModel):
 class LibraryOptions(BaseModel):
     """The ``options`` of ``[backends.library]``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     libraries: tuple[LibrarySettings, ...] = Field(min_length=1)
 

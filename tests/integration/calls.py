@@ -10,6 +10,8 @@ from gateway.api.onecard.v1 import (
     common_pb2,
     insurance_pb2,
     insurance_pb2_grpc,
+    library_pb2,
+    library_pb2_grpc,
 )
 
 
@@ -53,6 +55,26 @@ async def verify_card(
     response: card_pb2.VerifyCardResponse = await card_pb2_grpc.CardServiceStub(channel).VerifyCard(
         card_pb2.VerifyCardRequest(
             card=common_pb2.CardRef(card_number=card_number), purpose=purpose, basis=basis(token)
+        )
+    )
+    return response
+
+
+async def patron_status(
+    channel: grpc.aio.Channel,
+    card_number: str,
+    token: str,
+    library_id: str,
+    purpose: int = common_pb2.PURPOSE_LIBRARY_SERVICE,
+) -> library_pb2.GetPatronStatusResponse:
+    response: library_pb2.GetPatronStatusResponse = await library_pb2_grpc.LibraryServiceStub(
+        channel
+    ).GetPatronStatus(
+        library_pb2.GetPatronStatusRequest(
+            card=common_pb2.CardRef(card_number=card_number),
+            purpose=purpose,
+            basis=basis(token),
+            library_id=library_id,
         )
     )
     return response
