@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -90,8 +91,6 @@ async def faulty_sip2(upstream: tuple[str, int]) -> AsyncIterator[FaultySip2]:
 
 def free_port() -> int:
     """A loopback port with nothing listening on it (bound, then released)."""
-    import socket
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]

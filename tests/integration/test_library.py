@@ -12,7 +12,8 @@ import grpc
 import pytest
 
 from adapters.sip2 import ReferenceNetwork, start_reference_network
-from adapters.sip2.seed import EMPLOYEE, RETIREE
+from adapters.sip2.seed import EMPLOYEE, RETIREE, Network
+from adapters.social_insurance import start_reference_server
 from gateway.api.onecard.v1 import common_pb2
 from gateway.bootstrap import Gateway
 from gateway.client import org_channel
@@ -112,8 +113,6 @@ async def test_fines_at_another_library_are_a_flag_not_an_amount(
 async def test_an_unknown_patron_is_an_answer_not_an_error(
     gateway: Gateway, pki: PkiLayout
 ) -> None:
-    from adapters.sip2.seed import Network
-
     unknown = Network.default().unregistered
     for library_id in ("bj-dongcheng", "bj-xicheng", "bj-haidian-uni"):
         answer = await _ask(gateway, pki, unknown, library_id)
@@ -168,9 +167,7 @@ def _one_library(
 @pytest.fixture
 async def gateway_to(
     gateway_factory: Callable[..., Any], network: ReferenceNetwork
-) -> Callable[..., Any]:
-    from adapters.social_insurance import start_reference_server
-
+) -> AsyncIterator[Callable[..., Any]]:
     references: list[Any] = []
 
     async def start(library: dict[str, Any]) -> Gateway:
