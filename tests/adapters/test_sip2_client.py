@@ -21,6 +21,8 @@ from pysip2 import (
     SIP2Server,
 )
 
+from adapters.sip2 import client as sip2_client
+from adapters.sip2 import codec
 from adapters.sip2.client import Sip2Libraries
 from adapters.sip2.reference import build_server, start_reference_network
 from adapters.sip2.seed import EMPLOYEE, RETIREE, Network
@@ -211,3 +213,105 @@ def test_settings_that_do_not_describe_a_library_say_where(
     with pytest.raises(ConfigError, match=r"backends\.library") as info:
         libraries_from(_settings(*rows, **credentials), "library")
     assert problem in str(info.value)
+
+
+# -- a scripted ACS (a fake: one module's unit test) ------------------------------------------
+
+
+class ScriptedAcs:
+    """Answers 93, 99 and 63 with our codec, in ``terminator``; ``ask_resend`` 63s get a 96."""
+
+    def __init__(self, terminator: bytes) -> None:
+        self.terminator = terminator
+        self.seen: list[str] = []
+        self.ask_resend = 0
+        self.writers: list[asyncio.StreamWriter] = []
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.writers.append(writer)
+        try:
+            while line := await reader.readuntil(self.terminator):
+                request = codec.decode(line.removesuffix(self.terminator), encoding="utf-8")
+                self.seen.append(request.message.command)
+                answer = self._answer(request.message)
+                sequence = None if answer.command == "96" else request.sequence
+                out = codec.encode(answer, sequence=sequence or 0, encoding="utf-8")
+                writer.write(out + self.terminator)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    def _answer(self, request: codec.Message) -> codec.Message:
+        if request.command == "93":
+            return codec.Message("94", {"ok": "1"})
+        if request.command == "99":
+            fixed = {
+                "online_status": "Y", "checkin_ok": "N", "checkout_ok": "N",
+                "acs_renewal_policy": "N", "status_update_ok": "N", "offline_ok": "N",
+                "timeout_period": "030", "retries_allowed": "003",
+                "date_time_sync": "20250101    093000", "protocol_version": "2.00",
+            }  # fmt: skip
+            return codec.Message("98", fixed, (("AO", "TEST"),))
+        if self.ask_resend:
+            self.ask_resend -= 1
+            return codec.Message("96")
+        counts = dict.fromkeys(
+            ("hold", "overdue", "charged", "fine", "recall", "unavailable_holds"), "0000"
+        )
+        fixed = {
+            f"{k}_items_count" if k != "unavailable_holds" else f"{k}_count": v
+            for k, v in counts.items()
+        }
+        fixed |= {"patron_status": " " * 14, "language": "000"}
+        fixed["transaction_date"] = "20250101    093000"
+        fields = (("AO", "TEST"), ("AA", request.get("AA") or ""), ("AE", "赵敏"), ("BL", "Y"))
+        return codec.Message("64", fixed, fields)
+
+
+@pytest.fixture
+async def scripted(request: pytest.FixtureRequest) -> AsyncIterator[tuple[ScriptedAcs, int]]:
+    acs = ScriptedAcs(getattr(request, "param", b"\r"))
+    server = await asyncio.start_server(acs.serve, "127.0.0.1", 0)
+    yield acs, server.sockets[0].getsockname()[1]
+    server.close()
+    for writer in acs.writers:
+        writer.close()
+
+
+@pytest.mark.parametrize("scripted", [b"\r\n"], indirect=True)
+async def test_a_crlf_library_is_spoken_to_in_crlf(scripted: tuple[ScriptedAcs, int]) -> None:
+    acs, port = scripted
+    client = Sip2Libraries((_library(port, terminator="CRLF"),))
+    standing = await client.patron_standing("test-lib", EMPLOYEE, timeout=2)
+    await client.close()
+    assert standing.name == "赵敏" and acs.seen == ["93", "99", "63"]
+
+
+async def test_an_acs_asking_for_a_resend_gets_our_line_once_more(
+    scripted: tuple[ScriptedAcs, int],
+) -> None:
+    acs, port = scripted
+    acs.ask_resend = 1
+    client = Sip2Libraries((_library(port),))
+    assert (await client.patron_standing("test-lib", EMPLOYEE, timeout=2)).known
+    acs.ask_resend = 2
+    with pytest.raises(BackendUnavailable, match="malformed answer"):
+        await client.patron_standing("test-lib", EMPLOYEE, timeout=2)
+    await client.close()
+    assert acs.seen == ["93", "99", "63", "63", "63", "63"]
+
+
+async def test_idle_connections_are_checked_and_dead_ones_replaced(
+    scripted: tuple[ScriptedAcs, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    acs, port = scripted
+    client = Sip2Libraries((_library(port),))
+    await client.patron_standing("test-lib", EMPLOYEE, timeout=2)
+    monkeypatch.setattr(sip2_client, "HEALTH_CHECK_AFTER_S", 0.0)
+    await client.patron_standing("test-lib", EMPLOYEE, timeout=2)
+    assert acs.seen == ["93", "99", "63", "99", "63"]  # checked with SC status, then used
+    acs.writers[0].close()  # the ACS drops the idle connection
+    await asyncio.sleep(0.05)
+    assert (await client.patron_standing("test-lib", EMPLOYEE, timeout=2)).known
+    await client.close()
+    assert acs.seen[5:] == ["93", "99", "63"]  # the check failed: a fresh login
