@@ -41,7 +41,7 @@ class Sip2Connection:
         self._reader = reader
         self._writer = writer
         self._sequence = itertools.cycle(range(10))
-        self.supported_bx: codec.Message | None = None
+        self.acs_status: codec.Message | None = None
 
     @classmethod
     async def open(cls, library: Library) -> Sip2Connection:
@@ -68,10 +68,10 @@ class Sip2Connection:
         status = await self.exchange(messages.sc_status(), "98")
         if status.fixed["online_status"] != "Y":
             raise SessionRefused("the ACS is offline")
-        self.supported_bx = status
+        self.acs_status = status
 
     def supports(self, position: int) -> bool:
-        return self.supported_bx is None or messages.supports(self.supported_bx, position)
+        return self.acs_status is None or messages.supports(self.acs_status, position)
 
     async def exchange(self, request: codec.Message, expect: str) -> codec.Message:
         """Send ``request``; the verified answer, which must be command ``expect``."""
