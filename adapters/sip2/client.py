@@ -27,11 +27,11 @@ import asyncio
 import contextlib
 import datetime as dt
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 
 import structlog
 
-from adapters.errors import Failure, backend_error, map_transport_errors
+from adapters.errors import Failure, ProtocolFailures, backend_error, map_transport_errors
 from adapters.sip2 import codec, messages
 from adapters.sip2.connection import SessionRefused, Sip2Connection
 from adapters.sip2.settings import Library
@@ -42,10 +42,9 @@ _log = structlog.get_logger(__name__)
 _EVENTS = "sip2"
 HEALTH_CHECK_AFTER_S = 30.0
 
-_PROTOCOL_FAILURES: tuple[tuple[type[Exception], Failure], ...] = (
+_PROTOCOL_FAILURES: ProtocolFailures = (
     (SessionRefused, Failure.REFUSED),
     (codec.CodecError, Failure.MALFORMED),
-    (EOFError, Failure.UNREACHABLE),  # closed mid-message (asyncio.IncompleteReadError)
 )
 
 
@@ -116,9 +115,8 @@ class Sip2Libraries:
             return _unknown(library_id)
         log = _log.bind(library=library_id)
         display = f"library {library_id}"
-        with (
-            _map_failures(display, timeout, log),
-            map_transport_errors(display, timeout=timeout, log=log, prefix=_EVENTS),
+        with map_transport_errors(
+            display, timeout=timeout, log=log, prefix=_EVENTS, protocol=_PROTOCOL_FAILURES
         ):
             async with asyncio.timeout(timeout), self._pool(library).connection() as connection:
                 answer = await _ask(connection, library, patron)
@@ -168,18 +166,3 @@ def _unknown(library_id: str) -> PatronStanding:
         currency="",
         name="",
     )
-
-
-@contextlib.contextmanager
-def _map_failures(
-    display: str, timeout: float, log: structlog.typing.FilteringBoundLogger
-) -> Iterator[None]:
-    """The protocol's own failures, named for ``adapters.errors`` (transport ones pass)."""
-    try:
-        yield
-    except Exception as exc:
-        failure = next((f for kind, f in _PROTOCOL_FAILURES if isinstance(exc, kind)), None)
-        if failure is None:
-            raise
-        log.warning(f"{_EVENTS}_{failure.value}", error=type(exc).__name__)
-        raise backend_error(failure, display, timeout=timeout) from None
