@@ -19,7 +19,8 @@ failure            error                   reason                  when
 =================  ======================  ======================  =========================
 
 ``map_transport_errors`` (after httpx's ``map_exceptions``) turns the exceptions of a transport
-(timeouts, ``OSError``, aiohttp's ``ClientError``) into those errors and logs one event,
+(timeouts, ``OSError``, aiohttp's ``ClientError``, a stream's ``EOFError``), and the protocol
+exceptions an adapter names with their failure, into those errors and logs one event,
 ``<prefix>_<failure>``, with the exception's type only.
 """
 
@@ -71,7 +72,10 @@ _TRANSPORT: tuple[tuple[type[BaseException], Failure], ...] = (
     (TimeoutError, Failure.TIMEOUT),
     (aiohttp.ClientError, Failure.UNREACHABLE),
     (OSError, Failure.UNREACHABLE),
+    (EOFError, Failure.UNREACHABLE),  # a stream closed mid-answer (asyncio.IncompleteReadError)
 )
+
+ProtocolFailures = tuple[tuple[type[BaseException], Failure], ...]
 
 
 def backend_error(
@@ -85,15 +89,25 @@ def backend_error(
 
 @contextlib.contextmanager
 def map_transport_errors(
-    backend: str, *, timeout: float, log: structlog.typing.FilteringBoundLogger, prefix: str
+    backend: str,
+    *,
+    timeout: float,
+    log: structlog.typing.FilteringBoundLogger,
+    prefix: str,
+    protocol: ProtocolFailures = (),
 ) -> Iterator[None]:
-    """Turn the transport's exceptions inside the block into gateway errors (others pass)."""
+    """Turn the transport's exceptions inside the block into gateway errors (others pass).
+
+    ``protocol``: the adapter's own exceptions and what each means (a refused login, a line
+    that does not parse), checked before the transport's.
+    """
     try:
         yield
     except GatewayError:
         raise
     except Exception as exc:
-        failure = next((f for kind, f in _TRANSPORT if isinstance(exc, kind)), None)
+        rows = (*protocol, *_TRANSPORT)
+        failure = next((f for kind, f in rows if isinstance(exc, kind)), None)
         if failure is None:
             raise
         if failure is Failure.TIMEOUT:

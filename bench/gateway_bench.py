@@ -404,7 +404,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         config = _gateway_config(root, pki, gateway_port, backend_port)
         with (
             _process(
-                [*onecard, "backends", "--port", str(backend_port)],
+                [*onecard, "backends", "--port", str(backend_port), "--sip2-port", "0"],
                 _listening(backend_port),
                 "onecard backends",
             ),

@@ -3,7 +3,8 @@
 onecard serve [--config FILE]       run the gateway (embedded defaults: SQLite under var/,
                                     reference back ends in-process, a development PKI)
 onecard demo                        everything on loopback plus a scripted tour
-onecard backends [--port N]         run the reference back ends on their own
+onecard backends [--port N] [--sip2-port N]
+                                    run the reference back ends on their own
 onecard pki init --dir DIR          make a development CA and certificates
 onecard policy test [--dir DIR]     run the policy tests (policies/tests/*.toml)
 onecard policy check [--dir DIR]    validate the policy set against its schema
@@ -77,6 +78,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _backends(args: argparse.Namespace) -> int:
+    from adapters.sip2 import start_reference_network
+    from adapters.sip2.seed import LIBRARIES
     from adapters.social_insurance import start_reference_server
 
     logs.configure("info", "json")
@@ -84,11 +87,20 @@ def _backends(args: argparse.Namespace) -> int:
     async def run() -> None:
         server = await start_reference_server(port=args.port)
         print(f"reference social insurance back end (1101 person info) on {server.url}")
+        sip2_ports = {lib.network_id: args.sip2_port + i for i, lib in enumerate(LIBRARIES)}
+        libraries = await start_reference_network(ports=sip2_ports if args.sip2_port else None)
+        for library in libraries.libraries():
+            site = library.settings
+            print(
+                f"reference library {site.network_id} (SIP2, {site.encoding}, "
+                f"institution {site.institution_id}) on sip2://{site.host}:{site.port}"
+            )
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stopping.set)
         await stopping.wait()
+        await libraries.close()
         await server.close()
 
     asyncio.run(run())
@@ -349,6 +361,12 @@ def _parser() -> argparse.ArgumentParser:
 
     backends = sub.add_parser("backends", help="run the reference back ends")
     backends.add_argument("--port", type=int, default=8101, help="port on 127.0.0.1")
+    backends.add_argument(
+        "--sip2-port",
+        type=int,
+        default=6001,
+        help="first SIP2 port on 127.0.0.1 (one library each, counting up; 0 picks free ones)",
+    )
     backends.set_defaults(func=_backends)
 
     pki = sub.add_parser("pki", help="development PKI").add_subparsers(dest="pki", required=True)

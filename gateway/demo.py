@@ -1,8 +1,10 @@
 """``onecard demo``: everything on loopback, then a scripted tour over real gRPC with mutual TLS.
 
-It starts the reference social insurance back end, creates a development PKI, starts the gateway
-on a free port, and plays the counters: the citizen app, a hospital, a library; then a standing
-consent (granted, used without the patient, revoked, refused) and an emergency access. One line per
+It starts the reference back ends (social insurance, SIP2 libraries), creates a development
+PKI, starts the gateway on a free port, and plays the counters: the citizen app, a hospital, a
+library (which also asks another branch about a reader, over SIP2); then a standing consent
+(granted, used without the patient, revoked, refused), an emergency access, and the citizen's
+access history with its completeness check. One line per
 step with the decision and the reason. Card numbers in the output are synthetic citizens of the
 reference back end.
 """
@@ -31,6 +33,8 @@ from gateway.api.onecard.v1 import (
     consent_pb2_grpc,
     insurance_pb2,
     insurance_pb2_grpc,
+    library_pb2,
+    library_pb2_grpc,
 )
 from gateway.audit.checkpoint import open_checkpoint
 from gateway.audit.history_check import check_history
@@ -49,6 +53,8 @@ CITIZEN_APP = "app-ecard-001"
 SUSPENDED_LIBRARY = "lib-bj-009"
 REGULATOR = "reg-nhsa-001"
 CITIZEN = "11010519491231002X"
+READER = "110101199003074477"  # a reader with fines at another branch (adapters.sip2.seed)
+OTHER_BRANCH = "bj-xicheng"
 
 M = TypeVar("M", bound=Message)
 _Print = Callable[[str], None]
@@ -209,6 +215,7 @@ async def _play(tour: _Tour) -> None:
         )
     if status is not None:
         await _regulator_checks_receipt(tour, status.receipt)
+    await _library_asks_another_branch(tour)
     await _standing_consent(tour, card)
     await _citizen_reads_history(tour)
 
@@ -280,6 +287,34 @@ async def _standing_consent(tour: _Tour, card: common_pb2.CardRef) -> None:
                 )
             ),
         )
+
+
+async def _library_asks_another_branch(tour: _Tour) -> None:
+    """A library desk asks another branch of the network, over SIP2, about a reader."""
+    token = await tour.token(READER)
+    async with tour.channel(LIBRARY) as lib:
+        standing = await tour.ask(
+            "library",
+            f"GetPatronStatus at {OTHER_BRANCH} (SIP2)",
+            lambda: library_pb2_grpc.LibraryServiceStub(lib).GetPatronStatus(
+                library_pb2.GetPatronStatusRequest(
+                    card=common_pb2.CardRef(card_number=READER),
+                    purpose=common_pb2.PURPOSE_LIBRARY_SERVICE,
+                    basis=_basis(token),
+                    library_id=OTHER_BRANCH,
+                )
+            ),
+        )
+    if standing is None:
+        return
+    blocks = [f.name for f, on in standing.blocks.ListFields() if on]
+    tour.out(
+        f"      {standing.masked_name}: patron {'known' if standing.patron_known else 'unknown'}, "
+        f"good standing {standing.good_standing}, blocks: {', '.join(blocks) or 'none'}, "
+        f"{standing.counts.charged} on loan, {standing.counts.overdue} overdue, "
+        f"fines: {standing.has_fines}, amount "
+        f"{standing.fine_amount or 'withheld (only the branch that holds it sees it)'}"
+    )
 
 
 async def _regulator_checks_receipt(tour: _Tour, receipt: common_pb2.AuditReceipt) -> None:
@@ -371,6 +406,7 @@ async def run_demo(out: _Print = print, data_dir: Path | None = None) -> None:
                 f"127.0.0.1:{gateway.metrics_port}, reference 1101 back end on "
                 f"{gateway.ports.urls['social_insurance']}"
             )
+            out(f"reference SIP2 libraries on {gateway.ports.urls['library']}")
             out(f"development PKI in {gateway.pki.directory}")
             out("")
             tour = _Tour(gateway, out, settings.data_dir / "audit-log.pub")

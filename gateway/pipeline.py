@@ -57,6 +57,7 @@ class Ask:
     basis: BasisClaim
     backend: str = ""
     category: str = ""  # the data category read ("insurance", "health.lab", ...), "" for none
+    holds_record: bool = False  # the caller keeps the record asked (a library its own patron's)
 
 
 class Pipeline:
@@ -211,6 +212,7 @@ class Pipeline:
                 resource_type="CardHolder" if card else "AuditLog",
                 category=ask.category,
                 consent=_consent_context(basis),
+                holds_record=ask.holds_record,
             )
         )
         self._metrics.decisions.labels(ask.action, _word(decision)).inc()

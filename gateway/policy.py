@@ -50,6 +50,7 @@ class PolicyRequest:
     resource_type: str = "CardHolder"
     category: str = ""  # the data category the call reads ("insurance", ...), "" for none
     consent: ConsentContext | None = None  # the consent relied on (basis "consent")
+    holds_record: bool = False  # the caller keeps the record asked (a library its own patron's)
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +217,7 @@ def _context(req: PolicyRequest) -> dict[str, Any]:
         "basis": req.basis,
         "hour": req.hour,
         "category": req.category,
+        "holds_record": req.holds_record,
     }
     if req.consent is not None:
         context["consent"] = {

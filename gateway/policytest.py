@@ -49,6 +49,7 @@ class PolicyCase(BaseModel):
     category: str = ""
     consent_categories: list[str] | None = None  # basis "consent": what the consent covers
     consent_purposes: list[str] | None = None  # (default: the case's purpose)
+    holds_record: bool = False
     policies: list[str] | None = None
     disclose: list[str] | None = None
 
@@ -68,6 +69,7 @@ class PolicyCase(BaseModel):
             resource_type=self.resource,
             category=self.category,
             consent=self._consent(),
+            holds_record=self.holds_record,
         )
 
     def _consent(self) -> ConsentContext | None:

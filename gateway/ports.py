@@ -92,6 +92,65 @@ class InsuranceBackend(Protocol):
         ...
 
 
+class PatronBlock(enum.Enum):
+    """One position of SIP2's 14-character patron status: a privilege denied or a limit hit."""
+
+    CHARGE_PRIVILEGES_DENIED = 0
+    RENEWAL_PRIVILEGES_DENIED = 1
+    RECALL_PRIVILEGES_DENIED = 2
+    HOLD_PRIVILEGES_DENIED = 3
+    CARD_REPORTED_LOST = 4
+    TOO_MANY_ITEMS_CHARGED = 5
+    TOO_MANY_ITEMS_OVERDUE = 6
+    TOO_MANY_RENEWALS = 7
+    TOO_MANY_CLAIMS_OF_ITEMS_RETURNED = 8
+    TOO_MANY_ITEMS_LOST = 9
+    EXCESSIVE_OUTSTANDING_FINES = 10
+    EXCESSIVE_OUTSTANDING_FEES = 11
+    RECALL_OVERDUE = 12
+    TOO_MANY_ITEMS_BILLED = 13
+
+
+@dataclass(frozen=True, slots=True)
+class PatronStanding:
+    """A reader's standing at one library of the network, as its system told it over SIP2.
+
+    ``known`` False: the library has no such patron (every other field is empty). Counts are
+    None when the library did not send them (an answer to patron status, 24, has none).
+    ``name`` is personal data: disclosed masked at most, never logged.
+    """
+
+    library_id: str
+    known: bool
+    valid: bool
+    blocks: frozenset[PatronBlock]
+    holds: int | None
+    overdue: int | None
+    charged: int | None
+    fine_items: int | None
+    fee_amount: Decimal | None
+    currency: str
+    name: str
+
+
+class LibraryBackend(Protocol):
+    """The libraries of the network, each reached over SIP2 (patron information, 63/64)."""
+
+    def knows(self, library_id: str) -> bool:
+        """Whether ``library_id`` is a library of the network this back end reaches."""
+        ...
+
+    def holder_org(self, library_id: str) -> str | None:
+        """The org id (orgs.toml) of the library that keeps ``library_id``'s records, if any."""
+        ...
+
+    async def patron_standing(
+        self, library_id: str, card_number: str, *, timeout: float
+    ) -> PatronStanding:
+        """The standing; raises ``BackendUnavailable`` or ``BackendTimeout``."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class PortKey(Generic[P]):
     """Names a port, typed by its interface: ``Ports.get(CARD_REGISTRY)`` is a ``CardRegistry``."""
@@ -101,6 +160,7 @@ class PortKey(Generic[P]):
 
 CARD_REGISTRY: PortKey[CardRegistry] = PortKey("card registry")
 INSURANCE_BACKEND: PortKey[InsuranceBackend] = PortKey("insurance back end")
+LIBRARY_BACKEND: PortKey[LibraryBackend] = PortKey("library back end")
 
 
 @dataclass(frozen=True, slots=True)

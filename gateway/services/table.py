@@ -21,17 +21,19 @@ from gateway.api.onecard.v1 import (
     card_pb2_grpc,
     consent_pb2_grpc,
     insurance_pb2_grpc,
+    library_pb2_grpc,
 )
 from gateway.audit.log import AuditLog
 from gateway.backends import Ports
 from gateway.pipeline import Pipeline
-from gateway.ports import INSURANCE_BACKEND
+from gateway.ports import INSURANCE_BACKEND, LIBRARY_BACKEND
 from gateway.services import SERVICES
 from gateway.services.audit import AuditService
 from gateway.services.card import CardService
 from gateway.services.consent import ConsentParts, ConsentService
 from gateway.services.history import AccessHistory
 from gateway.services.insurance import InsuranceService
+from gateway.services.library import LibraryService
 from gateway.tokens import CardTokens
 
 __all__ = ["SERVICE_TABLE", "ServiceParts", "ServiceRow", "descriptor"]
@@ -84,6 +86,11 @@ def _consent(parts: ServiceParts) -> ConsentService:
     return ConsentService(parts.pipeline, parts.consents, history)
 
 
+def _library(parts: ServiceParts) -> LibraryService:
+    backend = parts.ports.get(LIBRARY_BACKEND)
+    return LibraryService(parts.pipeline, backend.port, timeout=backend.timeout_s)
+
+
 SERVICE_TABLE: tuple[ServiceRow, ...] = (
     ServiceRow(
         descriptor("AuditService"), audit_pb2_grpc.add_AuditServiceServicer_to_server, _audit
@@ -98,5 +105,10 @@ SERVICE_TABLE: tuple[ServiceRow, ...] = (
         descriptor("ConsentService"),
         consent_pb2_grpc.add_ConsentServiceServicer_to_server,
         _consent,
+    ),
+    ServiceRow(
+        descriptor("LibraryService"),
+        library_pb2_grpc.add_LibraryServiceServicer_to_server,
+        _library,
     ),
 )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 import grpc
 import pytest
@@ -52,6 +54,7 @@ def test_messages_name_the_back_end_and_the_numbers_only() -> None:
         (aiohttp.ServerTimeoutError("read timeout"), BackendTimeout, "fhir_timeout"),
         (ConnectionRefusedError(111, "secret text"), BackendUnavailable, "fhir_unreachable"),
         (aiohttp.ClientPayloadError("secret text"), BackendUnavailable, "fhir_unreachable"),
+        (asyncio.IncompleteReadError(b"secret text", 99), BackendUnavailable, "fhir_unreachable"),
     ],
 )
 def test_transport_exceptions_become_gateway_errors_without_their_text(
@@ -81,3 +84,34 @@ def test_gateway_errors_and_bugs_pass_through_unchanged(raised: Exception) -> No
         raise raised
 
     assert info.value is raised
+
+
+class _LoginRefused(Exception):
+    pass
+
+
+@pytest.mark.parametrize(
+    ("raised", "kind", "reason"),
+    [
+        (_LoginRefused("secret text"), BackendUnavailable, "backend_unavailable"),
+        (
+            UnicodeDecodeError("utf-8", b"secret", 0, 1, "bad"),
+            BackendUnavailable,
+            "backend_malformed",
+        ),
+    ],
+)
+def test_an_adapters_protocol_exceptions_are_named_in_the_same_table(
+    raised: Exception, kind: type, reason: str
+) -> None:
+    protocol = ((_LoginRefused, Failure.REFUSED), (ValueError, Failure.MALFORMED))
+    log = structlog.get_logger("test")
+    with (
+        capture_logs() as logs,
+        pytest.raises(kind) as info,
+        map_transport_errors(BACKEND, timeout=1, log=log, prefix="sip2", protocol=protocol),
+    ):
+        raise raised
+
+    assert info.value.reason == reason and "secret" not in info.value.message
+    assert "secret" not in str(logs) and len(logs) == 1

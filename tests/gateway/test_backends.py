@@ -55,7 +55,11 @@ async def test_a_throw_away_back_end_is_wired_from_its_settings_group_and_closed
     assert "s3cret" not in repr(settings)
     assert ports.urls["forecast"] == "http://127.0.0.1:9/forecast"
     assert ports.get(CARD_REGISTRY).backend == "social_insurance"  # the real row, still there
-    assert [close.__name__ for close in closers] == ["close_social_insurance", "close_forecast"]
+    assert [close.__name__ for close in closers] == [
+        "close_social_insurance",
+        "close_library",
+        "close_forecast",
+    ]
     await _close(closers)
     assert fake.closed == 1
 

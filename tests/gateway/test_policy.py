@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.api.onecard.v1 import audit_pb2, card_pb2, consent_pb2, insurance_pb2
+from gateway.api.onecard.v1 import audit_pb2, card_pb2, consent_pb2, insurance_pb2, library_pb2
 from gateway.config import REPO_POLICIES
 from gateway.disclosure import unknown_paths
 from gateway.policy import PolicyEngine, PolicyRequest, PolicySetInvalid, policy_set_digest
@@ -24,6 +24,7 @@ RESPONSES = {
     "RevokeConsent": consent_pb2.RevokeConsentResponse.DESCRIPTOR,
     "ListConsents": consent_pb2.ListConsentsResponse.DESCRIPTOR,
     "GetAccessHistory": consent_pb2.GetAccessHistoryResponse.DESCRIPTOR,
+    "GetPatronStatus": library_pb2.GetPatronStatusResponse.DESCRIPTOR,
 }
 
 

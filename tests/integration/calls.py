@@ -14,6 +14,8 @@ from gateway.api.onecard.v1 import (
     consent_pb2_grpc,
     insurance_pb2,
     insurance_pb2_grpc,
+    library_pb2,
+    library_pb2_grpc,
 )
 
 
@@ -145,6 +147,26 @@ async def list_consents(
     ).ListConsents(
         consent_pb2.ListConsentsRequest(
             card=common_pb2.CardRef(card_number=card_number), purpose=common_pb2.PURPOSE_PATRQT
+        )
+    )
+    return response
+
+
+async def patron_status(
+    channel: grpc.aio.Channel,
+    card_number: str,
+    token: str,
+    library_id: str,
+    purpose: int = common_pb2.PURPOSE_LIBRARY_SERVICE,
+) -> library_pb2.GetPatronStatusResponse:
+    response: library_pb2.GetPatronStatusResponse = await library_pb2_grpc.LibraryServiceStub(
+        channel
+    ).GetPatronStatus(
+        library_pb2.GetPatronStatusRequest(
+            card=common_pb2.CardRef(card_number=card_number),
+            purpose=purpose,
+            basis=basis(token),
+            library_id=library_id,
         )
     )
     return response

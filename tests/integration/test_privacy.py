@@ -1,7 +1,8 @@
 """Privacy by construction: no raw card number, ID number or name leaves a trace anywhere.
 
 A real ``onecard serve`` process, logging at debug level to a file, handles every kind of
-exchange (allowed, refused at each stage, malformed and unknown card numbers, a regulator's
+exchange (allowed, refused at each stage, malformed and unknown card numbers, a library's
+question to two SIP2 libraries, a regulator's
 search by card number and a stream of entries). Then the database files, an export (leaves,
 checkpoints and the FHIR AuditEvent file), the process's whole log output and a metrics scrape
 are searched for every card number sent, in every spelling sent, and for every holder's name
@@ -18,13 +19,15 @@ from pathlib import Path
 import grpc
 import pytest
 
+from adapters.sip2.seed import EMPLOYEE as READER
+from adapters.sip2.seed import Network
 from adapters.social_insurance.seed import Population
 from gateway.api.onecard.v1 import audit_pb2, audit_pb2_grpc, common_pb2
 from gateway.cli import main
 from gateway.client import org_channel
 from gateway.pki import ensure_pki
 from gateway.ports import CardStatus
-from tests.integration.calls import insurance_status, issue_token, verify_card
+from tests.integration.calls import insurance_status, issue_token, patron_status, verify_card
 from tests.integration.conftest import CITIZEN_APP, HOSPITAL, LIBRARY, REGULATOR
 from tests.integration.served import free_port, serve_env, start
 
@@ -45,6 +48,7 @@ async def test_no_card_number_or_name_in_the_database_export_logs_or_metrics(
     env["ONECARD_METRICS_PORT"] = str(metrics_port)
     assert population.by_id_number(UNKNOWN) is None
     people = [population.first(card_status=status) for status in CardStatus]
+    people.append(population.first(where=lambda p: p.id_number == READER))  # fines at bj-xicheng
     normal = population.first(card_status=CardStatus.NORMAL)
     sent = {UNKNOWN, normal.id_number[:-1], normal.id_number + "7"}  # unknown and malformed
     target = f"127.0.0.1:{port}"
@@ -70,6 +74,9 @@ async def test_no_card_number_or_name_in_the_database_export_logs_or_metrics(
                     continue  # a card that is not usable: refused, and logged
                 await insurance_status(hosp, person.id_number, token)
                 await refused(insurance_status(hosp, person.id_number, token))  # replay
+                for library_id in ("bj-dongcheng", "bj-xicheng"):  # over SIP2, by card, barcode
+                    library_token = await issue_token(app, person.id_number)
+                    await patron_status(lib, person.id_number, library_token, library_id)
                 await refused(
                     verify_card(
                         lib,
@@ -136,8 +143,11 @@ async def test_no_card_number_or_name_in_the_database_export_logs_or_metrics(
         >= 8
     )
     secrets = {s.upper() for s in sent} | sent
+    barcodes = Network.default().barcodes("bj-xicheng")
     for person in people:
         secrets |= {person.name, person.psn_no}
+        secrets |= {barcodes[person.id_number]} if person.id_number in barcodes else set()
+    assert barcodes[READER] in secrets
     for where, blob in places.items():
         leaked = sorted(s for s in secrets if s.encode() in blob)
         assert leaked == [], f"{where} holds {len(leaked)} raw identifiers"
