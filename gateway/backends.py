@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic
 
+from adapters.fhir import wire_fhir
 from adapters.social_insurance import wire_social_insurance
 from gateway.config import BackendSettings, Settings
 from gateway.errors import SetupError
@@ -34,7 +35,10 @@ class BackendRow:
     wire: Callable[[BackendSettings], Awaitable[WiredBackend]]
 
 
-BACKENDS: tuple[BackendRow, ...] = (BackendRow("social_insurance", wire_social_insurance),)
+BACKENDS: tuple[BackendRow, ...] = (
+    BackendRow("social_insurance", wire_social_insurance),
+    BackendRow("fhir", wire_fhir),
+)
 
 
 @dataclass(frozen=True, slots=True)

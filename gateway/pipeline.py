@@ -137,6 +137,7 @@ class Pipeline:
                 basis=basis.kind.value,
                 hour=call.received_at.astimezone(self._tz).hour,
                 resource_type="CardHolder" if card else "AuditLog",
+                category=ask.category,
             )
         )
         self._metrics.decisions.labels(ask.action, _word(decision)).inc()

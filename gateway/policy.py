@@ -48,6 +48,7 @@ class PolicyRequest:
     basis: str
     hour: int
     resource_type: str = "CardHolder"
+    category: str = ""  # the data category read ("health.lab", ...), "" for none
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +196,12 @@ def _cedar_request(req: PolicyRequest) -> dict[str, Any]:
         "principal": _uid("Org", req.org_id),
         "action": _uid("Action", req.action),
         "resource": _uid(req.resource_type, req.holder_id),
-        "context": {"purpose": req.purpose, "basis": req.basis, "hour": req.hour},
+        "context": {
+            "purpose": req.purpose,
+            "basis": req.basis,
+            "hour": req.hour,
+            "category": req.category,
+        },
     }
 
 

@@ -45,6 +45,7 @@ class PolicyCase(BaseModel):
     card_status: str = "normal"
     holder_district: str = "110105"
     hour: int = 10
+    category: str = ""
     resource: Literal["CardHolder", "AuditLog"] = "CardHolder"
     policies: list[str] | None = None
     disclose: list[str] | None = None
@@ -63,6 +64,7 @@ class PolicyCase(BaseModel):
             basis=self.basis,
             hour=self.hour,
             resource_type=self.resource,
+            category=self.category,
         )
 
 

@@ -16,14 +16,20 @@ from typing import Any
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 
-from gateway.api.onecard.v1 import audit_pb2_grpc, card_pb2_grpc, insurance_pb2_grpc
+from gateway.api.onecard.v1 import (
+    audit_pb2_grpc,
+    card_pb2_grpc,
+    health_pb2_grpc,
+    insurance_pb2_grpc,
+)
 from gateway.audit.log import AuditLog
 from gateway.backends import Ports
 from gateway.pipeline import Pipeline
-from gateway.ports import INSURANCE_BACKEND
+from gateway.ports import HEALTH_RECORDS, INSURANCE_BACKEND
 from gateway.services import SERVICES
 from gateway.services.audit import AuditService
 from gateway.services.card import CardService
+from gateway.services.health import HealthRecordService
 from gateway.services.insurance import InsuranceService
 from gateway.tokens import CardTokens
 
@@ -67,6 +73,11 @@ def _insurance(parts: ServiceParts) -> InsuranceService:
     return InsuranceService(parts.pipeline, backend.port, timeout=backend.timeout_s)
 
 
+def _health(parts: ServiceParts) -> HealthRecordService:
+    backend = parts.ports.get(HEALTH_RECORDS)
+    return HealthRecordService(parts.pipeline, backend.port, timeout=backend.timeout_s)
+
+
 SERVICE_TABLE: tuple[ServiceRow, ...] = (
     ServiceRow(
         descriptor("AuditService"), audit_pb2_grpc.add_AuditServiceServicer_to_server, _audit
@@ -76,5 +87,10 @@ SERVICE_TABLE: tuple[ServiceRow, ...] = (
         descriptor("InsuranceService"),
         insurance_pb2_grpc.add_InsuranceServiceServicer_to_server,
         _insurance,
+    ),
+    ServiceRow(
+        descriptor("HealthRecordService"),
+        health_pb2_grpc.add_HealthRecordServiceServicer_to_server,
+        _health,
     ),
 )
