@@ -17,8 +17,9 @@ resource id (the uuid), so ids are the same on every start. A person of the popu
 loaded the first time a ``Patient?identifier=`` search names them (every read of the adapter
 starts with one), so the server starts at once whatever the population's size.
 
-``hospitals`` keeps only the records of those hospitals: two servers, one with all records (a regional exchange) and one with a
-hospital's own, serve the same records under the same identifiers, as in the field.
+``hospitals`` keeps only the records of those hospitals: two servers, one with all records (a
+regional exchange) and one with a hospital's own, serve the same records under the same
+identifiers, as in the field.
 
 It binds 127.0.0.1 unless told otherwise and refuses wildcard addresses.
 """
