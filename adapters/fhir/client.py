@@ -39,6 +39,7 @@ the identifier value, the server's ``OperationOutcome`` text or any clinical con
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import re
@@ -168,18 +169,19 @@ class FhirClient:
         if match is None or match[1] not in self._sources or match[2] != rtype:
             raise backend_error(Failure.NO_RECORD, _BACKEND)
         source, rid = self._sources[match[1]], match[3]
-        async with asyncio.timeout(timeout):
-            patient = await self._patient(source, id_number, timeout)
-            if patient is None:
-                raise backend_error(Failure.NO_RECORD, _BACKEND)
-            body = await self._get(source, f"{rtype}/{rid}", timeout, missing_ok=True)
-            if body is None:
-                raise backend_error(Failure.NO_RECORD, _BACKEND)
-            resource = _valid_resource(_json(body, source), rtype, source)
-            if _subject(resource) != f"Patient/{patient}":
-                _log.warning("fhir_record_of_another_patient", source=source.name, rtype=rtype)
-                raise backend_error(Failure.NO_RECORD, _BACKEND)
-            included = await self._included(source, patient, resource, timeout)
+        with _overall(source, timeout):
+            async with asyncio.timeout(timeout):
+                patient = await self._patient(source, id_number, timeout)
+                if patient is None:
+                    raise backend_error(Failure.NO_RECORD, _BACKEND)
+                body = await self._get(source, f"{rtype}/{rid}", timeout, missing_ok=True)
+                if body is None:
+                    raise backend_error(Failure.NO_RECORD, _BACKEND)
+                resource = _valid_resource(_json(body, source), rtype, source)
+                if _subject(resource) != f"Patient/{patient}":
+                    _log.warning("fhir_record_of_another_patient", source=source.name, rtype=rtype)
+                    raise backend_error(Failure.NO_RECORD, _BACKEND)
+                included = await self._included(source, patient, resource, timeout)
         return HealthRecord(_summary(source, resource), (resource, *included))
 
     async def close(self) -> None:
@@ -198,12 +200,13 @@ class FhirClient:
         params: list[tuple[str, str]],
         timeout: float,
     ) -> list[tuple[str, HealthRecordSummary]]:
-        async with asyncio.timeout(timeout):
-            patient = await self._patient(source, id_number, timeout)
-            if patient is None:
-                return []
-            query = [("patient", patient), *params, ("_count", str(self._page_size))]
-            resources = await self._search(source, rtype, query, timeout)
+        with _overall(source, timeout):
+            async with asyncio.timeout(timeout):
+                patient = await self._patient(source, id_number, timeout)
+                if patient is None:
+                    return []
+                query = [("patient", patient), *params, ("_count", str(self._page_size))]
+                resources = await self._search(source, rtype, query, timeout)
         out = []
         for resource in resources:
             if _subject(resource) != f"Patient/{patient}":
@@ -296,6 +299,13 @@ class FhirClient:
         elif self._loop is not loop:
             raise RuntimeError("FhirClient is bound to the event loop that first used it")
         return self._session
+
+
+def _overall(source: Source, timeout: float) -> contextlib.AbstractContextManager[None]:
+    """Maps the deadline of a whole exchange (several requests) like one request's."""
+    return map_transport_errors(
+        _BACKEND, timeout=timeout, log=_log.bind(source=source.name), prefix=_EVENTS
+    )
 
 
 async def _read_body(response: aiohttp.ClientResponse, source: Source) -> bytes:
