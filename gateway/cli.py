@@ -3,7 +3,8 @@
 onecard serve [--config FILE]       run the gateway (embedded defaults: SQLite under var/,
                                     reference back ends in-process, a development PKI)
 onecard demo                        everything on loopback plus a scripted tour
-onecard backends [--port N]         run the reference back ends on their own
+onecard backends [--port N]         run the reference back ends on their own (1101 on --port,
+                                    FHIR R4 on --fhir-port)
 onecard pki init --dir DIR          make a development CA and certificates
 onecard policy test [--dir DIR]     run the policy tests (policies/tests/*.toml)
 onecard policy check [--dir DIR]    validate the policy set against its schema
@@ -73,6 +74,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _backends(args: argparse.Namespace) -> int:
+    from adapters.fhir import start_reference_fhir_server
     from adapters.social_insurance import start_reference_server
 
     logs.configure("info", "json")
@@ -80,11 +82,18 @@ def _backends(args: argparse.Namespace) -> int:
     async def run() -> None:
         server = await start_reference_server(port=args.port)
         print(f"reference social insurance back end (1101 person info) on {server.url}")
+        try:
+            fhir = await start_reference_fhir_server(port=args.fhir_port)
+        except BaseException:
+            await server.close()
+            raise
+        print(f"reference FHIR R4 server (health records) on {fhir.url}")
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stopping.set)
         await stopping.wait()
+        await fhir.close()
         await server.close()
 
     asyncio.run(run())
@@ -298,6 +307,9 @@ def _parser() -> argparse.ArgumentParser:
 
     backends = sub.add_parser("backends", help="run the reference back ends")
     backends.add_argument("--port", type=int, default=8101, help="port on 127.0.0.1")
+    backends.add_argument(
+        "--fhir-port", type=int, default=8102, help="the FHIR server's port on 127.0.0.1"
+    )
     backends.set_defaults(func=_backends)
 
     pki = sub.add_parser("pki", help="development PKI").add_subparsers(dest="pki", required=True)

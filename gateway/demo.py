@@ -1,7 +1,8 @@
 """``onecard demo``: everything on loopback, then a scripted tour over real gRPC with mutual TLS.
 
-It starts the reference social insurance back end, creates a development PKI, starts the gateway
-on a free port, and plays the counters: the citizen app, a hospital, a library. One line per
+It starts the reference social insurance back end and the reference FHIR server, creates a
+development PKI, starts the gateway on a free port, and plays the counters: the citizen app, a
+hospital, a library, a regulator, and a hospital reading another hospital's lab report. One line per
 step with the decision and the reason. Card numbers in the output are synthetic citizens of the
 reference back end.
 """
@@ -9,6 +10,7 @@ reference back end.
 from __future__ import annotations
 
 import asyncio
+import json
 import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -25,6 +27,8 @@ from gateway.api.onecard.v1 import (
     card_pb2,
     card_pb2_grpc,
     common_pb2,
+    health_pb2,
+    health_pb2_grpc,
     insurance_pb2,
     insurance_pb2_grpc,
 )
@@ -203,6 +207,58 @@ async def _play(tour: _Tour) -> None:
         )
     if status is not None:
         await _regulator_checks_receipt(tour, status.receipt)
+    await _hospital_reads_lab_report(tour, card)
+
+
+async def _hospital_reads_lab_report(tour: _Tour, card: common_pb2.CardRef) -> None:
+    """With the patient at the counter, a hospital reads another hospital's lab report (FHIR)."""
+    out = tour.out
+    async with tour.channel(HOSPITAL) as hosp:
+        health = health_pb2_grpc.HealthRecordServiceStub(hosp)
+        list_token = await tour.token(CITIZEN)
+        listed = await tour.ask(
+            "hospital",
+            "ListHealthRecords (lab, card present)",
+            lambda: health.ListHealthRecords(
+                health_pb2.ListHealthRecordsRequest(
+                    card=card,
+                    purpose=common_pb2.PURPOSE_TREAT,
+                    basis=_basis(list_token),
+                    category=health_pb2.HEALTH_CATEGORY_LAB,
+                    page_size=3,
+                )
+            ),
+        )
+        if listed is None or not listed.records:
+            return
+        for r in listed.records:
+            out(f"      {r.date[:10]} {r.title} ({r.performer}; source {r.source})")
+        newest = listed.records[0]
+        get_token = await tour.token(CITIZEN)
+        record = await tour.ask(
+            "hospital",
+            "GetHealthRecord (the newest, as FHIR JSON)",
+            lambda: health.GetHealthRecord(
+                health_pb2.GetHealthRecordRequest(
+                    card=card,
+                    purpose=common_pb2.PURPOSE_TREAT,
+                    basis=_basis(get_token),
+                    category=health_pb2.HEALTH_CATEGORY_LAB,
+                    record_id=newest.record_id,
+                )
+            ),
+        )
+        if record is None:
+            return
+        entries = json.loads(record.fhir_json)["entry"]
+        out(f"      FHIR R4 Bundle of {record.resource_count} resources:")
+        for entry in entries[1:]:
+            o = entry["resource"]
+            value = o.get("valueQuantity", {})
+            out(
+                f"      LOINC {o['code']['coding'][0]['code']:<8} {o['code']['text']:<24} "
+                f"{value.get('value')} {value.get('unit', '')}"
+            )
 
 
 async def _regulator_checks_receipt(tour: _Tour, receipt: common_pb2.AuditReceipt) -> None:
@@ -262,7 +318,8 @@ async def run_demo(out: _Print = print, data_dir: Path | None = None) -> None:
             out(
                 f"OneCard demo: gateway on {gateway.target} (mutual TLS), metrics on "
                 f"127.0.0.1:{gateway.metrics_port}, reference 1101 back end on "
-                f"{gateway.ports.urls['social_insurance']}"
+                f"{gateway.ports.urls['social_insurance']}, reference FHIR server on "
+                f"{gateway.ports.urls['fhir']}"
             )
             out(f"development PKI in {gateway.pki.directory}")
             out("")
