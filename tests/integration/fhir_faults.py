@@ -20,15 +20,6 @@ from aiohttp import web
 from adapters.fhir import start_reference_fhir_server
 
 SERVER_TEXT = "SERVER-DIAGNOSTICS patient 110101199003074477 in ward 7"
-FAULTS = (
-    "invalid_json",
-    "invalid_fhir",
-    "operation_outcome",
-    "outcome_instead_of_bundle",
-    "hang",
-    "paging_loop",
-    "next_outside_base",
-)
 
 
 class FaultyFhir:
@@ -79,6 +70,15 @@ class FaultyFhir:
                 return _bundle([], [])
             case "paging_loop":
                 return _bundle([], [{"relation": "next", "url": here}])
+            case "wrong_person":  # ignores ?patient= and answers someone else's report
+                resource = {
+                    "resourceType": "DiagnosticReport",
+                    "id": "theirs",
+                    "status": "final",
+                    "code": {"text": SERVER_TEXT},
+                    "subject": {"reference": "Patient/someone-else"},
+                }
+                return _bundle([{"resource": resource}], [])
             case "next_outside_base":
                 evil = "http://169.254.169.254/latest/meta-data/iam"
                 return _bundle([], [{"relation": "next", "url": evil}])

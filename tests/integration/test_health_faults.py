@@ -44,6 +44,11 @@ EXPECTED = {
         "backend_malformed",
         "FHIR server sent a malformed answer",
     ),
+    "wrong_person": (
+        "UNAVAILABLE",
+        "backend_malformed",
+        "FHIR server answered for a different person",
+    ),
 }
 EVENTS = {
     "invalid_json": "fhir_not_json",
@@ -53,6 +58,7 @@ EVENTS = {
     "hang": "fhir_timeout",
     "paging_loop": "fhir_paging_loop",
     "next_outside_base": "fhir_next_link_outside_base",
+    "wrong_person": "fhir_wrong_person",
 }
 
 
