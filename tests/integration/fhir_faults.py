@@ -28,6 +28,7 @@ class FaultyFhir:
         self.fault = ""
         self.url = ""
         self.searches = 0
+        self.session: aiohttp.ClientSession | None = None  # to the reference server, reused
         self.released = asyncio.Event()  # ends every hanging answer (set when the server stops)
 
     async def handle(self, request: web.Request) -> web.Response:
@@ -36,10 +37,11 @@ class FaultyFhir:
             self.searches += 1
             if self.fault:
                 return await self._faulty(request)
-        async with (
-            aiohttp.ClientSession() as session,
-            session.get(f"{self.upstream}/{tail}", params=list(request.query.items())) as answer,
-        ):
+        if self.session is None:
+            self.session = aiohttp.ClientSession()
+        async with self.session.get(
+            f"{self.upstream}/{tail}", params=list(request.query.items())
+        ) as answer:
             return web.Response(
                 body=await answer.read(), status=answer.status, content_type="application/fhir+json"
             )
@@ -117,4 +119,6 @@ async def faulty_fhir() -> AsyncIterator[FaultyFhir]:
     finally:
         server.released.set()
         await runner.cleanup()
+        if server.session is not None:
+            await server.session.close()
         await reference.close()
