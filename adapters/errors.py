@@ -16,6 +16,7 @@ failure            error                   reason                  when
                                                                    oversized
 ``WRONG_PERSON``   ``BackendUnavailable``  ``backend_malformed``   about another person
 ``NOT_FOUND``      ``CardNotFound``        ``card_not_found``      no such person
+``NO_RECORD``      ``RecordNotFound``      ``record_not_found``    no such record of the person
 =================  ======================  ======================  =========================
 
 ``map_transport_errors`` (after httpx's ``map_exceptions``) turns the exceptions of a transport
@@ -33,7 +34,13 @@ from collections.abc import Iterator
 import aiohttp
 import structlog
 
-from gateway.errors import BackendTimeout, BackendUnavailable, CardNotFound, GatewayError
+from gateway.errors import (
+    BackendTimeout,
+    BackendUnavailable,
+    CardNotFound,
+    GatewayError,
+    RecordNotFound,
+)
 
 __all__ = ["Failure", "backend_error", "map_transport_errors"]
 
@@ -48,6 +55,7 @@ class Failure(enum.Enum):
     MALFORMED = "malformed_answer"
     WRONG_PERSON = "wrong_person"
     NOT_FOUND = "person_not_found"
+    NO_RECORD = "record_not_found"
 
 
 _DOWN, _MALFORMED = "backend_unavailable", "backend_malformed"
@@ -64,6 +72,11 @@ _TABLE: dict[Failure, tuple[type[GatewayError], str, str]] = {
     ),
     Failure.NOT_FOUND: (
         CardNotFound, "card_not_found", "no card holder is registered for this card number"
+    ),
+    Failure.NO_RECORD: (
+        RecordNotFound, "record_not_found",
+        "{backend} has no such record of this card holder in this category; "
+        "use a record_id that ListHealthRecords returned",
     ),
 }  # fmt: skip
 

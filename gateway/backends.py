@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic
 
+from adapters.fhir import wire_fhir
 from adapters.sip2 import wire_library
 from adapters.social_insurance import wire_social_insurance
 from gateway.config import BackendSettings, Settings
@@ -38,6 +39,7 @@ class BackendRow:
 BACKENDS: tuple[BackendRow, ...] = (
     BackendRow("social_insurance", wire_social_insurance),
     BackendRow("library", wire_library),
+    BackendRow("fhir", wire_fhir),
 )
 
 

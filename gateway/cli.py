@@ -3,8 +3,8 @@
 onecard serve [--config FILE]       run the gateway (embedded defaults: SQLite under var/,
                                     reference back ends in-process, a development PKI)
 onecard demo                        everything on loopback plus a scripted tour
-onecard backends [--port N] [--sip2-port N]
-                                    run the reference back ends on their own
+onecard backends [--port N]         run the reference back ends on their own (1101 on --port,
+                                    FHIR R4 on --fhir-port, SIP2 libraries from --sip2-port)
 onecard pki init --dir DIR          make a development CA and certificates
 onecard policy test [--dir DIR]     run the policy tests (policies/tests/*.toml)
 onecard policy check [--dir DIR]    validate the policy set against its schema
@@ -78,6 +78,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _backends(args: argparse.Namespace) -> int:
+    from adapters.fhir import start_reference_fhir_server
     from adapters.sip2 import start_reference_network
     from adapters.sip2.seed import LIBRARIES
     from adapters.social_insurance import start_reference_server
@@ -85,23 +86,27 @@ def _backends(args: argparse.Namespace) -> int:
     logs.configure("info", "json")
 
     async def run() -> None:
-        server = await start_reference_server(port=args.port)
-        print(f"reference social insurance back end (1101 person info) on {server.url}")
-        sip2_ports = {lib.network_id: args.sip2_port + i for i, lib in enumerate(LIBRARIES)}
-        libraries = await start_reference_network(ports=sip2_ports if args.sip2_port else None)
-        for library in libraries.libraries():
-            site = library.settings
-            print(
-                f"reference library {site.network_id} (SIP2, {site.encoding}, "
-                f"institution {site.institution_id}) on sip2://{site.host}:{site.port}"
-            )
-        stopping = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stopping.set)
-        await stopping.wait()
-        await libraries.close()
-        await server.close()
+        async with contextlib.AsyncExitStack() as running:  # each started one closes, in reverse
+            server = await start_reference_server(port=args.port)
+            running.push_async_callback(server.close)
+            print(f"reference social insurance back end (1101 person info) on {server.url}")
+            fhir = await start_reference_fhir_server(port=args.fhir_port)
+            running.push_async_callback(fhir.close)
+            print(f"reference FHIR R4 server (health records) on {fhir.url}")
+            sip2_ports = {lib.network_id: args.sip2_port + i for i, lib in enumerate(LIBRARIES)}
+            libraries = await start_reference_network(ports=sip2_ports if args.sip2_port else None)
+            running.push_async_callback(libraries.close)
+            for library in libraries.libraries():
+                site = library.settings
+                print(
+                    f"reference library {site.network_id} (SIP2, {site.encoding}, "
+                    f"institution {site.institution_id}) on sip2://{site.host}:{site.port}"
+                )
+            stopping = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stopping.set)
+            await stopping.wait()
 
     asyncio.run(run())
     return 0
@@ -366,6 +371,9 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=6001,
         help="first SIP2 port on 127.0.0.1 (one library each, counting up; 0 picks free ones)",
+    )
+    backends.add_argument(
+        "--fhir-port", type=int, default=8102, help="the FHIR server's port on 127.0.0.1"
     )
     backends.set_defaults(func=_backends)
 

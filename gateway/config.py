@@ -90,6 +90,10 @@ class BackendSettings(BaseModel):
     credentials: dict[str, SecretStr] = Field(
         default_factory=dict, description="what the adapter signs in with; names are its own"
     )
+    sources: dict[str, str] = Field(
+        default_factory=dict,
+        description="further endpoints by name, for a back end read from several (FHIR)",
+    )
     options: dict[str, Any] = Field(
         default_factory=dict,
         description="the adapter's own settings (SIP2's libraries); the adapter validates them",

@@ -1,10 +1,11 @@
 """``onecard demo``: everything on loopback, then a scripted tour over real gRPC with mutual TLS.
 
-It starts the reference back ends (social insurance, SIP2 libraries), creates a development
-PKI, starts the gateway on a free port, and plays the counters: the citizen app, a hospital, a
-library (which also asks another branch about a reader, over SIP2); then a standing consent
-(granted, used without the patient, revoked, refused), an emergency access, and the citizen's
-access history with its completeness check. One line per
+It starts the reference back ends (social insurance, FHIR R4, SIP2 libraries), creates a
+development PKI, starts the gateway on a free port, and plays the counters: the citizen app, a
+hospital, a library (which also asks another branch about a reader, over SIP2), a regulator, a
+hospital reading another hospital's lab report (FHIR); then a standing consent (granted, used
+without the patient, revoked, refused), emergency access, and the citizen's access history with
+its completeness check. One line per
 step with the decision and the reason. Card numbers in the output are synthetic citizens of the
 reference back end.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -31,6 +33,8 @@ from gateway.api.onecard.v1 import (
     common_pb2,
     consent_pb2,
     consent_pb2_grpc,
+    health_pb2,
+    health_pb2_grpc,
     insurance_pb2,
     insurance_pb2_grpc,
     library_pb2,
@@ -216,7 +220,9 @@ async def _play(tour: _Tour) -> None:
     if status is not None:
         await _regulator_checks_receipt(tour, status.receipt)
     await _library_asks_another_branch(tour)
+    await _hospital_reads_lab_report(tour, card)
     await _standing_consent(tour, card)
+    await _health_records_without_the_patient(tour, card)
     await _citizen_reads_history(tour)
 
 
@@ -317,6 +323,57 @@ async def _library_asks_another_branch(tour: _Tour) -> None:
     )
 
 
+async def _hospital_reads_lab_report(tour: _Tour, card: common_pb2.CardRef) -> None:
+    """With the patient at the counter, a hospital reads another hospital's lab report (FHIR)."""
+    out = tour.out
+    async with tour.channel(HOSPITAL) as hosp:
+        health = health_pb2_grpc.HealthRecordServiceStub(hosp)
+        list_token = await tour.token(CITIZEN)
+        listed = await tour.ask(
+            "hospital",
+            "ListHealthRecords (lab, card present)",
+            lambda: health.ListHealthRecords(
+                health_pb2.ListHealthRecordsRequest(
+                    card=card,
+                    purpose=common_pb2.PURPOSE_TREAT,
+                    basis=_basis(list_token),
+                    category=health_pb2.HEALTH_CATEGORY_LAB,
+                    page_size=3,
+                )
+            ),
+        )
+        if listed is None or not listed.records:
+            return
+        for r in listed.records:
+            out(f"      {r.date[:10]} {r.title} ({r.performer}; source {r.source})")
+        newest = listed.records[0]
+        get_token = await tour.token(CITIZEN)
+        record = await tour.ask(
+            "hospital",
+            "GetHealthRecord (the newest, as FHIR JSON)",
+            lambda: health.GetHealthRecord(
+                health_pb2.GetHealthRecordRequest(
+                    card=card,
+                    purpose=common_pb2.PURPOSE_TREAT,
+                    basis=_basis(get_token),
+                    category=health_pb2.HEALTH_CATEGORY_LAB,
+                    record_id=newest.record_id,
+                )
+            ),
+        )
+        if record is None:
+            return
+        entries = json.loads(record.fhir_json)["entry"]
+        out(f"      FHIR R4 Bundle of {record.resource_count} resources:")
+        for entry in entries[1:]:
+            o = entry["resource"]
+            value = o.get("valueQuantity", {})
+            out(
+                f"      LOINC {o['code']['coding'][0]['code']:<8} {o['code']['text']:<24} "
+                f"{value.get('value')} {value.get('unit', '')}"
+            )
+
+
 async def _regulator_checks_receipt(tour: _Tour, receipt: common_pb2.AuditReceipt) -> None:
     """The regulator proves that the hospital's exchange is in the signed log."""
     out = tour.out
@@ -359,6 +416,64 @@ async def _regulator_checks_receipt(tour: _Tour, receipt: common_pb2.AuditReceip
         )
 
 
+async def _health_records_without_the_patient(tour: _Tour, card: common_pb2.CardRef) -> None:
+    """Lab reports on a consent of their own (health data: PIPL art. 29); an emergency list."""
+    async with tour.channel(CITIZEN_APP) as app, tour.channel(HOSPITAL) as hosp:
+        grant = consent_pb2.GrantConsentRequest(
+            card=card,
+            purpose=common_pb2.PURPOSE_PATRQT,
+            grantee=consent_pb2.Grantee(org_id=HOSPITAL),
+            categories=[consent_pb2.DATA_CATEGORY_HEALTH_LAB],
+            purposes=[common_pb2.PURPOSE_TREAT],
+        )
+        grant.valid_until.FromDatetime(dt.datetime.now(dt.UTC) + dt.timedelta(days=30))
+        granted = await tour.ask(
+            "citizen app",
+            f"GrantConsent: {HOSPITAL}, health.lab only, 30 days",
+            lambda: consent_pb2_grpc.ConsentServiceStub(app).GrantConsent(grant),
+        )
+        if granted is None:
+            return
+        health = health_pb2_grpc.HealthRecordServiceStub(hosp)
+
+        def records(
+            basis: common_pb2.LawfulBasis,
+            purpose: common_pb2.Purpose,
+            category: health_pb2.HealthCategory,
+        ) -> Callable[[], Awaitable[health_pb2.ListHealthRecordsResponse]]:
+            request = health_pb2.ListHealthRecordsRequest(
+                card=card, purpose=purpose, basis=basis, category=category, page_size=2
+            )
+            return lambda: health.ListHealthRecords(request)
+
+        on_consent = common_pb2.LawfulBasis(consent_id=granted.consent.consent_id)
+        listed = await tour.ask(
+            "hospital",
+            "ListHealthRecords (lab) on the consent",
+            records(on_consent, common_pb2.PURPOSE_TREAT, health_pb2.HEALTH_CATEGORY_LAB),
+        )
+        for r in listed.records if listed is not None else ():
+            tour.out(f"      {r.date[:10]} {r.title} ({r.performer})")
+        await tour.ask(
+            "hospital",
+            "ListHealthRecords (imaging) on the lab consent",
+            records(on_consent, common_pb2.PURPOSE_TREAT, health_pb2.HEALTH_CATEGORY_IMAGING),
+        )
+        emergency = common_pb2.LawfulBasis(
+            emergency=common_pb2.Emergency(
+                reason=common_pb2.EMERGENCY_REASON_PATIENT_INCAPACITATED,
+                justification="unconscious on arrival, prior scans needed",
+            )
+        )
+        urgent = await tour.ask(
+            "hospital",
+            "ListHealthRecords (imaging) in an emergency",
+            records(emergency, common_pb2.PURPOSE_ETREAT, health_pb2.HEALTH_CATEGORY_IMAGING),
+        )
+        for r in urgent.records if urgent is not None else ():
+            tour.out(f"      {r.date[:10]} {r.title} ({r.performer}; summary only)")
+
+
 async def _citizen_reads_history(tour: _Tour) -> None:
     """The citizen sees every access to their data, and checks that none is missing."""
     out = tour.out
@@ -380,7 +495,8 @@ async def _citizen_reads_history(tour: _Tour) -> None:
         when = event.time.ToDatetime().strftime("%H:%M:%S")
         basis = "EMERGENCY" if event.emergency else event.basis
         out(
-            f"      #{event.index:<3} {when} {event.org:<14} {event.rpc:<20} {basis:<13}"
+            f"      #{event.index:<3} {when} {event.org:<14} {event.rpc:<19} "
+            f"{event.category or '-':<17}{basis:<13}"
             f"{event.outcome:<18} {back}"
         )
     verdict = check_history(
@@ -404,7 +520,8 @@ async def run_demo(out: _Print = print, data_dir: Path | None = None) -> None:
             out(
                 f"OneCard demo: gateway on {gateway.target} (mutual TLS), metrics on "
                 f"127.0.0.1:{gateway.metrics_port}, reference 1101 back end on "
-                f"{gateway.ports.urls['social_insurance']}"
+                f"{gateway.ports.urls['social_insurance']}, reference FHIR server on "
+                f"{gateway.ports.urls['fhir']}"
             )
             out(f"reference SIP2 libraries on {gateway.ports.urls['library']}")
             out(f"development PKI in {gateway.pki.directory}")

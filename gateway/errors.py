@@ -106,6 +106,13 @@ class CardNotFound(GatewayError):
     reason = "card_not_found"
 
 
+class RecordNotFound(GatewayError):
+    """No record of this card holder has the id asked for (in the category asked for)."""
+
+    code = grpc.StatusCode.NOT_FOUND
+    reason = "record_not_found"
+
+
 class CardNotUsable(GatewayError):
     """The card exists but its status is not normal (lost, locked, cancelled, ...)."""
 

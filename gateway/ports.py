@@ -151,6 +151,73 @@ class LibraryBackend(Protocol):
         ...
 
 
+class HealthCategory(enum.Enum):
+    """A category of health records; the values are the consent categories (``Ask.category``)."""
+
+    LAB = "health.lab"
+    IMAGING = "health.imaging"
+    DOCUMENTS = "health.documents"
+
+
+@dataclass(frozen=True, slots=True)
+class HealthRecordSummary:
+    """One health record without its clinical content.
+
+    ``record_id`` is ``SOURCE/ResourceType/id``: the configured source it was read from and the
+    resource's id on that server (what ``HealthRecords.record`` takes back).
+    """
+
+    record_id: str
+    kind: str
+    date: str
+    title: str
+    performer: str
+    status: str
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class HealthRecordList:
+    """The records of one category across the sources, newest first, de-duplicated.
+
+    ``unavailable`` names the sources that failed (a partial answer); empty when all answered.
+    """
+
+    records: tuple[HealthRecordSummary, ...]
+    unavailable: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class HealthRecord:
+    """One record: its summary and the validated FHIR resources (the record first)."""
+
+    summary: HealthRecordSummary
+    resources: tuple[dict[str, Any], ...]
+
+
+class HealthRecords(Protocol):
+    """Health records over HL7 FHIR R4, from one or more sources."""
+
+    async def records(
+        self,
+        id_number: str,
+        category: HealthCategory,
+        *,
+        since: dt.date | None,
+        until: dt.date | None,
+        timeout: float,
+    ) -> HealthRecordList:
+        """Summaries; raises ``CardNotFound``, ``BackendUnavailable``, ``BackendTimeout``."""
+        ...
+
+    async def record(
+        self, id_number: str, category: HealthCategory, record_id: str, *, timeout: float
+    ) -> HealthRecord:
+        """One record of this patient in ``category``; raises as ``records``, and
+        ``RecordNotFound`` for an id that names no such record of the patient."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class PortKey(Generic[P]):
     """Names a port, typed by its interface: ``Ports.get(CARD_REGISTRY)`` is a ``CardRegistry``."""
@@ -161,6 +228,7 @@ class PortKey(Generic[P]):
 CARD_REGISTRY: PortKey[CardRegistry] = PortKey("card registry")
 INSURANCE_BACKEND: PortKey[InsuranceBackend] = PortKey("insurance back end")
 LIBRARY_BACKEND: PortKey[LibraryBackend] = PortKey("library back end")
+HEALTH_RECORDS: PortKey[HealthRecords] = PortKey("health records")
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,11 @@ async def wire_backend(settings: BackendSettings) -> WiredBackend:
             f"backends.{NAME}.credentials: this back end takes none "
             f"(given: {', '.join(sorted(settings.credentials))})"
         )
+    if settings.sources or settings.options:
+        raise ConfigError(
+            f"backends.{NAME}: this back end takes one url, no sources or options "
+            f"(given: {', '.join(sorted({*settings.sources, *settings.options}))})"
+        )
     async with contextlib.AsyncExitStack() as started:
         url = settings.url
         if url is None:

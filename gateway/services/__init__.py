@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from google.protobuf.descriptor import Descriptor, ServiceDescriptor
 
-from gateway.api.onecard.v1 import audit_pb2, card_pb2, consent_pb2, insurance_pb2, library_pb2
+from gateway.api.onecard.v1 import (
+    audit_pb2,
+    card_pb2,
+    consent_pb2,
+    health_pb2,
+    insurance_pb2,
+    library_pb2,
+)
 
 SERVICES: tuple[ServiceDescriptor, ...] = (
     audit_pb2.DESCRIPTOR.services_by_name["AuditService"],
@@ -16,6 +23,7 @@ SERVICES: tuple[ServiceDescriptor, ...] = (
     insurance_pb2.DESCRIPTOR.services_by_name["InsuranceService"],
     consent_pb2.DESCRIPTOR.services_by_name["ConsentService"],
     library_pb2.DESCRIPTOR.services_by_name["LibraryService"],
+    health_pb2.DESCRIPTOR.services_by_name["HealthRecordService"],
 )
 
 

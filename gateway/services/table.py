@@ -20,17 +20,19 @@ from gateway.api.onecard.v1 import (
     audit_pb2_grpc,
     card_pb2_grpc,
     consent_pb2_grpc,
+    health_pb2_grpc,
     insurance_pb2_grpc,
     library_pb2_grpc,
 )
 from gateway.audit.log import AuditLog
 from gateway.backends import Ports
 from gateway.pipeline import Pipeline
-from gateway.ports import INSURANCE_BACKEND, LIBRARY_BACKEND
+from gateway.ports import HEALTH_RECORDS, INSURANCE_BACKEND, LIBRARY_BACKEND
 from gateway.services import SERVICES
 from gateway.services.audit import AuditService
 from gateway.services.card import CardService
 from gateway.services.consent import ConsentParts, ConsentService
+from gateway.services.health import HealthRecordService
 from gateway.services.history import AccessHistory
 from gateway.services.insurance import InsuranceService
 from gateway.services.library import LibraryService
@@ -91,6 +93,11 @@ def _library(parts: ServiceParts) -> LibraryService:
     return LibraryService(parts.pipeline, backend.port, timeout=backend.timeout_s)
 
 
+def _health(parts: ServiceParts) -> HealthRecordService:
+    backend = parts.ports.get(HEALTH_RECORDS)
+    return HealthRecordService(parts.pipeline, backend.port, timeout=backend.timeout_s)
+
+
 SERVICE_TABLE: tuple[ServiceRow, ...] = (
     ServiceRow(
         descriptor("AuditService"), audit_pb2_grpc.add_AuditServiceServicer_to_server, _audit
@@ -110,5 +117,10 @@ SERVICE_TABLE: tuple[ServiceRow, ...] = (
         descriptor("LibraryService"),
         library_pb2_grpc.add_LibraryServiceServicer_to_server,
         _library,
+    ),
+    ServiceRow(
+        descriptor("HealthRecordService"),
+        health_pb2_grpc.add_HealthRecordServiceServicer_to_server,
+        _health,
     ),
 )

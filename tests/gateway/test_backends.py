@@ -14,11 +14,12 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from adapters.fhir import FhirClient, wire_fhir
 from adapters.social_insurance import SocialInsuranceClient
 from adapters.social_insurance.wiring import wire_backend as wire_social_insurance
 from gateway.backends import BACKENDS, BackendRow, WiringError, wire_backends
 from gateway.config import BackendSettings, ConfigError, load_settings
-from gateway.ports import CARD_REGISTRY, INSURANCE_BACKEND, WiredBackend
+from gateway.ports import CARD_REGISTRY, HEALTH_RECORDS, INSURANCE_BACKEND, WiredBackend
 from gateway.services import SERVICES
 from gateway.services.table import SERVICE_TABLE
 from tests.gateway.throwaway_backend import FORECAST, ForecastBackend
@@ -58,6 +59,7 @@ async def test_a_throw_away_back_end_is_wired_from_its_settings_group_and_closed
     assert [close.__name__ for close in closers] == [
         "close_social_insurance",
         "close_library",
+        "close_fhir",
         "close_forecast",
     ]
     await _close(closers)
@@ -199,3 +201,66 @@ def test_a_flat_setting_beside_its_group_key_is_refused(tmp_path: Path) -> None:
 
 def test_the_service_table_serves_every_onecard_service_once() -> None:
     assert [row.descriptor for row in SERVICE_TABLE] == list(SERVICES)
+
+
+async def test_the_social_insurance_row_takes_no_sources_or_options() -> None:
+    given = BackendSettings.model_validate({"sources": {"b": "http://127.0.0.1:9"}})
+    with pytest.raises(ConfigError, match=r"backends.social_insurance: .* no sources or options"):
+        await wire_social_insurance(given)
+
+
+async def test_the_fhir_row_without_sources_starts_and_stops_its_reference_server() -> None:
+    wired = await wire_fhir(BackendSettings())
+    try:
+        ((key, client),) = [(p.key, p.implementation) for p in wired.provides]
+        assert key == HEALTH_RECORDS and isinstance(client, FhirClient)
+        assert [s.name for s in client.sources] == ["reference"]
+        address = urlsplit(wired.url)
+        assert (address.hostname, address.path) == ("127.0.0.1", "/fhir")
+        assert address.port is not None
+        socket.create_connection((address.hostname, address.port), timeout=2).close()
+    finally:
+        await wired.close()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection((address.hostname, address.port), timeout=2).close()
+
+
+async def test_the_fhir_row_reads_its_url_and_named_sources_in_order() -> None:
+    given = BackendSettings.model_validate(
+        {
+            "url": "https://exchange.example/fhir/",
+            "sources": {"hosp-a": "http://127.0.0.1:9/base/fhir"},
+            "options": {"identifier_system": "urn:example:id", "page_size": "5"},
+        }
+    )
+    wired = await wire_fhir(given)
+    await wired.close()
+    (provided,) = wired.provides
+    client = provided.implementation
+    assert isinstance(client, FhirClient)
+    assert [(s.name, s.base_url) for s in client.sources] == [
+        ("main", "https://exchange.example/fhir"),
+        ("hosp-a", "http://127.0.0.1:9/base/fhir"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("group", "message"),
+    [
+        ({"credentials": {"token": "x"}}, r"backends.fhir.credentials: this back end takes none"),
+        ({"options": {"page_sise": "5"}}, r"backends.fhir.options.page_sise: no such option"),
+        ({"options": {"max_pages": "0"}}, r"options.max_pages: a whole number from 1 to 1000"),
+        ({"sources": {"Bad Name": "http://h/fhir"}}, r"sources.Bad Name: a source name is"),
+        ({"sources": {"a": "ftp://h/fhir"}}, r"source a: 'ftp://h/fhir' is not a FHIR base URL"),
+        ({"url": "http://h/fhir?x=1"}, r"source main: .* is not a FHIR base URL"),
+        (
+            {"url": "http://h/fhir", "sources": {"main": "http://g/fhir"}},
+            r"sources.main: 'main' is the name of backends.fhir.url",
+        ),
+    ],
+)
+async def test_the_fhir_row_refuses_settings_it_cannot_use(
+    group: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        await wire_fhir(BackendSettings.model_validate(group))

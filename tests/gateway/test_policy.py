@@ -4,7 +4,14 @@ from pathlib import Path
 
 import pytest
 
-from gateway.api.onecard.v1 import audit_pb2, card_pb2, consent_pb2, insurance_pb2, library_pb2
+from gateway.api.onecard.v1 import (
+    audit_pb2,
+    card_pb2,
+    consent_pb2,
+    health_pb2,
+    insurance_pb2,
+    library_pb2,
+)
 from gateway.config import REPO_POLICIES
 from gateway.disclosure import unknown_paths
 from gateway.policy import PolicyEngine, PolicyRequest, PolicySetInvalid, policy_set_digest
@@ -25,6 +32,8 @@ RESPONSES = {
     "ListConsents": consent_pb2.ListConsentsResponse.DESCRIPTOR,
     "GetAccessHistory": consent_pb2.GetAccessHistoryResponse.DESCRIPTOR,
     "GetPatronStatus": library_pb2.GetPatronStatusResponse.DESCRIPTOR,
+    "ListHealthRecords": health_pb2.ListHealthRecordsResponse.DESCRIPTOR,
+    "GetHealthRecord": health_pb2.GetHealthRecordResponse.DESCRIPTOR,
 }
 
 

@@ -1,0 +1,433 @@
+"""The FHIR R4 adapter: ``HealthRecords`` over the FHIR REST API, from one or more sources.
+
+One ``FhirClient`` holds the configured sources (name and base URL, e.g. a regional exchange and
+a hospital's own endpoint) and one pooled, keep-alive ``aiohttp.ClientSession`` (created in the
+running event loop, bound to it). A plain HTTP client rather than a FHIR client library: the
+adapter needs five GET shapes, strict control of which URLs it follows and of what it logs, and
+the shared failure table; ``fhir.resources`` (R4B models, which parse R4) validates every
+resource it uses.
+
+Per source: ``Patient?identifier=SYSTEM|VALUE`` finds the patient (none: no records there); the
+category's search (``DiagnosticReport?patient=ID&category=LAB``, ``ImagingStudy?patient=ID``,
+``DocumentReference?patient=ID``, dates as ``ge``/``le`` prefixes) follows ``Bundle.link[next]``
+up to ``max_pages``. A ``next`` link is followed only inside the source's base URL: its path
+must lie under the base path, and it is rebased onto the configured scheme, host and port
+(servers behind proxies advertise the wrong host); one outside, or one already followed (a
+loop), ends the exchange as a malformed answer. Every resource's ``subject`` must be the patient
+found, or the answer is for the wrong person.
+
+A list asks every source at once and merges: records with the same business identifier are one
+record (the first source in configuration order names it); a source that fails is named in
+``unavailable`` and the others answer (a partial answer); only when all fail does the error
+reach the caller. Failures go through the shared table of ``adapters.errors``:
+
+====================================================  ===============
+timeout                                               ``TIMEOUT``
+refused, reset                                        ``UNREACHABLE``
+HTTP error status (with or without OperationOutcome)  ``HTTP_STATUS``
+not JSON, not valid R4, a next link outside the base  ``MALFORMED``
+or looping, more than ``max_pages`` pages, a body
+over the size limit, two patients for one identifier
+a resource about another patient                      ``WRONG_PERSON``
+a record id this patient has no record under          ``NO_RECORD``
+====================================================  ===============
+
+Logged events (``fhir_*``) name the source, the resource type and the kind of failure, never
+the identifier value, the server's ``OperationOutcome`` text or any clinical content.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit
+
+import aiohttp
+import structlog
+from fhir.resources.R4B import get_fhir_model_class
+from pydantic import ValidationError
+
+from adapters.errors import Failure, backend_error, map_transport_errors
+from gateway.errors import BackendTimeout, BackendUnavailable, GatewayError
+from gateway.ports import HealthCategory, HealthRecord, HealthRecordList, HealthRecordSummary
+
+_log = structlog.get_logger(__name__)
+
+_BACKEND = "FHIR server"
+_EVENTS = "fhir"
+_MAX_BODY_BYTES = 8 << 20
+_HEADERS = {"Accept": "application/fhir+json"}
+_LAB_CATEGORY = "http://terminology.hl7.org/CodeSystem/v2-0074|LAB"
+RECORD_ID = re.compile(r"^([a-z0-9_-]{1,32})/([A-Za-z]{1,40})/([A-Za-z0-9.-]{1,64})$")
+SOURCE_NAME = re.compile(r"^[a-z0-9_-]{1,32}$")
+
+
+@dataclass(frozen=True, slots=True)
+class _Search:
+    """How one category is searched: resource type, date parameter, fixed parameters."""
+
+    rtype: str
+    date_param: str
+    fixed: tuple[tuple[str, str], ...] = ()
+
+
+_SEARCHES: dict[HealthCategory, _Search] = {
+    HealthCategory.LAB: _Search("DiagnosticReport", "date", (("category", _LAB_CATEGORY),)),
+    HealthCategory.IMAGING: _Search("ImagingStudy", "started"),
+    HealthCategory.DOCUMENTS: _Search("DocumentReference", "date"),
+}
+# What a record of each type references that its category covers (and so is released with it).
+_INCLUDED: dict[str, tuple[str, str]] = {"DiagnosticReport": ("result", "Observation")}
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """One FHIR server: a name (shown with its records) and its base URL (``.../fhir``)."""
+
+    name: str
+    base_url: str
+
+
+class FhirClient:
+    """Implements ``gateway.ports.HealthRecords`` across ``sources``."""
+
+    def __init__(
+        self,
+        sources: Sequence[Source],
+        *,
+        identifier_system: str,
+        page_size: int = 50,
+        max_pages: int = 20,
+    ) -> None:
+        if not sources:
+            raise ValueError("a FHIR client needs at least one source")
+        self._sources = {s.name: s for s in sources}
+        self._identifier_system = identifier_system
+        self._page_size = page_size
+        self._max_pages = max_pages
+        self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def sources(self) -> tuple[Source, ...]:
+        return tuple(self._sources.values())
+
+    async def records(
+        self,
+        id_number: str,
+        category: HealthCategory,
+        *,
+        since: dt.date | None,
+        until: dt.date | None,
+        timeout: float,
+    ) -> HealthRecordList:
+        """Summaries of ``category`` from every source, merged, newest first."""
+        search = _SEARCHES[category]
+        params = list(search.fixed)
+        if since is not None:
+            params.append((search.date_param, f"ge{since.isoformat()}"))
+        if until is not None:
+            params.append((search.date_param, f"le{until.isoformat()}"))
+        answers = await asyncio.gather(
+            *(
+                self._source_records(source, id_number, search.rtype, params, timeout)
+                for source in self._sources.values()
+            ),
+            return_exceptions=True,
+        )
+        merged: dict[str, HealthRecordSummary] = {}
+        unavailable: list[str] = []
+        errors: list[GatewayError] = []
+        for source, answer in zip(self._sources.values(), answers, strict=True):
+            if isinstance(answer, BackendUnavailable | BackendTimeout):
+                unavailable.append(source.name)
+                errors.append(answer)
+            elif isinstance(answer, BaseException):
+                raise answer
+            else:
+                for key, summary in answer:
+                    merged.setdefault(key, summary)
+        if errors and len(errors) == len(self._sources):
+            raise errors[0]
+        if unavailable:
+            _log.warning("fhir_partial_answer", unavailable=unavailable, rtype=search.rtype)
+        ordered = sorted(merged.values(), key=lambda s: (s.date, s.record_id), reverse=True)
+        return HealthRecordList(tuple(ordered), tuple(unavailable))
+
+    async def record(
+        self, id_number: str, category: HealthCategory, record_id: str, *, timeout: float
+    ) -> HealthRecord:
+        """One record of the patient, with what it references in the category."""
+        match = RECORD_ID.match(record_id)
+        rtype = _SEARCHES[category].rtype
+        if match is None or match[1] not in self._sources or match[2] != rtype:
+            raise backend_error(Failure.NO_RECORD, _BACKEND)
+        source, rid = self._sources[match[1]], match[3]
+        with _overall(source, timeout):
+            async with asyncio.timeout(timeout):
+                patient = await self._patient(source, id_number, timeout)
+                if patient is None:
+                    raise backend_error(Failure.NO_RECORD, _BACKEND)
+                body = await self._get(source, f"{rtype}/{rid}", timeout, missing_ok=True)
+                if body is None:
+                    raise backend_error(Failure.NO_RECORD, _BACKEND)
+                resource = _valid_resource(_json(body, source), rtype, source)
+                if _subject(resource) != f"Patient/{patient}":
+                    _log.warning("fhir_record_of_another_patient", source=source.name, rtype=rtype)
+                    raise backend_error(Failure.NO_RECORD, _BACKEND)
+                included = await self._included(source, patient, resource, timeout)
+        return HealthRecord(_summary(source, resource), (resource, *included))
+
+    async def close(self) -> None:
+        """Close the pooled connections; the client opens a new pool if used again."""
+        session, self._session, self._loop = self._session, None, None
+        if session is not None:
+            await session.close()
+
+    # -- one source ------------------------------------------------------------------------------
+
+    async def _source_records(
+        self,
+        source: Source,
+        id_number: str,
+        rtype: str,
+        params: list[tuple[str, str]],
+        timeout: float,
+    ) -> list[tuple[str, HealthRecordSummary]]:
+        with _overall(source, timeout):
+            async with asyncio.timeout(timeout):
+                patient = await self._patient(source, id_number, timeout)
+                if patient is None:
+                    return []
+                query = [("patient", patient), *params, ("_count", str(self._page_size))]
+                resources = await self._search(source, rtype, query, timeout)
+        out = []
+        for resource in resources:
+            if _subject(resource) != f"Patient/{patient}":
+                _log.warning("fhir_wrong_person", source=source.name, rtype=rtype)
+                raise backend_error(Failure.WRONG_PERSON, _BACKEND)
+            out.append((_dedup_key(source, resource), _summary(source, resource)))
+        return out
+
+    async def _patient(self, source: Source, id_number: str, timeout: float) -> str | None:
+        query = [("identifier", f"{self._identifier_system}|{id_number}")]
+        found = await self._search(source, "Patient", query, timeout)
+        if len(found) > 1:
+            _log.warning("fhir_ambiguous_patient", source=source.name, patients=len(found))
+            raise backend_error(Failure.MALFORMED, _BACKEND)
+        return str(found[0]["id"]) if found else None
+
+    async def _included(
+        self, source: Source, patient: str, resource: dict[str, Any], timeout: float
+    ) -> list[dict[str, Any]]:
+        if resource["resourceType"] not in _INCLUDED:
+            return []
+        element, rtype = _INCLUDED[resource["resourceType"]]
+        ids = []
+        for ref in resource.get(element) or ():
+            kind, _, rid = str(ref.get("reference", "")).rpartition("/")
+            if kind.rsplit("/", 1)[-1] == rtype and re.fullmatch(r"[A-Za-z0-9.-]{1,64}", rid):
+                ids.append(rid)
+        if not ids:
+            return []
+        query = [("patient", patient), ("_id", ",".join(ids)), ("_count", str(self._page_size))]
+        found = await self._search(source, rtype, query, timeout)
+        for item in found:
+            if _subject(item) != f"Patient/{patient}":
+                _log.warning("fhir_wrong_person", source=source.name, rtype=rtype)
+                raise backend_error(Failure.WRONG_PERSON, _BACKEND)
+        order = {rid: i for i, rid in enumerate(ids)}
+        return sorted(found, key=lambda r: order.get(str(r["id"]), len(order)))
+
+    async def _search(
+        self, source: Source, rtype: str, query: list[tuple[str, str]], timeout: float
+    ) -> list[dict[str, Any]]:
+        """Every matching resource of ``rtype``, following next links inside the base URL."""
+        url: str | None = f"{source.base_url}/{rtype}?{urlencode(query)}"
+        seen: set[str] = set()
+        resources: list[dict[str, Any]] = []
+        while url is not None:
+            if url in seen:
+                _log.warning("fhir_paging_loop", source=source.name, rtype=rtype)
+                raise backend_error(Failure.MALFORMED, _BACKEND)
+            if len(seen) >= self._max_pages:
+                _log.warning("fhir_too_many_pages", source=source.name, limit=self._max_pages)
+                raise backend_error(Failure.MALFORMED, _BACKEND)
+            seen.add(url)
+            body = await self._get(source, url, timeout)
+            bundle = _valid_bundle(_json(body, source), source)
+            for entry in bundle.get("entry") or ():
+                if (entry.get("search") or {}).get("mode", "match") != "match":
+                    continue
+                resources.append(_valid_resource(entry.get("resource"), rtype, source))
+            url = _next_url(source, bundle)
+        return resources
+
+    async def _get(
+        self, source: Source, url: str, timeout: float, *, missing_ok: bool = False
+    ) -> bytes | None:
+        session = self._session_in_running_loop()
+        target = url if "://" in url else f"{source.base_url}/{url}"
+        log = _log.bind(source=source.name)
+        with map_transport_errors(_BACKEND, timeout=timeout, log=log, prefix=_EVENTS):
+            async with session.get(
+                target,
+                headers=_HEADERS,
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(total=timeout),
+            ) as response:
+                if missing_ok and response.status in (404, 410):
+                    return None
+                if response.status != 200:
+                    log.warning("fhir_http_error", status=response.status)
+                    raise backend_error(Failure.HTTP_STATUS, _BACKEND, status=response.status)
+                return await _read_body(response, source)
+
+    def _session_in_running_loop(self) -> aiohttp.ClientSession:
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=100, keepalive_timeout=30),
+            )
+            self._loop = loop
+        elif self._loop is not loop:
+            raise RuntimeError("FhirClient is bound to the event loop that first used it")
+        return self._session
+
+
+def _overall(source: Source, timeout: float) -> contextlib.AbstractContextManager[None]:
+    """Maps the deadline of a whole exchange (several requests) like one request's."""
+    return map_transport_errors(
+        _BACKEND, timeout=timeout, log=_log.bind(source=source.name), prefix=_EVENTS
+    )
+
+
+async def _read_body(response: aiohttp.ClientResponse, source: Source) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > _MAX_BODY_BYTES:
+            _log.warning("fhir_answer_too_large", source=source.name, limit=_MAX_BODY_BYTES)
+            raise backend_error(Failure.MALFORMED, _BACKEND)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _json(body: bytes | None, source: Source) -> Any:
+    try:
+        return json.loads(body or b"")
+    except ValueError:
+        _log.warning("fhir_not_json", source=source.name)
+        raise backend_error(Failure.MALFORMED, _BACKEND) from None
+
+
+def _valid_bundle(raw: Any, source: Source) -> dict[str, Any]:
+    """A searchset Bundle, validated as R4 (its entries are validated one by one after)."""
+    if not isinstance(raw, dict) or raw.get("resourceType") != "Bundle":
+        kind = raw.get("resourceType") if isinstance(raw, dict) else type(raw).__name__
+        _log.warning("fhir_not_a_bundle", source=source.name, got=str(kind)[:40])
+        raise backend_error(Failure.MALFORMED, _BACKEND)
+    shell = {k: v for k, v in raw.items() if k != "entry"}
+    _validate(shell, "Bundle", source)
+    if not isinstance(raw.get("entry", []), list):
+        raise backend_error(Failure.MALFORMED, _BACKEND)
+    return raw
+
+
+def _valid_resource(raw: Any, rtype: str, source: Source) -> dict[str, Any]:
+    if not isinstance(raw, dict) or raw.get("resourceType") != rtype:
+        _log.warning("fhir_unexpected_resource", source=source.name, rtype=rtype)
+        raise backend_error(Failure.MALFORMED, _BACKEND)
+    _validate(raw, rtype, source)
+    if not isinstance(raw.get("id"), str):
+        _log.warning("fhir_resource_without_id", source=source.name, rtype=rtype)
+        raise backend_error(Failure.MALFORMED, _BACKEND)
+    return raw
+
+
+def _validate(raw: dict[str, Any], rtype: str, source: Source) -> None:
+    try:
+        get_fhir_model_class(rtype).model_validate(raw)
+    except ValidationError as exc:
+        # Where and which rule, never the value (nor pydantic's message, which may quote it).
+        problems = [
+            f"{'.'.join(str(part) for part in error['loc'])}: {error['type']}"
+            for error in exc.errors(include_url=False, include_input=False)
+        ]
+        _log.warning(
+            "fhir_invalid_resource", source=source.name, rtype=rtype, problems=problems[:10]
+        )
+        raise backend_error(Failure.MALFORMED, _BACKEND) from None
+
+
+def _next_url(source: Source, bundle: dict[str, Any]) -> str | None:
+    """The next page's URL rebased onto the source's base URL; ``None`` on the last page."""
+    links = [link for link in bundle.get("link") or () if link.get("relation") == "next"]
+    if not links or not links[0].get("url"):
+        return None
+    base = urlsplit(source.base_url)
+    target = urlsplit(urljoin(source.base_url + "/", str(links[0]["url"])))
+    inside = target.path.startswith(base.path.rstrip("/") + "/")
+    if not inside or target.scheme not in ("http", "https") or ".." in target.path.split("/"):
+        _log.warning("fhir_next_link_outside_base", source=source.name)
+        raise backend_error(Failure.MALFORMED, _BACKEND)
+    return urlunsplit((base.scheme, base.netloc, target.path, target.query, ""))
+
+
+def _subject(resource: dict[str, Any]) -> str:
+    reference = str((resource.get("subject") or {}).get("reference", ""))
+    return "/".join(reference.split("/")[-2:])
+
+
+def _dedup_key(source: Source, resource: dict[str, Any]) -> str:
+    for identifier in resource.get("identifier") or ():
+        if identifier.get("system") and identifier.get("value"):
+            return f"{resource['resourceType']}|{identifier['system']}|{identifier['value']}"
+    return f"{source.name}|{resource['resourceType']}/{resource['id']}"
+
+
+def _text(concept: Any) -> str:
+    if not isinstance(concept, dict):
+        return ""
+    if concept.get("text"):
+        return str(concept["text"])
+    for coding in concept.get("coding") or ():
+        if coding.get("display"):
+            return str(coding["display"])
+    return ""
+
+
+def _displays(references: Any) -> str:
+    return ", ".join(str(r["display"]) for r in references or () if r.get("display"))
+
+
+def _summary(source: Source, r: dict[str, Any]) -> HealthRecordSummary:
+    kind = r["resourceType"]
+    if kind == "DiagnosticReport":
+        date = r.get("effectiveDateTime") or (r.get("effectivePeriod") or {}).get("start") or ""
+        title, performer = _text(r.get("code")), _displays(r.get("performer"))
+    elif kind == "ImagingStudy":
+        series = r.get("series") or [{}]
+        date, title = r.get("started", ""), r.get("description") or series[0].get("description", "")
+        performer = _displays([(r.get("referrer") or {})]) or _displays(
+            [p.get("actor", {}) for s in series for p in s.get("performer") or ()]
+        )
+    else:  # DocumentReference
+        date, title = r.get("date", ""), _text(r.get("type")) or r.get("description", "")
+        performer = _displays(r.get("author")) or _displays([r.get("custodian") or {}])
+    return HealthRecordSummary(
+        record_id=f"{source.name}/{kind}/{r['id']}",
+        kind=kind,
+        date=str(date),
+        title=str(title),
+        performer=performer,
+        status=str(r.get("status", "")),
+        source=source.name,
+    )
