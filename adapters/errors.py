@@ -16,6 +16,9 @@ failure            error                   reason                  when
                                                                    oversized
 ``WRONG_PERSON``   ``BackendUnavailable``  ``backend_malformed``   about another person
 ``NOT_FOUND``      ``CardNotFound``        ``card_not_found``      no such person
+``UNVERIFIED``     ``BackendUnavailable``  ``backend_unverified``  a signed answer failed its
+                                                                   checks (signature, request
+                                                                   id, freshness)
 =================  ======================  ======================  =========================
 
 ``map_transport_errors`` (after httpx's ``map_exceptions``) turns the exceptions of a transport
@@ -47,6 +50,7 @@ class Failure(enum.Enum):
     MALFORMED = "malformed_answer"
     WRONG_PERSON = "wrong_person"
     NOT_FOUND = "person_not_found"
+    UNVERIFIED = "unverified_answer"
 
 
 _DOWN, _MALFORMED = "backend_unavailable", "backend_malformed"
@@ -63,6 +67,10 @@ _TABLE: dict[Failure, tuple[type[GatewayError], str, str]] = {
     ),
     Failure.NOT_FOUND: (
         CardNotFound, "card_not_found", "no card holder is registered for this card number"
+    ),
+    Failure.UNVERIFIED: (
+        BackendUnavailable, "backend_unverified",
+        "{backend} sent an answer that failed verification (signature, request id or freshness)",
     ),
 }  # fmt: skip
 

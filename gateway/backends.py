@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic
 
+from adapters.eligibility import wire_eligibility
 from adapters.social_insurance import wire_social_insurance
 from gateway.config import BackendSettings, Settings
 from gateway.errors import SetupError
@@ -34,7 +35,10 @@ class BackendRow:
     wire: Callable[[BackendSettings], Awaitable[WiredBackend]]
 
 
-BACKENDS: tuple[BackendRow, ...] = (BackendRow("social_insurance", wire_social_insurance),)
+BACKENDS: tuple[BackendRow, ...] = (
+    BackendRow("social_insurance", wire_social_insurance),
+    BackendRow("eligibility", wire_eligibility),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +84,8 @@ async def wire_backends(
     urls: dict[str, str] = {}
     for row in rows:
         group = settings.backend(row.name)
+        if group.keys_dir is None:
+            group = group.model_copy(update={"keys_dir": settings.data_dir / "keys"})
         wired = await row.wire(group)
         closers.append(_named(f"close_{row.name}", wired.close))
         urls[row.name] = wired.url

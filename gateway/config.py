@@ -90,6 +90,9 @@ class BackendSettings(BaseModel):
     credentials: dict[str, SecretStr] = Field(
         default_factory=dict, description="what the adapter signs in with; names are its own"
     )
+    keys_dir: Path | None = Field(
+        default=None, description="where its reference keys are made; None: DATA_DIR/keys"
+    )
 
 
 # The flat settings of earlier versions: (back end, key of its group) each now spells.
