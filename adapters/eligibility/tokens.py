@@ -33,7 +33,7 @@ import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from jwcrypto import common, jwe, jws, jwt
 
@@ -189,14 +189,14 @@ def open_answer(
     eligibility, error, exp = claims.get("eligibility"), claims.get("error"), claims.get("exp")
     if not isinstance(jti, str) or not _is_time(iat) or not (exp is None or _is_time(exp)):
         raise AnswerRefused("bad_claims", Failure.MALFORMED)
+    issued_at = dt.datetime.fromtimestamp(iat, dt.UTC)
+    expires_at = dt.datetime.fromtimestamp(exp, dt.UTC) if _is_time(exp) else None
     if error is None and not _is_strings(eligibility):
         raise AnswerRefused("bad_claims", Failure.MALFORMED)
     if jti != asked.jti:
         raise AnswerRefused("wrong_jti", Failure.UNVERIFIED)
     if profile.server_issuer and iss != profile.server_issuer:
         raise AnswerRefused("wrong_issuer", Failure.UNVERIFIED)
-    issued_at = dt.datetime.fromtimestamp(float(iat), dt.UTC)
-    expires_at = None if exp is None else dt.datetime.fromtimestamp(float(exp), dt.UTC)
     skew, age = dt.timedelta(seconds=profile.clock_skew_s), dt.timedelta(seconds=profile.max_age_s)
     if not now - age - skew <= issued_at <= now + skew or (
         expires_at is not None and expires_at <= now - skew
@@ -208,7 +208,7 @@ def open_answer(
     return Answer(found, error is not None, issued_at, expires_at)
 
 
-def _is_time(value: object) -> bool:
+def _is_time(value: object) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < 2**40
 
 
