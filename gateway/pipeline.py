@@ -42,6 +42,9 @@ class Ask:
     basis: BasisClaim
     backend: str = ""
     category: str = ""  # the data category read ("insurance", "health.lab", ...), "" for none
+    # What the released answer says, in a word ("eligible"): recorded after ``backend`` as
+    # ``backend:word``, for an answer that is a predicate the log should state, not only hash.
+    answer: Callable[[Message], str] | None = None
 
 
 class Pipeline:
@@ -89,6 +92,8 @@ class Pipeline:
             found = replace(found, backend=ask.backend)
             response = await fetch(card)
             disclose(response, decision.disclose)
+            if ask.answer is not None:
+                found = replace(found, backend=f"{ask.backend}:{ask.answer(response)}")
             _stamp(response, decision)
             if basis.token is not None:
                 found = replace(found, token=(basis.token.token_id, basis.token.expires_at))

@@ -12,7 +12,9 @@ numbers, same names):
 
 Registers are deterministic for a seed and a day (``today``): the validity dates are drawn
 relative to it, so the data stays meaningful whenever it is built. A person matches only with
-the name the population holds (the Cal-ITP server matches ``sub`` and ``name`` together).
+the name the population holds (the Cal-ITP server matches ``sub`` and ``name`` together). The
+two documented people (``seed.FIXED_ID_NUMBERS``) are in neither register: the retiree is a
+senior, the employee qualifies for nothing.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from adapters.social_insurance.seed import Person, Population
+from adapters.social_insurance.seed import FIXED_ID_NUMBERS, Person, Population
 from gateway.ports import Concession
 
 SENIOR_AGE = 60
@@ -72,7 +74,7 @@ class Registers:
         disabled: dict[str, DisabilityRecord] = {}
         students: dict[str, StudentRecord] = {}
         for person in population:
-            if rng.random() < 1 / 15:
+            if rng.random() < 1 / 15 and person.id_number not in FIXED_ID_NUMBERS:
                 disabled[person.id_number] = _disability(rng, person)
             if age_on(person.birth_date, today) in STUDENT_AGES and rng.random() < 0.7:
                 students[person.id_number] = _student(rng, person, today)
@@ -119,10 +121,10 @@ def _student(rng: random.Random, person: Person, today: dt.date) -> StudentRecor
         valid_until = today - dt.timedelta(days=rng.randint(1, 400))
     else:
         valid_until = today + dt.timedelta(days=rng.randint(30, 1000))
-    valid_from = dt.date(valid_until.year - rng.randint(1, 4), 9, 1)
+    valid_from = dt.date(min(valid_until.year, today.year) - rng.randint(1, 4), 9, 1)
     return StudentRecord(
         id_number=person.id_number,
         school=person.issuing_district[:2] + "市" + rng.choice(_SCHOOLS),
-        valid_from=min(valid_from, valid_until - dt.timedelta(days=1)),
+        valid_from=valid_from,
         valid_until=valid_until,
     )

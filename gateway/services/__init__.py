@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from google.protobuf.descriptor import Descriptor, ServiceDescriptor
 
-from gateway.api.onecard.v1 import audit_pb2, card_pb2, insurance_pb2
+from gateway.api.onecard.v1 import audit_pb2, card_pb2, insurance_pb2, transit_pb2
 
 SERVICES: tuple[ServiceDescriptor, ...] = (
     audit_pb2.DESCRIPTOR.services_by_name["AuditService"],
     card_pb2.DESCRIPTOR.services_by_name["CardService"],
     insurance_pb2.DESCRIPTOR.services_by_name["InsuranceService"],
+    transit_pb2.DESCRIPTOR.services_by_name["TransitService"],
 )
 
 

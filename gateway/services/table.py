@@ -16,15 +16,21 @@ from typing import Any
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 
-from gateway.api.onecard.v1 import audit_pb2_grpc, card_pb2_grpc, insurance_pb2_grpc
+from gateway.api.onecard.v1 import (
+    audit_pb2_grpc,
+    card_pb2_grpc,
+    insurance_pb2_grpc,
+    transit_pb2_grpc,
+)
 from gateway.audit.log import AuditLog
 from gateway.backends import Ports
 from gateway.pipeline import Pipeline
-from gateway.ports import INSURANCE_BACKEND
+from gateway.ports import ELIGIBILITY_BACKEND, INSURANCE_BACKEND
 from gateway.services import SERVICES
 from gateway.services.audit import AuditService
 from gateway.services.card import CardService
 from gateway.services.insurance import InsuranceService
+from gateway.services.transit import TransitService
 from gateway.tokens import CardTokens
 
 __all__ = ["SERVICE_TABLE", "ServiceParts", "ServiceRow", "descriptor"]
@@ -67,6 +73,11 @@ def _insurance(parts: ServiceParts) -> InsuranceService:
     return InsuranceService(parts.pipeline, backend.port, timeout=backend.timeout_s)
 
 
+def _transit(parts: ServiceParts) -> TransitService:
+    backend = parts.ports.get(ELIGIBILITY_BACKEND)
+    return TransitService(parts.pipeline, backend.port, timeout=backend.timeout_s)
+
+
 SERVICE_TABLE: tuple[ServiceRow, ...] = (
     ServiceRow(
         descriptor("AuditService"), audit_pb2_grpc.add_AuditServiceServicer_to_server, _audit
@@ -76,5 +87,10 @@ SERVICE_TABLE: tuple[ServiceRow, ...] = (
         descriptor("InsuranceService"),
         insurance_pb2_grpc.add_InsuranceServiceServicer_to_server,
         _insurance,
+    ),
+    ServiceRow(
+        descriptor("TransitService"),
+        transit_pb2_grpc.add_TransitServiceServicer_to_server,
+        _transit,
     ),
 )

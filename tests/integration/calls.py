@@ -10,6 +10,8 @@ from gateway.api.onecard.v1 import (
     common_pb2,
     insurance_pb2,
     insurance_pb2_grpc,
+    transit_pb2,
+    transit_pb2_grpc,
 )
 
 
@@ -53,6 +55,26 @@ async def verify_card(
     response: card_pb2.VerifyCardResponse = await card_pb2_grpc.CardServiceStub(channel).VerifyCard(
         card_pb2.VerifyCardRequest(
             card=common_pb2.CardRef(card_number=card_number), purpose=purpose, basis=basis(token)
+        )
+    )
+    return response
+
+
+async def check_concession(
+    channel: grpc.aio.Channel,
+    card_number: str,
+    token: str,
+    concession: int = transit_pb2.CONCESSION_TYPE_SENIOR,
+    purpose: int = common_pb2.PURPOSE_FARE_CONCESSION,
+) -> transit_pb2.CheckConcessionResponse:
+    response: transit_pb2.CheckConcessionResponse = await transit_pb2_grpc.TransitServiceStub(
+        channel
+    ).CheckConcession(
+        transit_pb2.CheckConcessionRequest(
+            card=common_pb2.CardRef(card_number=card_number),
+            purpose=purpose,
+            basis=basis(token),
+            concession_type=concession,
         )
     )
     return response
