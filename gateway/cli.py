@@ -3,7 +3,8 @@
 onecard serve [--config FILE]       run the gateway (embedded defaults: SQLite under var/,
                                     reference back ends in-process, a development PKI)
 onecard demo                        everything on loopback plus a scripted tour
-onecard backends [--port N]         run the reference back ends on their own
+onecard backends [--port N]         run the reference back ends on their own (eligibility:
+                                    --eligibility-port, keys made in --keys-dir)
 onecard pki init --dir DIR          make a development CA and certificates
 onecard policy test [--dir DIR]     run the policy tests (policies/tests/*.toml)
 onecard policy check [--dir DIR]    validate the policy set against its schema
@@ -73,18 +74,29 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _backends(args: argparse.Namespace) -> int:
+    from adapters.eligibility import reference_pair
+    from adapters.eligibility import start_reference_server as start_eligibility
+    from adapters.eligibility.keys import GATEWAY_KEY_FILE, SERVER_KEY_FILE
     from adapters.social_insurance import start_reference_server
 
     logs.configure("info", "json")
+    _gateway_keys, server_keys = reference_pair(args.keys_dir)
 
     async def run() -> None:
         server = await start_reference_server(port=args.port)
+        eligibility = await start_eligibility(server_keys, port=args.eligibility_port)
         print(f"reference social insurance back end (1101 person info) on {server.url}")
+        print(
+            f"reference eligibility server (Cal-ITP) on {eligibility.verify_url}; the gateway "
+            f"signs with {args.keys_dir / GATEWAY_KEY_FILE} and encrypts to "
+            f"{(args.keys_dir / SERVER_KEY_FILE).with_suffix('.pub.pem')}"
+        )
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stopping.set)
         await stopping.wait()
+        await eligibility.close()
         await server.close()
 
     asyncio.run(run())
@@ -298,6 +310,15 @@ def _parser() -> argparse.ArgumentParser:
 
     backends = sub.add_parser("backends", help="run the reference back ends")
     backends.add_argument("--port", type=int, default=8101, help="port on 127.0.0.1")
+    backends.add_argument(
+        "--eligibility-port", type=int, default=8102, help="eligibility server's port"
+    )
+    backends.add_argument(
+        "--keys-dir",
+        type=Path,
+        default=Path("var/keys"),
+        help="where the eligibility key pairs are (made at first start)",
+    )
     backends.set_defaults(func=_backends)
 
     pki = sub.add_parser("pki", help="development PKI").add_subparsers(dest="pki", required=True)

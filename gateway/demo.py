@@ -1,7 +1,8 @@
 """``onecard demo``: everything on loopback, then a scripted tour over real gRPC with mutual TLS.
 
-It starts the reference social insurance back end, creates a development PKI, starts the gateway
-on a free port, and plays the counters: the citizen app, a hospital, a library. One line per
+It starts the reference social insurance back end and eligibility server, creates a development
+PKI, starts the gateway on a free port, and plays the counters: the citizen app, a hospital, a
+library, a regulator, a bus operator. One line per
 step with the decision and the reason. Card numbers in the output are synthetic citizens of the
 reference back end.
 """
@@ -27,6 +28,8 @@ from gateway.api.onecard.v1 import (
     common_pb2,
     insurance_pb2,
     insurance_pb2_grpc,
+    transit_pb2,
+    transit_pb2_grpc,
 )
 from gateway.audit.checkpoint import open_checkpoint
 from gateway.audit.note import Verifier, VerifierSet
@@ -42,6 +45,7 @@ LIBRARY = "lib-bj-001"
 CITIZEN_APP = "app-ecard-001"
 SUSPENDED_LIBRARY = "lib-bj-009"
 REGULATOR = "reg-nhsa-001"
+TRANSIT = "transit-bj-001"
 CITIZEN = "11010519491231002X"
 
 M = TypeVar("M", bound=Message)
@@ -203,6 +207,31 @@ async def _play(tour: _Tour) -> None:
         )
     if status is not None:
         await _regulator_checks_receipt(tour, status.receipt)
+    await _transit_checks_concession(tour, card)
+
+
+async def _transit_checks_concession(tour: _Tour, card: common_pb2.CardRef) -> None:
+    """A bus operator checks the senior fare of a rider who shows the e-card at the gate."""
+    rider_token = await tour.token(card.card_number)
+    async with tour.channel(TRANSIT) as bus:
+        answer = await tour.ask(
+            "transit",
+            "CheckConcession senior, card present",
+            lambda: transit_pb2_grpc.TransitServiceStub(bus).CheckConcession(
+                transit_pb2.CheckConcessionRequest(
+                    card=card,
+                    purpose=common_pb2.PURPOSE_FARE_CONCESSION,
+                    basis=_basis(rider_token),
+                    concession_type=transit_pb2.CONCESSION_TYPE_SENIOR,
+                )
+            ),
+        )
+    if answer is not None:
+        until = answer.valid_until.ToDatetime()
+        tour.out(
+            f"      senior fare: {'yes' if answer.eligible else 'no'}, may be relied on until "
+            f"{until:%H:%M} UTC; no birth date left the eligibility server (Cal-ITP, JWS in JWE)"
+        )
 
 
 async def _regulator_checks_receipt(tour: _Tour, receipt: common_pb2.AuditReceipt) -> None:
@@ -262,7 +291,8 @@ async def run_demo(out: _Print = print, data_dir: Path | None = None) -> None:
             out(
                 f"OneCard demo: gateway on {gateway.target} (mutual TLS), metrics on "
                 f"127.0.0.1:{gateway.metrics_port}, reference 1101 back end on "
-                f"{gateway.ports.urls['social_insurance']}"
+                f"{gateway.ports.urls['social_insurance']}, reference eligibility server on "
+                f"{gateway.ports.urls['eligibility']}"
             )
             out(f"development PKI in {gateway.pki.directory}")
             out("")

@@ -29,12 +29,14 @@ async def test_the_demo_tour_runs_and_every_step_is_audited(tmp_path: Path) -> N
         ("REFUSED", "PERMISSION_DENIED"),
         ("ALLOW", ""),
         ("ALLOW", ""),
+        ("ALLOW", "by"),
     ]
-    assert [int(n) for n, _, _, _ in steps] == list(range(1, 11))
+    assert [int(n) for n, _, _, _ in steps] == list(range(1, 12))
     indexes = [int(index) for _, _, _, index in steps]
     assert indexes == sorted(set(indexes))  # each step has its own entry, in order
     assert (
         "      receipt #1 is in the signed tree: 4 hashes lead from its leaf to the root" in lines
     )
-    assert lines[-2].startswith("audit log: 12 entries, one per exchange")
+    assert any(line.startswith("      senior fare: yes, may be relied on until") for line in lines)
+    assert lines[-2].startswith("audit log: 14 entries, one per exchange")
     assert (tmp_path / "data" / "onecard.db").is_file()  # --data-dir keeps the log
