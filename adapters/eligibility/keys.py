@@ -51,16 +51,21 @@ class PartyKeys:
 
 def load_private_key(path: Path) -> jwk.JWK:
     """The private key in ``path`` (PEM or JWK); ``KeyFileError`` says what is wrong."""
-    data = _read(path, private=True)
-    key = _parse(path, data)
+    key = _parse(path, _read(path))
     if not key.has_private:
         raise KeyFileError(f"{path}: holds a public key; the gateway needs its private key here")
+    mode = path.stat().st_mode
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise KeyFileError(
+            f"{path}: private key file is readable by group or others "
+            f"(mode {stat.S_IMODE(mode):o}); run: chmod 600 {path}"
+        )
     return key
 
 
 def load_public_key(path: Path) -> jwk.JWK:
     """The public key in ``path`` (PEM or JWK); a private key file is refused (keep it apart)."""
-    key = _parse(path, _read(path, private=False))
+    key = _parse(path, _read(path))
     if key.has_private:
         raise KeyFileError(
             f"{path}: holds a private key; give the peer's public key only "
@@ -120,17 +125,12 @@ def _write_public(path: Path, pem: bytes) -> None:
     tmp.replace(path)
 
 
-def _read(path: Path, *, private: bool) -> bytes:
+def _read(path: Path) -> bytes:
     try:
-        mode = path.stat().st_mode
+        size = path.stat().st_size
     except FileNotFoundError:
         raise KeyFileError(f"{path}: no such key file") from None
-    if private and mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise KeyFileError(
-            f"{path}: private key file is readable by group or others "
-            f"(mode {stat.S_IMODE(mode):o}); run: chmod 600 {path}"
-        )
-    if path.stat().st_size > _MAX_KEY_FILE_BYTES:
+    if size > _MAX_KEY_FILE_BYTES:
         raise KeyFileError(f"{path}: too large for a key file")
     return path.read_bytes()
 
