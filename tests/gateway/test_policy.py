@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.api.onecard.v1 import audit_pb2, card_pb2, insurance_pb2
+from gateway.api.onecard.v1 import audit_pb2, card_pb2, insurance_pb2, transit_pb2
 from gateway.config import REPO_POLICIES
 from gateway.disclosure import unknown_paths
 from gateway.policy import PolicyEngine, PolicyRequest, PolicySetInvalid, policy_set_digest
@@ -19,6 +19,7 @@ RESPONSES = {
     "IssueCardToken": card_pb2.IssueCardTokenResponse.DESCRIPTOR,
     "VerifyCard": card_pb2.VerifyCardResponse.DESCRIPTOR,
     "GetInsuranceStatus": insurance_pb2.GetInsuranceStatusResponse.DESCRIPTOR,
+    "CheckConcession": transit_pb2.CheckConcessionResponse.DESCRIPTOR,
 }
 
 
