@@ -158,6 +158,7 @@ async def privacy_scan(
     logs = [json.dumps(e, default=str, ensure_ascii=False) for e in events]
     logs += [record.getMessage() for record in caplog.records]
     assert leaves and seen.texts, "the scan has something to search"
+    assert any(e["event"].startswith("rpc_") for e in events), "the logs were captured"
     secrets = _secrets(registers)
     for where, texts in (("response", seen.texts), ("log", logs), ("audit leaf", leaves)):
         for text in texts:
@@ -329,7 +330,11 @@ async def test_a_concession_without_the_card_present_is_refused(seen: Seen, pki:
                 )
             )
     seen.add(info.value)
-    assert info.value.code() in {grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED}
+    assert (info.value.code(), reason(info.value)) == (
+        grpc.StatusCode.PERMISSION_DENIED,
+        "basis_missing",
+    )
+    assert "basis.card_present.token" in (info.value.details() or "")
     index = int(dict(info.value.trailing_metadata() or ())["onecard-audit-index"])
     assert (await _record(gateway, index))["outcome"] == info.value.code().name
 
