@@ -98,7 +98,7 @@ class EligibilityClient:
         if answer.expires_at is not None:
             valid_until = min(valid_until, answer.expires_at)
         eligible = concession.value in answer.eligibility
-        log.info("eligibility_answered", eligible=eligible)
+        log.info("eligibility_answered")  # not the answer: the audit entry holds it
         return ConcessionAnswer(eligible=eligible, valid_until=valid_until)
 
     async def close(self) -> None:

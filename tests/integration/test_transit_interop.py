@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
+import signal
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +31,7 @@ from adapters.eligibility.reference import API_KEY_HEADER, ReferenceServer
 from adapters.social_insurance.seed import Population
 from gateway.errors import BackendUnavailable
 from gateway.ports import Concession
+from tests.integration.served import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -185,3 +189,38 @@ async def test_our_reference_server_refuses_a_client_without_its_api_key(
         client = _their_client(server, keys, api_key)
         with pytest.raises(ApiError):  # 403: not a status the protocol answers with a token
             await asyncio.to_thread(client.verify, SENIOR, SENIOR_NAME, ["senior"])
+
+
+async def test_onecard_backends_serves_eligibility_to_their_client_with_the_key_files_it_names(
+    tmp_path: Path, started: list[asyncio.subprocess.Process]
+) -> None:
+    keys_dir = tmp_path / "keys"
+    ports = [str(free_port()), str(free_port())]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway.cli", "backends", "--port", ports[0],
+        "--eligibility-port", ports[1], "--keys-dir", str(keys_dir),
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    started.append(proc)
+    assert proc.stdout is not None
+    await asyncio.wait_for(proc.stdout.readline(), timeout=30)
+    announced = (await asyncio.wait_for(proc.stdout.readline(), timeout=30)).decode()
+    signing_key = keys_dir / "eligibility-gateway.pem"
+    server_key = keys_dir / "eligibility-reference-server.pub.pem"
+    assert f"http://127.0.0.1:{ports[1]}/verify" in announced
+    assert str(signing_key) in announced and str(server_key) in announced
+
+    client = Client(
+        verify_url=f"http://127.0.0.1:{ports[1]}/verify", issuer="benefits-app", agency="t",
+        jws_signing_alg="RS256", client_private_key=signing_key.read_bytes(),
+        jwe_encryption_alg="RSA-OAEP", jwe_cek_enc="A256CBC-HS512",
+        server_public_key=server_key.read_bytes(), timeout=5,
+    )  # fmt: skip
+    answer: ResponseToken = await asyncio.to_thread(
+        client.verify, SENIOR, SENIOR_NAME, ["senior", "student"]
+    )
+
+    assert (answer.eligibility, answer.error) == (["senior"], None)
+    proc.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(proc.wait(), timeout=30) == 0
