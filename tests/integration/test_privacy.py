@@ -1,7 +1,8 @@
 """Privacy by construction: no raw card number, ID number or name leaves a trace anywhere.
 
 A real ``onecard serve`` process, logging at debug level to a file, handles every kind of
-exchange (allowed, refused at each stage, malformed and unknown card numbers, a regulator's
+exchange (allowed, refused at each stage, malformed and unknown card numbers, a transit
+concession check, whose eligibility server is sent the ID number and name, a regulator's
 search by card number and a stream of entries). Then the database files, an export (leaves,
 checkpoints and the FHIR AuditEvent file), the process's whole log output and a metrics scrape
 are searched for every card number sent, in every spelling sent, and for every holder's name
@@ -24,8 +25,8 @@ from gateway.cli import main
 from gateway.client import org_channel
 from gateway.pki import ensure_pki
 from gateway.ports import CardStatus
-from tests.integration.calls import insurance_status, issue_token, verify_card
-from tests.integration.conftest import CITIZEN_APP, HOSPITAL, LIBRARY, REGULATOR
+from tests.integration.calls import check_concession, insurance_status, issue_token, verify_card
+from tests.integration.conftest import CITIZEN_APP, HOSPITAL, LIBRARY, REGULATOR, TRANSIT
 from tests.integration.served import free_port, serve_env, start
 
 pytestmark = pytest.mark.integration
@@ -60,6 +61,7 @@ async def test_no_card_number_or_name_in_the_database_export_logs_or_metrics(
             org_channel(target, pki, HOSPITAL) as hosp,
             org_channel(target, pki, LIBRARY) as lib,
             org_channel(target, pki, REGULATOR) as reg,
+            org_channel(target, pki, TRANSIT) as bus,
         ):
             for person in people:
                 spelled = f" {person.id_number.lower()} "  # accepted: trimmed, X in any case
@@ -70,6 +72,7 @@ async def test_no_card_number_or_name_in_the_database_export_logs_or_metrics(
                     continue  # a card that is not usable: refused, and logged
                 await insurance_status(hosp, person.id_number, token)
                 await refused(insurance_status(hosp, person.id_number, token))  # replay
+                await check_concession(bus, person.id_number, await issue_token(app, spelled))
                 await refused(
                     verify_card(
                         lib,
