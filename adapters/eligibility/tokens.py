@@ -49,6 +49,7 @@ __all__ = [
     "Profile",
     "Request",
     "open_answer",
+    "request",
     "seal",
     "unseal",
 ]
