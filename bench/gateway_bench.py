@@ -404,7 +404,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         config = _gateway_config(root, pki, gateway_port, backend_port)
         with (
             _process(
-                [*onecard, "backends", "--port", str(backend_port)],
+                [
+                    *onecard,
+                    "backends",
+                    "--port",
+                    str(backend_port),
+                    "--eligibility-port",
+                    str(_free_port()),
+                    "--keys-dir",
+                    str(root / "keys"),
+                ],
                 _listening(backend_port),
                 "onecard backends",
             ),
