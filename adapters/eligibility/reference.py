@@ -36,7 +36,14 @@ from adapters.eligibility.registers import Registers
 from adapters.eligibility.tokens import Profile
 from adapters.social_insurance.seed import Population
 
-__all__ = ["ISSUER", "VERIFY_PATH", "ReferenceServer", "build_app", "start_reference_server"]
+__all__ = [
+    "ISSUER",
+    "VERIFY_PATH",
+    "ReferenceServer",
+    "build_app",
+    "service_day",
+    "start_reference_server",
+]
 
 _log = structlog.get_logger(__name__)
 
@@ -48,7 +55,8 @@ _WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]"})  # noqa: S104 (refuse
 _CHINA = dt.timezone(dt.timedelta(hours=8))
 
 
-def _today() -> dt.date:
+def service_day() -> dt.date:
+    """The day the reference server decides on, in China Standard Time (UTC+8)."""
     return dt.datetime.now(_CHINA).date()
 
 
@@ -116,7 +124,7 @@ def build_app(
     *,
     profile: Profile | None = None,
     api_key: str | None = None,
-    today: Callable[[], dt.date] = _today,
+    today: Callable[[], dt.date] = service_day,
 ) -> web.Application:
     """The aiohttp application answering ``/verify`` (and ``/healthcheck``) for ``registers``;
     ``keys.own`` is the server's private key, ``keys.peer`` the gateway's public key."""
@@ -159,7 +167,7 @@ async def start_reference_server(
     population: Population | None = None,
     profile: Profile | None = None,
     api_key: str | None = None,
-    today: Callable[[], dt.date] = _today,
+    today: Callable[[], dt.date] = service_day,
 ) -> ReferenceServer:
     """Start the reference eligibility server on ``host:port`` (port 0: any free port)."""
     if host in _WILDCARD_HOSTS:

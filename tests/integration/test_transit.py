@@ -58,7 +58,7 @@ RPC = "onecard.v1.TransitService/CheckConcession"
 @pytest.fixture(scope="module")
 def registers() -> Registers:
     """The registers the gateway's own reference eligibility server decides from today."""
-    return Registers.build(Population.default(), reference._today())
+    return Registers.build(Population.default(), reference.service_day())
 
 
 def _normal(population: Population, where: Callable[[Person], bool]) -> Person:
@@ -74,7 +74,7 @@ class Riders:
 
 @pytest.fixture(scope="module")
 def riders(registers: Registers) -> Riders:
-    people, today = registers.population, reference._today()
+    people, today = registers.population, reference.service_day()
     senior = people.by_id_number(SENIOR)
     employee = people.by_id_number(EMPLOYEE)
     assert senior is not None and employee is not None
@@ -253,7 +253,7 @@ async def test_an_expired_student_registration_is_not_eligible(
 ) -> None:
     gateway = await seen.gateway()
     rider = riders.expired_student
-    assert registers.students[rider.id_number].valid_until < reference._today()
+    assert registers.students[rider.id_number].valid_until < reference.service_day()
 
     answer = await _ask(seen, gateway, pki, rider.id_number, STUDENT_T)
 
