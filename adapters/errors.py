@@ -17,6 +17,9 @@ failure            error                   reason                  when
 ``WRONG_PERSON``   ``BackendUnavailable``  ``backend_malformed``   about another person
 ``NOT_FOUND``      ``CardNotFound``        ``card_not_found``      no such person
 ``NO_RECORD``      ``RecordNotFound``      ``record_not_found``    no such record of the person
+``UNVERIFIED``     ``BackendUnavailable``  ``backend_unverified``  a signed answer failed its
+                                                                   checks (signature, request
+                                                                   id, freshness)
 =================  ======================  ======================  =========================
 
 ``map_transport_errors`` (after httpx's ``map_exceptions``) turns the exceptions of a transport
@@ -56,6 +59,7 @@ class Failure(enum.Enum):
     WRONG_PERSON = "wrong_person"
     NOT_FOUND = "person_not_found"
     NO_RECORD = "record_not_found"
+    UNVERIFIED = "unverified_answer"
 
 
 _DOWN, _MALFORMED = "backend_unavailable", "backend_malformed"
@@ -77,6 +81,10 @@ _TABLE: dict[Failure, tuple[type[GatewayError], str, str]] = {
         RecordNotFound, "record_not_found",
         "{backend} has no such record of this card holder in this category; "
         "use a record_id that ListHealthRecords returned",
+    ),
+    Failure.UNVERIFIED: (
+        BackendUnavailable, "backend_unverified",
+        "{backend} sent an answer that failed verification (signature, request id or freshness)",
     ),
 }  # fmt: skip
 

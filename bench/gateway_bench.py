@@ -404,7 +404,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         config = _gateway_config(root, pki, gateway_port, backend_port)
         with (
             _process(
-                [*onecard, "backends", "--port", str(backend_port), "--sip2-port", "0"],
+                [
+                    *onecard,
+                    "backends",
+                    "--port",
+                    str(backend_port),
+                    "--sip2-port",
+                    "0",
+                    "--fhir-port",
+                    str(_free_port()),
+                    "--eligibility-port",
+                    str(_free_port()),
+                    "--keys-dir",
+                    str(root / "keys"),
+                ],
                 _listening(backend_port),
                 "onecard backends",
             ),

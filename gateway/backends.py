@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic
 
+from adapters.eligibility import wire_eligibility
 from adapters.fhir import wire_fhir
 from adapters.sip2 import wire_library
 from adapters.social_insurance import wire_social_insurance
@@ -40,6 +41,7 @@ BACKENDS: tuple[BackendRow, ...] = (
     BackendRow("social_insurance", wire_social_insurance),
     BackendRow("library", wire_library),
     BackendRow("fhir", wire_fhir),
+    BackendRow("eligibility", wire_eligibility),
 )
 
 
@@ -86,6 +88,8 @@ async def wire_backends(
     urls: dict[str, str] = {}
     for row in rows:
         group = settings.backend(row.name)
+        if group.keys_dir is None:
+            group = group.model_copy(update={"keys_dir": settings.data_dir / "keys"})
         wired = await row.wire(group)
         closers.append(_named(f"close_{row.name}", wired.close))
         urls[row.name] = wired.url

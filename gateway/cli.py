@@ -4,7 +4,8 @@ onecard serve [--config FILE]       run the gateway (embedded defaults: SQLite u
                                     reference back ends in-process, a development PKI)
 onecard demo                        everything on loopback plus a scripted tour
 onecard backends [--port N]         run the reference back ends on their own (1101 on --port,
-                                    FHIR R4 on --fhir-port, SIP2 libraries from --sip2-port)
+                                    FHIR R4 on --fhir-port, SIP2 libraries from --sip2-port,
+                                    eligibility on --eligibility-port, keys in --keys-dir)
 onecard pki init --dir DIR          make a development CA and certificates
 onecard policy test [--dir DIR]     run the policy tests (policies/tests/*.toml)
 onecard policy check [--dir DIR]    validate the policy set against its schema
@@ -78,18 +79,29 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _backends(args: argparse.Namespace) -> int:
+    from adapters.eligibility import reference_pair
+    from adapters.eligibility import start_reference_server as start_eligibility
+    from adapters.eligibility.keys import GATEWAY_KEY_FILE, SERVER_KEY_FILE
     from adapters.fhir import start_reference_fhir_server
     from adapters.sip2 import start_reference_network
     from adapters.sip2.seed import LIBRARIES
     from adapters.social_insurance import start_reference_server
 
     logs.configure("info", "json")
+    _gateway_keys, server_keys = reference_pair(args.keys_dir)
 
     async def run() -> None:
         async with contextlib.AsyncExitStack() as running:  # each started one closes, in reverse
             server = await start_reference_server(port=args.port)
             running.push_async_callback(server.close)
             print(f"reference social insurance back end (1101 person info) on {server.url}")
+            eligibility = await start_eligibility(server_keys, port=args.eligibility_port)
+            running.push_async_callback(eligibility.close)
+            print(
+                f"reference eligibility server (Cal-ITP) on {eligibility.verify_url}; the "
+                f"gateway signs with {args.keys_dir / GATEWAY_KEY_FILE} and encrypts to "
+                f"{(args.keys_dir / SERVER_KEY_FILE).with_suffix('.pub.pem')}"
+            )
             fhir = await start_reference_fhir_server(port=args.fhir_port)
             running.push_async_callback(fhir.close)
             print(f"reference FHIR R4 server (health records) on {fhir.url}")
@@ -352,6 +364,30 @@ def _workers(text: str) -> int:
     raise argparse.ArgumentTypeError(f"{text!r} is not a number of processes from 1 to {most}")
 
 
+def _backends_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    backends = sub.add_parser("backends", help="run the reference back ends")
+    backends.add_argument("--port", type=int, default=8101, help="port on 127.0.0.1")
+    backends.add_argument(
+        "--sip2-port",
+        type=int,
+        default=6001,
+        help="first SIP2 port on 127.0.0.1 (one library each, counting up; 0 picks free ones)",
+    )
+    backends.add_argument(
+        "--fhir-port", type=int, default=8102, help="the FHIR server's port on 127.0.0.1"
+    )
+    backends.add_argument(
+        "--eligibility-port", type=int, default=8103, help="eligibility server's port"
+    )
+    backends.add_argument(
+        "--keys-dir",
+        type=Path,
+        default=Path("var/keys"),
+        help="where the eligibility key pairs are (made at first start)",
+    )
+    backends.set_defaults(func=_backends)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="onecard", description="OneCard data-sharing gateway")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -364,18 +400,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--data-dir", type=Path, help="keep the database and keys here")
     demo.set_defaults(func=_demo)
 
-    backends = sub.add_parser("backends", help="run the reference back ends")
-    backends.add_argument("--port", type=int, default=8101, help="port on 127.0.0.1")
-    backends.add_argument(
-        "--sip2-port",
-        type=int,
-        default=6001,
-        help="first SIP2 port on 127.0.0.1 (one library each, counting up; 0 picks free ones)",
-    )
-    backends.add_argument(
-        "--fhir-port", type=int, default=8102, help="the FHIR server's port on 127.0.0.1"
-    )
-    backends.set_defaults(func=_backends)
+    _backends_parser(sub)
 
     pki = sub.add_parser("pki", help="development PKI").add_subparsers(dest="pki", required=True)
     init = pki.add_parser("init", help="create a CA, server and org client certificates")

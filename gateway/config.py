@@ -90,6 +90,9 @@ class BackendSettings(BaseModel):
     credentials: dict[str, SecretStr] = Field(
         default_factory=dict, description="what the adapter signs in with; names are its own"
     )
+    keys_dir: Path | None = Field(
+        default=None, description="where its reference keys are made; None: DATA_DIR/keys"
+    )
     sources: dict[str, str] = Field(
         default_factory=dict,
         description="further endpoints by name, for a back end read from several (FHIR)",

@@ -1,11 +1,12 @@
 """``onecard demo``: everything on loopback, then a scripted tour over real gRPC with mutual TLS.
 
-It starts the reference back ends (social insurance, FHIR R4, SIP2 libraries), creates a
-development PKI, starts the gateway on a free port, and plays the counters: the citizen app, a
-hospital, a library (which also asks another branch about a reader, over SIP2), a regulator, a
-hospital reading another hospital's lab report (FHIR); then a standing consent (granted, used
-without the patient, revoked, refused), emergency access, and the citizen's access history with
-its completeness check. One line per
+It starts the reference back ends (social insurance, FHIR R4, SIP2 libraries, a Cal-ITP
+eligibility server), creates a development PKI, starts the gateway on a free port, and plays the
+counters: the citizen app, a hospital, a library (which also asks another branch about a reader,
+over SIP2), a regulator, a hospital reading another hospital's lab report (FHIR), a bus operator
+checking a senior fare; then a standing consent (granted, used without the patient, revoked,
+refused), emergency access, and the citizen's access history with its completeness check. One
+line per
 step with the decision and the reason. Card numbers in the output are synthetic citizens of the
 reference back end.
 """
@@ -39,6 +40,8 @@ from gateway.api.onecard.v1 import (
     insurance_pb2_grpc,
     library_pb2,
     library_pb2_grpc,
+    transit_pb2,
+    transit_pb2_grpc,
 )
 from gateway.audit.checkpoint import open_checkpoint
 from gateway.audit.history_check import check_history
@@ -56,6 +59,7 @@ LIBRARY = "lib-bj-001"
 CITIZEN_APP = "app-ecard-001"
 SUSPENDED_LIBRARY = "lib-bj-009"
 REGULATOR = "reg-nhsa-001"
+TRANSIT = "transit-bj-001"
 CITIZEN = "11010519491231002X"
 READER = "110101199003074477"  # a reader with fines at another branch (adapters.sip2.seed)
 OTHER_BRANCH = "bj-xicheng"
@@ -221,6 +225,7 @@ async def _play(tour: _Tour) -> None:
         await _regulator_checks_receipt(tour, status.receipt)
     await _library_asks_another_branch(tour)
     await _hospital_reads_lab_report(tour, card)
+    await _transit_checks_concession(tour, card)
     await _standing_consent(tour, card)
     await _health_records_without_the_patient(tour, card)
     await _citizen_reads_history(tour)
@@ -374,6 +379,30 @@ async def _hospital_reads_lab_report(tour: _Tour, card: common_pb2.CardRef) -> N
             )
 
 
+async def _transit_checks_concession(tour: _Tour, card: common_pb2.CardRef) -> None:
+    """A bus operator checks the senior fare of a rider (born 1949) showing the e-card."""
+    rider_token = await tour.token(card.card_number)
+    async with tour.channel(TRANSIT) as bus:
+        answer = await tour.ask(
+            "transit",
+            "CheckConcession senior, card present",
+            lambda: transit_pb2_grpc.TransitServiceStub(bus).CheckConcession(
+                transit_pb2.CheckConcessionRequest(
+                    card=card,
+                    purpose=common_pb2.PURPOSE_FARE_CONCESSION,
+                    basis=_basis(rider_token),
+                    concession_type=transit_pb2.CONCESSION_TYPE_SENIOR,
+                )
+            ),
+        )
+    if answer is not None:
+        until = answer.valid_until.ToDatetime()
+        tour.out(
+            f"      senior fare: {'yes' if answer.eligible else 'no'}, may be relied on until "
+            f"{until:%H:%M} UTC; no birth date left the eligibility server (Cal-ITP, JWS in JWE)"
+        )
+
+
 async def _regulator_checks_receipt(tour: _Tour, receipt: common_pb2.AuditReceipt) -> None:
     """The regulator proves that the hospital's exchange is in the signed log."""
     out = tour.out
@@ -521,7 +550,8 @@ async def run_demo(out: _Print = print, data_dir: Path | None = None) -> None:
                 f"OneCard demo: gateway on {gateway.target} (mutual TLS), metrics on "
                 f"127.0.0.1:{gateway.metrics_port}, reference 1101 back end on "
                 f"{gateway.ports.urls['social_insurance']}, reference FHIR server on "
-                f"{gateway.ports.urls['fhir']}"
+                f"{gateway.ports.urls['fhir']}, reference eligibility server on "
+                f"{gateway.ports.urls['eligibility']}"
             )
             out(f"reference SIP2 libraries on {gateway.ports.urls['library']}")
             out(f"development PKI in {gateway.pki.directory}")

@@ -58,6 +58,9 @@ class Ask:
     backend: str = ""
     category: str = ""  # the data category read ("insurance", "health.lab", ...), "" for none
     holds_record: bool = False  # the caller keeps the record asked (a library its own patron's)
+    # What the released answer says, in a word ("eligible"): recorded after ``backend`` as
+    # ``backend:word``, for an answer that is a predicate the log should state, not only hash.
+    answer: Callable[[Message], str] | None = None
 
 
 class Pipeline:
@@ -146,6 +149,8 @@ class Pipeline:
                 else (fetched, basis.spend)
             )
             disclose(response, decision.disclose)
+            if ask.answer is not None:
+                found = replace(found, backend=f"{ask.backend}:{ask.answer(response)}")
             _stamp(response, decision)
             if spend is not None:
                 found = replace(found, spend=spend)

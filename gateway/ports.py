@@ -218,6 +218,33 @@ class HealthRecords(Protocol):
         ...
 
 
+class Concession(enum.Enum):
+    """A fare concession, named as its eligibility type on the Cal-ITP wire."""
+
+    SENIOR = "senior"
+    DISABLED = "disabled"
+    STUDENT = "student"
+
+
+@dataclass(frozen=True, slots=True)
+class ConcessionAnswer:
+    """The eligibility server's answer: the predicate and until when it may be relied on."""
+
+    eligible: bool
+    valid_until: dt.datetime  # aware, UTC
+
+
+class EligibilityBackend(Protocol):
+    """The eligibility server (Cal-ITP Eligibility Verification API)."""
+
+    async def check(
+        self, id_number: str, name: str, concession: Concession, *, agency: str, timeout: float
+    ) -> ConcessionAnswer:
+        """Whether the person qualifies, asked for ``agency`` (the transit operator's org id);
+        raises ``BackendUnavailable`` or ``BackendTimeout``."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class PortKey(Generic[P]):
     """Names a port, typed by its interface: ``Ports.get(CARD_REGISTRY)`` is a ``CardRegistry``."""
@@ -229,6 +256,7 @@ CARD_REGISTRY: PortKey[CardRegistry] = PortKey("card registry")
 INSURANCE_BACKEND: PortKey[InsuranceBackend] = PortKey("insurance back end")
 LIBRARY_BACKEND: PortKey[LibraryBackend] = PortKey("library back end")
 HEALTH_RECORDS: PortKey[HealthRecords] = PortKey("health records")
+ELIGIBILITY_BACKEND: PortKey[EligibilityBackend] = PortKey("eligibility server")
 
 
 @dataclass(frozen=True, slots=True)

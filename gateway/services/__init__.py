@@ -15,6 +15,7 @@ from gateway.api.onecard.v1 import (
     health_pb2,
     insurance_pb2,
     library_pb2,
+    transit_pb2,
 )
 
 SERVICES: tuple[ServiceDescriptor, ...] = (
@@ -24,6 +25,7 @@ SERVICES: tuple[ServiceDescriptor, ...] = (
     consent_pb2.DESCRIPTOR.services_by_name["ConsentService"],
     library_pb2.DESCRIPTOR.services_by_name["LibraryService"],
     health_pb2.DESCRIPTOR.services_by_name["HealthRecordService"],
+    transit_pb2.DESCRIPTOR.services_by_name["TransitService"],
 )
 
 

@@ -23,11 +23,12 @@ from gateway.api.onecard.v1 import (
     health_pb2_grpc,
     insurance_pb2_grpc,
     library_pb2_grpc,
+    transit_pb2_grpc,
 )
 from gateway.audit.log import AuditLog
 from gateway.backends import Ports
 from gateway.pipeline import Pipeline
-from gateway.ports import HEALTH_RECORDS, INSURANCE_BACKEND, LIBRARY_BACKEND
+from gateway.ports import ELIGIBILITY_BACKEND, HEALTH_RECORDS, INSURANCE_BACKEND, LIBRARY_BACKEND
 from gateway.services import SERVICES
 from gateway.services.audit import AuditService
 from gateway.services.card import CardService
@@ -36,6 +37,7 @@ from gateway.services.health import HealthRecordService
 from gateway.services.history import AccessHistory
 from gateway.services.insurance import InsuranceService
 from gateway.services.library import LibraryService
+from gateway.services.transit import TransitService
 from gateway.tokens import CardTokens
 
 __all__ = ["SERVICE_TABLE", "ServiceParts", "ServiceRow", "descriptor"]
@@ -98,6 +100,11 @@ def _health(parts: ServiceParts) -> HealthRecordService:
     return HealthRecordService(parts.pipeline, backend.port, timeout=backend.timeout_s)
 
 
+def _transit(parts: ServiceParts) -> TransitService:
+    backend = parts.ports.get(ELIGIBILITY_BACKEND)
+    return TransitService(parts.pipeline, backend.port, timeout=backend.timeout_s)
+
+
 SERVICE_TABLE: tuple[ServiceRow, ...] = (
     ServiceRow(
         descriptor("AuditService"), audit_pb2_grpc.add_AuditServiceServicer_to_server, _audit
@@ -122,5 +129,10 @@ SERVICE_TABLE: tuple[ServiceRow, ...] = (
         descriptor("HealthRecordService"),
         health_pb2_grpc.add_HealthRecordServiceServicer_to_server,
         _health,
+    ),
+    ServiceRow(
+        descriptor("TransitService"),
+        transit_pb2_grpc.add_TransitServiceServicer_to_server,
+        _transit,
     ),
 )

@@ -26,6 +26,7 @@ BACKEND = "FHIR server"
         (Failure.MALFORMED, BackendUnavailable, "UNAVAILABLE", "backend_malformed"),
         (Failure.WRONG_PERSON, BackendUnavailable, "UNAVAILABLE", "backend_malformed"),
         (Failure.NOT_FOUND, CardNotFound, "NOT_FOUND", "card_not_found"),
+        (Failure.UNVERIFIED, BackendUnavailable, "UNAVAILABLE", "backend_unverified"),
     ],
 )
 def test_every_failure_has_one_error_status_and_reason(

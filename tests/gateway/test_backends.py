@@ -41,6 +41,7 @@ async def test_a_throw_away_back_end_is_wired_from_its_settings_group_and_closed
         '[backends.forecast.credentials]\napi_key = "s3cret"\n'
     )
     monkeypatch.setenv("ONECARD_BACKENDS__FORECAST__TIMEOUT_S", "0.25")  # over the file
+    monkeypatch.setenv("ONECARD_DATA_DIR", str(tmp_path / "data"))
     settings = load_settings(config)
     forecast = ForecastBackend()
     closers: Closers = []
@@ -53,13 +54,12 @@ async def test_a_throw_away_back_end_is_wired_from_its_settings_group_and_closed
     assert (bound.backend, bound.timeout_s) == ("forecast", 0.25)
     assert fake.settings.url == "http://127.0.0.1:9/forecast"
     assert fake.settings.credentials["api_key"].get_secret_value() == "s3cret"
+    assert fake.settings.keys_dir == tmp_path / "data" / "keys"  # beside the gateway's keys
     assert "s3cret" not in repr(settings)
     assert ports.urls["forecast"] == "http://127.0.0.1:9/forecast"
     assert ports.get(CARD_REGISTRY).backend == "social_insurance"  # the real row, still there
     assert [close.__name__ for close in closers] == [
-        "close_social_insurance",
-        "close_library",
-        "close_fhir",
+        *(f"close_{row.name}" for row in BACKENDS),
         "close_forecast",
     ]
     await _close(closers)

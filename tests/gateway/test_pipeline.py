@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from gateway.api.onecard.v1 import card_pb2
+from gateway.api.onecard.v1 import card_pb2, transit_pb2
 from gateway.audit.log import TokenSpend
 from gateway.audit.record import Pseudonymizer
 from gateway.basis import (
@@ -255,3 +255,33 @@ async def test_a_claim_without_a_registered_verifier_is_not_supported() -> None:
     stage = BasisStage({NoClaim: NoBasis()})
     with pytest.raises(NotSupported, match="CardPresentClaim"):
         await stage.establish(CardPresentClaim("x"), NORMAL, Caller(LIBRARY, "ab"))
+
+
+@pytest.mark.parametrize(("eligible", "word"), [(True, "eligible"), (False, "not_eligible")])
+async def test_an_answer_word_is_recorded_after_the_backend_and_only_for_an_answer(
+    path: Path_, eligible: bool, word: str
+) -> None:
+    call = Call(
+        "rid", "onecard.v1.TransitService/CheckConcession", Caller(TRANSIT, "ab"), _now(),
+        path.found,
+    )  # fmt: skip
+    ask = Ask(
+        "CheckConcession", NORMAL, "FARE_CONCESSION",
+        CardPresentClaim(path.tokens.issue(NORMAL).token),
+        backend="eligibility:senior", category="transit",
+        answer=lambda r: "eligible" if r.eligible else "not_eligible",  # type: ignore[attr-defined]
+    )  # fmt: skip
+
+    async def check(card: ResolvedCard) -> transit_pb2.CheckConcessionResponse:
+        return transit_pb2.CheckConcessionResponse(eligible=eligible)
+
+    async def fail(card: ResolvedCard) -> transit_pb2.CheckConcessionResponse:
+        raise BackendUnavailable("down")
+
+    await path.pipeline.run(call, ask, check)
+    with pytest.raises(BackendUnavailable):
+        await path.pipeline.run(call, ask, fail)
+
+    answered, failed = path.findings
+    assert (answered.backend, answered.category) == (f"eligibility:senior:{word}", "transit")
+    assert failed.backend == "eligibility:senior"  # asked, no answer to state

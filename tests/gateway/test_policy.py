@@ -11,6 +11,7 @@ from gateway.api.onecard.v1 import (
     health_pb2,
     insurance_pb2,
     library_pb2,
+    transit_pb2,
 )
 from gateway.config import REPO_POLICIES
 from gateway.disclosure import unknown_paths
@@ -34,6 +35,7 @@ RESPONSES = {
     "GetPatronStatus": library_pb2.GetPatronStatusResponse.DESCRIPTOR,
     "ListHealthRecords": health_pb2.ListHealthRecordsResponse.DESCRIPTOR,
     "GetHealthRecord": health_pb2.GetHealthRecordResponse.DESCRIPTOR,
+    "CheckConcession": transit_pb2.CheckConcessionResponse.DESCRIPTOR,
 }
 
 

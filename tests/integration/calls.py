@@ -16,6 +16,8 @@ from gateway.api.onecard.v1 import (
     insurance_pb2_grpc,
     library_pb2,
     library_pb2_grpc,
+    transit_pb2,
+    transit_pb2_grpc,
 )
 
 
@@ -167,6 +169,26 @@ async def patron_status(
             purpose=purpose,
             basis=basis(token),
             library_id=library_id,
+        )
+    )
+    return response
+
+
+async def check_concession(
+    channel: grpc.aio.Channel,
+    card_number: str,
+    token: str,
+    concession: int = transit_pb2.CONCESSION_TYPE_SENIOR,
+    purpose: int = common_pb2.PURPOSE_FARE_CONCESSION,
+) -> transit_pb2.CheckConcessionResponse:
+    response: transit_pb2.CheckConcessionResponse = await transit_pb2_grpc.TransitServiceStub(
+        channel
+    ).CheckConcession(
+        transit_pb2.CheckConcessionRequest(
+            card=common_pb2.CardRef(card_number=card_number),
+            purpose=purpose,
+            basis=basis(token),
+            concession_type=concession,
         )
     )
     return response

@@ -2,7 +2,8 @@
 
 A real ``onecard serve`` process, logging at debug level to a file, handles every kind of
 exchange (allowed, refused at each stage, malformed and unknown card numbers, a library's
-question to two SIP2 libraries, a regulator's
+question to two SIP2 libraries, a transit concession check, whose eligibility server is sent
+the ID number and name, a regulator's
 search by card number and a stream of entries). Then the database files, an export (leaves,
 checkpoints and the FHIR AuditEvent file), the process's whole log output and a metrics scrape
 are searched for every card number sent, in every spelling sent, and for every holder's name
@@ -27,8 +28,14 @@ from gateway.cli import main
 from gateway.client import org_channel
 from gateway.pki import ensure_pki
 from gateway.ports import CardStatus
-from tests.integration.calls import insurance_status, issue_token, patron_status, verify_card
-from tests.integration.conftest import CITIZEN_APP, HOSPITAL, LIBRARY, REGULATOR
+from tests.integration.calls import (
+    check_concession,
+    insurance_status,
+    issue_token,
+    patron_status,
+    verify_card,
+)
+from tests.integration.conftest import CITIZEN_APP, HOSPITAL, LIBRARY, REGULATOR, TRANSIT
 from tests.integration.served import free_port, serve_env, start
 
 pytestmark = pytest.mark.integration
@@ -64,6 +71,7 @@ async def test_no_card_number_or_name_in_the_database_export_logs_or_metrics(
             org_channel(target, pki, HOSPITAL) as hosp,
             org_channel(target, pki, LIBRARY) as lib,
             org_channel(target, pki, REGULATOR) as reg,
+            org_channel(target, pki, TRANSIT) as bus,
         ):
             for person in people:
                 spelled = f" {person.id_number.lower()} "  # accepted: trimmed, X in any case
@@ -77,6 +85,7 @@ async def test_no_card_number_or_name_in_the_database_export_logs_or_metrics(
                 for library_id in ("bj-dongcheng", "bj-xicheng"):  # over SIP2, by card, barcode
                     library_token = await issue_token(app, person.id_number)
                     await patron_status(lib, person.id_number, library_token, library_id)
+                await check_concession(bus, person.id_number, await issue_token(app, spelled))
                 await refused(
                     verify_card(
                         lib,
