@@ -142,19 +142,23 @@ async def test_a_token_of_another_card_names_nobody(path: Path_) -> None:
 
 
 @pytest.mark.parametrize(
-    ("claim", "reason"),
+    ("claim", "reason", "about"),
     [
-        (ConsentClaim("cns_unknown"), "consent_unknown"),
-        (EmergencyClaim("LIFE_THREATENING", "why"), "emergency_not_hospital"),
+        (ConsentClaim("cns_unknown"), "consent_unknown", ""),
+        # A break-glass claim on a card is an attempt on its holder's data: once refused, the
+        # registry names the holder for the audit entry (their history); the answer is the same.
+        (EmergencyClaim("LIFE_THREATENING", "why"), "emergency_not_hospital", "psn-0001"),
     ],
 )
 async def test_consent_and_emergency_refusals_come_before_the_registry(
-    path: Path_, claim: BasisClaim, reason: str
+    path: Path_, claim: BasisClaim, reason: str, about: str
 ) -> None:
     with pytest.raises(BasisRefused) as info:
         await path.verify(LIBRARY, NORMAL, claim)
     assert info.value.reason == reason
-    assert path.registry.lookups == 0
+    assert path.findings[-1].decision == ""  # refused at the basis: no policy was asked
+    assert path.registry.lookups == (1 if about else 0)
+    assert path.findings[-1].subject == (Pseudonymizer(b"k" * 32)(about) if about else "")
 
 
 async def test_a_malformed_card_number_is_refused_before_anything(path: Path_) -> None:
