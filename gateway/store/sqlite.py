@@ -38,6 +38,7 @@ _log = structlog.get_logger(__name__)
 _MAX_BATCH = 2048
 _PRUNE_EVERY_S = 60.0
 _SCHEMA_VERSION = 7
+LOOKUP_WAIT_S = 0.05  # how long ``lookup`` waits on a locked database before using a thread
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS redeemed_tokens (
     token_id   BLOB PRIMARY KEY,
@@ -135,9 +136,9 @@ class BatchHandler(Protocol):
         ...
 
 
-def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
+def connect(path: Path, *, readonly: bool = False, timeout: float = 30) -> sqlite3.Connection:
     """Open a connection with the durability settings every writer must use."""
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=timeout)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
     if readonly:
@@ -200,6 +201,7 @@ class SqliteStore:
         self._last_prune = 0.0
         self._ops = _Ops()
         self._readers = threading.local()
+        self._lookup_conn: sqlite3.Connection | None = None  # ``lookup``'s, on the loop's thread
         self._on_close: list[Callable[[], Awaitable[None]]] = []
         self._timers: dict[BatchHandler, float] = {}
         self._timers_lock = threading.Lock()
@@ -248,9 +250,29 @@ class SqliteStore:
         """Run ``query`` on a reader connection in a worker thread."""
         return await asyncio.to_thread(lambda: query(self.reader()))
 
+    async def lookup(self, query: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``query``, a lookup of one row by its primary key, on the calling thread.
+
+        For the per-request point reads (a token redeemed? a consent by id?): a hop to a worker
+        thread costs far more than the read itself (it was about a fifth of the gateway's CPU
+        per card-present call, `bench/gateway_bench.py` with py-spy). A WAL reader does not
+        wait for the writer; should the database be locked anyway (recovery, a checkpoint
+        restart), the lookup gives up after ``LOOKUP_WAIT_S`` and runs in a thread instead,
+        so the event loop is never held for long. Never for scans: use ``read``.
+        """
+        conn = self._lookup_conn
+        if conn is None:
+            conn = self._lookup_conn = connect(self.path, readonly=True, timeout=LOOKUP_WAIT_S)
+        try:
+            return query(conn)
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            return await self.read(query)
+
     async def token_redeemed(self, token_id: bytes) -> bool:
         """Whether an exchange has already redeemed this token (the audit log redeems them)."""
-        row = await self.read(
+        row = await self.lookup(
             lambda c: c.execute(
                 "SELECT 1 FROM redeemed_tokens WHERE token_id = ?", (token_id,)
             ).fetchone()
@@ -283,6 +305,8 @@ class SqliteStore:
             await closer()
         self._queue.put(_STOP)
         await asyncio.to_thread(self._writer.join)
+        if self._lookup_conn is not None:
+            self._lookup_conn.close()
         self._conn.close()
 
     def run_at(self, handler: BatchHandler, deadline: float) -> None:

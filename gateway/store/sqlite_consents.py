@@ -138,7 +138,7 @@ class SqliteConsents:
         await self._store.write(lambda c: c.execute(_INSERT, row))
 
     async def get(self, consent_id: str) -> Consent | None:
-        row = await self._store.read(
+        row = await self._store.lookup(
             lambda c: c.execute(f"{_SELECT} WHERE consent_id = ?", (consent_id,)).fetchone()
         )
         return None if row is None else _consent(row)

@@ -1,5 +1,6 @@
 import asyncio
 import sqlite3
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -49,3 +50,35 @@ def test_a_database_from_a_newer_gateway_is_refused(tmp_path: Path) -> None:
         conn.execute("PRAGMA user_version=99")
     with pytest.raises(SetupError, match="newer than this gateway"):
         SqliteStore(path)
+
+
+async def test_a_lookup_runs_on_the_callers_thread_and_sees_what_was_written(
+    tmp_path: Path,
+) -> None:
+    store = SqliteStore(tmp_path / "onecard.db")
+    token = b"t" * 16
+    assert not await store.token_redeemed(token)
+    await store.write(
+        lambda c: c.execute("INSERT INTO redeemed_tokens VALUES (?, ?)", (token, 2_000_000_000))
+    )
+    assert await store.token_redeemed(token)  # committed writes are seen at once
+    here = threading.get_ident()
+    assert await store.lookup(lambda c: threading.get_ident()) == here
+    await store.close()
+
+
+async def test_a_lookup_on_a_locked_database_moves_to_a_thread(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "onecard.db")
+    here, tries = threading.get_ident(), []
+
+    def query(conn: sqlite3.Connection) -> int:
+        tries.append(threading.get_ident())
+        if len(tries) == 1:
+            raise sqlite3.OperationalError("database is locked")
+        return 7
+
+    assert await store.lookup(query) == 7
+    assert tries[0] == here and tries[1] != here  # the retry ran in a worker thread
+    with pytest.raises(sqlite3.OperationalError, match="no such table"):
+        await store.lookup(lambda c: c.execute("SELECT * FROM no_such_table").fetchone())
+    await store.close()
