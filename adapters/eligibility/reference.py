@@ -34,6 +34,7 @@ from eligibility_api import server as cal_itp
 from adapters.eligibility.keys import PartyKeys
 from adapters.eligibility.registers import Registers
 from adapters.eligibility.tokens import Profile
+from adapters.loopback import Site, serve
 from adapters.social_insurance.seed import Population
 
 __all__ = [
@@ -51,7 +52,6 @@ ISSUER = "onecard-eligibility-reference"
 VERIFY_PATH = "/verify"
 API_KEY_HEADER = "X-Server-API-Key"
 _SUB = re.compile(r"[0-9]{17}[0-9X]")
-_WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]"})  # noqa: S104 (refused, not bound)
 _CHINA = dt.timezone(dt.timedelta(hours=8))
 
 
@@ -141,22 +141,27 @@ def build_app(
 class ReferenceServer:
     """A running reference eligibility server; ``verify_url`` is its ``/verify`` address."""
 
-    host: str
-    port: int
+    site: Site
     registers: Registers
-    _runner: web.AppRunner
+
+    @property
+    def host(self) -> str:
+        return self.site.host
+
+    @property
+    def port(self) -> int:
+        return self.site.port
 
     @property
     def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return self.site.url
 
     @property
     def verify_url(self) -> str:
         return self.url + VERIFY_PATH
 
     async def close(self) -> None:
-        await self._runner.cleanup()
+        await self.site.close()
 
 
 async def start_reference_server(
@@ -170,19 +175,11 @@ async def start_reference_server(
     today: Callable[[], dt.date] = service_day,
 ) -> ReferenceServer:
     """Start the reference eligibility server on ``host:port`` (port 0: any free port)."""
-    if host in _WILDCARD_HOSTS:
-        raise ValueError("the reference eligibility server binds a loopback address")
     registers = Registers.build(population or Population.default(), today())
     app = build_app(registers, keys, profile=profile, api_key=api_key, today=today)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, host, port).start()
-        bound_port = int(runner.addresses[0][1])
-    except BaseException:
-        await runner.cleanup()
-        raise
-    server = ReferenceServer(host, bound_port, registers, runner)
+    server = ReferenceServer(
+        await serve(app, host, port, "reference eligibility server"), registers
+    )
     _log.info("eligibility_reference_started", url=server.verify_url)
     return server
 

@@ -38,13 +38,13 @@ import structlog
 from aiohttp import web
 
 from adapters.fhir import seed
+from adapters.loopback import Site, serve
 from adapters.social_insurance.seed import Population
 
 _log = structlog.get_logger(__name__)
 
 BASE_PATH = "/fhir"
 FHIR_JSON = "application/fhir+json"
-_WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]"})  # noqa: S104 (refused, not bound)
 _DEFAULT_COUNT, _MAX_COUNT = 20, 100
 _DATE_PARAM = {
     "DiagnosticReport": ("date", "effectiveDateTime"),
@@ -138,18 +138,23 @@ def build_app(store: Store, base_path: str = BASE_PATH) -> web.Application:
 class ReferenceFhirServer:
     """A running reference FHIR server; ``url`` is its base URL (with ``/fhir``)."""
 
-    host: str
-    port: int
+    site: Site
     store: Store
-    _runner: web.AppRunner
+
+    @property
+    def host(self) -> str:
+        return self.site.host
+
+    @property
+    def port(self) -> int:
+        return self.site.port
 
     @property
     def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}{BASE_PATH}"
+        return self.site.url + BASE_PATH
 
     async def close(self) -> None:
-        await self._runner.cleanup()
+        await self.site.close()
 
 
 async def start_reference_fhir_server(
@@ -159,18 +164,10 @@ async def start_reference_fhir_server(
     hospitals: Iterable[str] | None = None,
 ) -> ReferenceFhirServer:
     """Start the reference FHIR server on ``host:port`` (port 0: any free port)."""
-    if host in _WILDCARD_HOSTS:
-        raise ValueError("the reference FHIR server binds a loopback address, not a wildcard")
     store = Store(population if population is not None else Population.default(), hospitals)
-    runner = web.AppRunner(build_app(store), access_log=None)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, host, port).start()
-        bound_port = int(runner.addresses[0][1])
-    except BaseException:
-        await runner.cleanup()
-        raise
-    server = ReferenceFhirServer(host, bound_port, store, runner)
+    server = ReferenceFhirServer(
+        await serve(build_app(store), host, port, "reference FHIR server"), store
+    )
     _log.info("reference_fhir_server_started", url=server.url)
     return server
 

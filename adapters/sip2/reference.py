@@ -34,12 +34,12 @@ from pysip2 import (
     SIP2Server,
 )
 
+from adapters.loopback import refuse_wildcard
 from adapters.sip2.seed import Network, PatronRecord, ReferenceLibrary
 from adapters.sip2.settings import Library, LibrarySettings
 from gateway.ports import PatronBlock
 
 _log = structlog.get_logger(__name__)
-_WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]"})  # noqa: S104 (refused, not bound)
 CURRENCY = "CNY"
 
 
@@ -86,8 +86,7 @@ async def start_reference_network(
     host: str = "127.0.0.1", ports: Mapping[str, int] | None = None, network: Network | None = None
 ) -> ReferenceNetwork:
     """Start a server per library on ``host`` (``ports`` by network id; default: any free)."""
-    if host in _WILDCARD_HOSTS:
-        raise ValueError("the reference libraries bind a loopback address, not a wildcard")
+    refuse_wildcard(host, "reference SIP2 library server")
     network = network if network is not None else Network.default()
     started = await asyncio.to_thread(_start, host, ports or {}, network)
     _log.info("reference_libraries_started", url=started.url, libraries=len(started.ports))

@@ -24,13 +24,13 @@ import structlog
 from aiohttp import web
 from pydantic import ValidationError
 
+from adapters.loopback import Site, serve
 from adapters.social_insurance import wire
 from adapters.social_insurance.seed import Person, Population
 
 _log = structlog.get_logger(__name__)
 
 _PLATFORM_ADMDVS = "100000"  # the answering platform's division, the prefix of inf_refmsgid
-_WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]"})  # noqa: S104 (refused, not bound)
 
 _Output = dict[str, Any]
 _Query = TypeVar("_Query", wire.PersonInfoQuery, wire.CardInfoQuery)
@@ -55,36 +55,33 @@ def build_app(population: Population) -> web.Application:
 class ReferenceServer:
     """A running reference back end; ``url`` is the base URL with the bound port."""
 
-    host: str
-    port: int
+    site: Site
     population: Population
-    _runner: web.AppRunner
+
+    @property
+    def host(self) -> str:
+        return self.site.host
+
+    @property
+    def port(self) -> int:
+        return self.site.port
 
     @property
     def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return self.site.url
 
     async def close(self) -> None:
-        await self._runner.cleanup()
+        await self.site.close()
 
 
 async def start_reference_server(
     host: str = "127.0.0.1", port: int = 0, population: Population | None = None
 ) -> ReferenceServer:
     """Start the reference back end on ``host:port`` (port 0: any free port)."""
-    if host in _WILDCARD_HOSTS:
-        raise ValueError("the reference back end binds a loopback address, not a wildcard")
     population = population if population is not None else Population.default()
-    runner = web.AppRunner(build_app(population), access_log=None)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, host, port).start()
-        bound_port = int(runner.addresses[0][1])
-    except BaseException:
-        await runner.cleanup()
-        raise
-    server = ReferenceServer(host, bound_port, population, runner)
+    server = ReferenceServer(
+        await serve(build_app(population), host, port, "reference back end"), population
+    )
     _log.info("reference_backend_started", url=server.url, people=len(population))
     return server
 
