@@ -231,23 +231,39 @@ async def _play(tour: _Tour) -> None:
     await _citizen_reads_history(tour)
 
 
+async def _grant_hospital(
+    tour: _Tour,
+    consents: consent_pb2_grpc.ConsentServiceStub,
+    card: common_pb2.CardRef,
+    category: consent_pb2.DataCategory,
+    purpose: common_pb2.Purpose,
+) -> consent_pb2.GrantConsentResponse | None:
+    """The citizen app grants the hospital a 30-day consent for one category and purpose."""
+    grant = consent_pb2.GrantConsentRequest(
+        card=card,
+        purpose=common_pb2.PURPOSE_PATRQT,
+        grantee=consent_pb2.Grantee(org_id=HOSPITAL),
+        categories=[category],
+        purposes=[purpose],
+    )
+    grant.valid_until.FromDatetime(dt.datetime.now(dt.UTC) + dt.timedelta(days=30))
+    name = consent_pb2.DataCategory.Name(category).removeprefix("DATA_CATEGORY_")
+    only = " only" if name.startswith("HEALTH_") else ""
+    word = name.lower().replace("health_", "health.")
+    return await tour.ask(
+        "citizen app",
+        f"GrantConsent: {HOSPITAL}, {word}{only}, 30 days",
+        lambda: consents.GrantConsent(grant),
+    )
+
+
 async def _standing_consent(tour: _Tour, card: common_pb2.CardRef) -> None:
     """The citizen grants the hospital a consent, it is used, revoked, refused; an emergency."""
     out = tour.out
     async with tour.channel(CITIZEN_APP) as app, tour.channel(HOSPITAL) as hosp:
         consents = consent_pb2_grpc.ConsentServiceStub(app)
-        grant = consent_pb2.GrantConsentRequest(
-            card=card,
-            purpose=common_pb2.PURPOSE_PATRQT,
-            grantee=consent_pb2.Grantee(org_id=HOSPITAL),
-            categories=[consent_pb2.DATA_CATEGORY_INSURANCE],
-            purposes=[common_pb2.PURPOSE_COVERAGE],
-        )
-        grant.valid_until.FromDatetime(dt.datetime.now(dt.UTC) + dt.timedelta(days=30))
-        granted = await tour.ask(
-            "citizen app",
-            f"GrantConsent: {HOSPITAL}, insurance, 30 days",
-            lambda: consents.GrantConsent(grant),
+        granted = await _grant_hospital(
+            tour, consents, card, consent_pb2.DATA_CATEGORY_INSURANCE, common_pb2.PURPOSE_COVERAGE
         )
         if granted is None:
             return
@@ -448,18 +464,9 @@ async def _regulator_checks_receipt(tour: _Tour, receipt: common_pb2.AuditReceip
 async def _health_records_without_the_patient(tour: _Tour, card: common_pb2.CardRef) -> None:
     """Lab reports on a consent of their own (health data: PIPL art. 29); an emergency list."""
     async with tour.channel(CITIZEN_APP) as app, tour.channel(HOSPITAL) as hosp:
-        grant = consent_pb2.GrantConsentRequest(
-            card=card,
-            purpose=common_pb2.PURPOSE_PATRQT,
-            grantee=consent_pb2.Grantee(org_id=HOSPITAL),
-            categories=[consent_pb2.DATA_CATEGORY_HEALTH_LAB],
-            purposes=[common_pb2.PURPOSE_TREAT],
-        )
-        grant.valid_until.FromDatetime(dt.datetime.now(dt.UTC) + dt.timedelta(days=30))
-        granted = await tour.ask(
-            "citizen app",
-            f"GrantConsent: {HOSPITAL}, health.lab only, 30 days",
-            lambda: consent_pb2_grpc.ConsentServiceStub(app).GrantConsent(grant),
+        consents = consent_pb2_grpc.ConsentServiceStub(app)
+        granted = await _grant_hospital(
+            tour, consents, card, consent_pb2.DATA_CATEGORY_HEALTH_LAB, common_pb2.PURPOSE_TREAT
         )
         if granted is None:
             return
