@@ -503,11 +503,11 @@ async def _health_records_without_the_patient(tour: _Tour, card: common_pb2.Card
         )
         urgent = await tour.ask(
             "hospital",
-            "ListHealthRecords (imaging) in an emergency",
-            records(emergency, common_pb2.PURPOSE_ETREAT, health_pb2.HEALTH_CATEGORY_IMAGING),
+            "ListHealthRecords (lab) in an emergency",
+            records(emergency, common_pb2.PURPOSE_ETREAT, health_pb2.HEALTH_CATEGORY_LAB),
         )
         for r in urgent.records if urgent is not None else ():
-            tour.out(f"      {r.date[:10]} {r.title} ({r.performer}; summary only)")
+            tour.out(f"      {r.date[:10]} {r.title} ({r.performer}; summary, last 5 years)")
 
 
 async def _citizen_reads_history(tour: _Tour) -> None:

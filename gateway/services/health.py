@@ -9,8 +9,11 @@ A list is paged by the gateway over the merged, de-duplicated answer of every so
 token is the offset into it; each page asks the sources again, so no citizen data is held
 between calls). A source that fails makes the answer partial (``partial``,
 ``unavailable_sources``), which the released response, and so the audit entry's digest,
-records. Each answer is logged as it is fetched (``health_records_fetched``) with its category
-and the number and types of resources, never their content.
+records. In an emergency (break-glass) the answer covers a limited window: records of the last
+``EMERGENCY_WINDOW`` only (a list's ``date_from`` is moved up to it; an older record is not
+found), enough for emergency treatment and no more. Each answer is logged as it is fetched
+(``health_records_fetched``) with its category and the number and types of resources, never
+their content.
 """
 
 from __future__ import annotations
@@ -25,9 +28,10 @@ import grpc
 import structlog
 
 from gateway.api.onecard.v1 import health_pb2, health_pb2_grpc
+from gateway.basis import EmergencyClaim
 from gateway.cards import ResolvedCard
 from gateway.context import current_call
-from gateway.errors import InvalidRequest
+from gateway.errors import InvalidRequest, RecordNotFound
 from gateway.pipeline import Ask, Pipeline
 from gateway.ports import HealthCategory, HealthRecords, HealthRecordSummary
 from gateway.services import _convert
@@ -35,6 +39,7 @@ from gateway.services import _convert
 _log = structlog.get_logger(__name__)
 
 BACKEND = "fhir"
+EMERGENCY_WINDOW = dt.timedelta(days=5 * 365)  # what break-glass access reaches back to
 _CATEGORIES: dict[int, HealthCategory] = {
     health_pb2.HEALTH_CATEGORY_LAB: HealthCategory.LAB,
     health_pb2.HEALTH_CATEGORY_IMAGING: HealthCategory.IMAGING,
@@ -65,6 +70,8 @@ class HealthRecordService(health_pb2_grpc.HealthRecordServiceServicer):
         size = _page_size(request.page_size)
         offset = _offset(request.page_token)
         ask = _ask("ListHealthRecords", request, category)
+        if isinstance(ask.basis, EmergencyClaim):
+            since = max(since or dt.date.min, _emergency_start())
 
         async def fetch(card: ResolvedCard) -> health_pb2.ListHealthRecordsResponse:
             found = await self._backend.records(
@@ -98,6 +105,14 @@ class HealthRecordService(health_pb2_grpc.HealthRecordServiceServicer):
             record = await self._backend.record(
                 card.card_number, category, request.record_id, timeout=self._timeout
             )
+            if isinstance(ask.basis, EmergencyClaim) and record.summary.date[:10] < str(
+                _emergency_start()
+            ):
+                raise RecordNotFound(
+                    "no such record within the emergency window (break-glass access reaches "
+                    f"back {EMERGENCY_WINDOW.days} days)",
+                    reason="record_not_found",
+                )
             bundle = {
                 "resourceType": "Bundle",
                 "type": "collection",
@@ -111,6 +126,11 @@ class HealthRecordService(health_pb2_grpc.HealthRecordServiceServicer):
             )
 
         return await self._pipeline.run(current_call(), ask, fetch)
+
+
+def _emergency_start() -> dt.date:
+    """The first day break-glass access reaches (``EMERGENCY_WINDOW`` before today, UTC)."""
+    return dt.datetime.now(dt.UTC).date() - EMERGENCY_WINDOW
 
 
 def _ask(

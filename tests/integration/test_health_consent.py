@@ -23,6 +23,7 @@ from gateway.bootstrap import Gateway
 from gateway.client import org_channel
 from gateway.client import refusal_reason as reason
 from gateway.pki import PkiLayout
+from gateway.services.health import EMERGENCY_WINDOW
 from tests.integration.conftest import CITIZEN_APP, HOSPITAL, LIBRARY
 from tests.integration.health import DOCUMENTS, IMAGING, KIND, LAB, seeded_dates
 
@@ -150,12 +151,34 @@ async def test_in_an_emergency_a_hospital_sees_summaries_of_every_category_flagg
         read = await _get(
             hosp, _emergency(), category, common_pb2.PURPOSE_ETREAT, listed.records[0].record_id
         )
-    assert [r.date for r in listed.records] == seeded_dates(person, KIND[category])
+    window = [d for d in seeded_dates(person, KIND[category]) if d[:10] >= _emergency_start()]
+    assert [r.date for r in listed.records] == window  # only the emergency window's records
+    assert window != seeded_dates(person, KIND[category])  # older ones exist, and are left out
     assert read.summary.record_id == listed.records[0].record_id
     assert read.fhir_json == "" and read.resource_count == 0  # summaries only
     for index in (listed.receipt.leaf_index, read.receipt.leaf_index):
         record = await _audited(gateway, index)
         assert (record["basis"], record["emergency"]) == ("emergency", True)
+
+
+async def test_in_an_emergency_a_record_older_than_the_window_is_not_found(
+    gateway: Gateway, pki: PkiLayout
+) -> None:
+    on_consent = common_pb2.LawfulBasis(consent_id=await _grant(gateway, pki, IMAGING))
+    async with org_channel(gateway.target, pki, HOSPITAL) as hosp:
+        listed = await _list(hosp, on_consent, IMAGING, common_pb2.PURPOSE_TREAT)
+        (old, *_) = [r for r in listed.records if r.date[:10] < _emergency_start()]
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await _get(hosp, _emergency(), IMAGING, common_pb2.PURPOSE_ETREAT, old.record_id)
+    assert (info.value.code(), reason(info.value)) == (
+        grpc.StatusCode.NOT_FOUND,
+        "record_not_found",
+    )
+    assert "emergency window" in (info.value.details() or "")
+
+
+def _emergency_start() -> str:
+    return str(dt.datetime.now(dt.UTC).date() - EMERGENCY_WINDOW)
 
 
 async def test_emergency_access_by_a_library_is_refused(gateway: Gateway, pki: PkiLayout) -> None:
