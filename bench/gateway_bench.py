@@ -19,6 +19,9 @@ Scenarios (each repeated ``--repeat`` times, interleaved with the bare server, m
 - ``visit``: the hospital visit: the citizen app issues a card-present token, the hospital asks
   GetInsuranceStatus with it (two calls);
 - ``library``: the citizen app issues a token, a library asks VerifyCard with it (two calls);
+- ``consent``: the hospital asks GetInsuranceStatus on a standing consent the citizen granted
+  once before the run (one call, the citizen not present; each answer takes a use of it in
+  the audit entry's transaction);
 - ``refusal``: a library asks GetInsuranceStatus with a valid token: refused by policy, audited
   (one call; a refusal redeems nothing, so each worker's token serves until it expires).
 
@@ -59,6 +62,8 @@ from gateway.api.onecard.v1 import (  # noqa: E402
     card_pb2,
     card_pb2_grpc,
     common_pb2,
+    consent_pb2,
+    consent_pb2_grpc,
     insurance_pb2,
     insurance_pb2_grpc,
 )
@@ -67,7 +72,7 @@ from gateway.ports import CardStatus  # noqa: E402
 
 HOSPITAL, LIBRARY, APP = "hosp-bj-001", "lib-bj-001", "app-ecard-001"
 BARE_METHOD = "/bench.Bare/Echo"
-SCENARIOS = ("visit", "library", "refusal")
+SCENARIOS = ("visit", "library", "consent", "refusal")
 TICK = os.sysconf("SC_CLK_TCK")
 SUPPRESS = argparse.SUPPRESS
 
@@ -133,8 +138,10 @@ class Clients:
 class Load:
     """The scenario's operation, as a sequence of timed calls."""
 
-    def __init__(self, scenario: str, clients: Clients, card: str, request_bytes: int) -> None:
-        self.scenario, self.c, self.card = scenario, clients, card
+    def __init__(
+        self, scenario: str, clients: Clients, card: str, request_bytes: int, consent: str
+    ) -> None:
+        self.scenario, self.c, self.card, self.consent = scenario, clients, card, consent
         self._ask = b"y" * request_bytes
         self._token, self._token_at = "", 0.0
 
@@ -153,6 +160,14 @@ class Load:
             await self.c.hospital.GetInsuranceStatus(
                 insurance_pb2.GetInsuranceStatusRequest(
                     card=card, purpose=common_pb2.PURPOSE_COVERAGE, basis=_basis(token)
+                )
+            )
+        elif self.scenario == "consent":
+            await self.c.hospital.GetInsuranceStatus(
+                insurance_pb2.GetInsuranceStatusRequest(
+                    card=card,
+                    purpose=common_pb2.PURPOSE_COVERAGE,
+                    basis=common_pb2.LawfulBasis(consent_id=self.consent),
                 )
             )
         elif self.scenario == "library":
@@ -181,6 +196,11 @@ class Load:
             await self.c.bare(self._ask)
             timings.append(time.perf_counter() - t0)
             return 1
+        if self.scenario == "consent":
+            t0 = time.perf_counter()
+            await self.main_call("")
+            timings.append(time.perf_counter() - t0)
+            return 1
         if self.scenario == "refusal":
             if time.monotonic() - self._token_at > 30:  # tokens live 60 s; refusals keep them
                 self._token, self._token_at = await self.token(), time.monotonic()
@@ -201,6 +221,10 @@ class Load:
         if self.scenario == "bare":
             t0 = time.perf_counter()
             await self.c.bare(self._ask)
+            return time.perf_counter() - t0
+        if self.scenario == "consent":
+            t0 = time.perf_counter()
+            await self.main_call("")
             return time.perf_counter() - t0
         token = self._token if self.scenario == "refusal" else await self.token()
         if not token:
@@ -233,7 +257,7 @@ async def run_load(args: argparse.Namespace) -> dict[str, Any]:
             insurance_pb2_grpc.InsuranceServiceStub(ch[LIBRARY]),
             bare,
         )
-        loads.append(Load(args.scenario, clients, args.card, args.request_bytes))
+        loads.append(Load(args.scenario, clients, args.card, args.request_bytes, args.consent))
 
     async def closed(seconds: float, timings: list[float]) -> int:
         deadline = time.monotonic() + seconds
@@ -252,7 +276,7 @@ async def run_load(args: argparse.Namespace) -> dict[str, Any]:
     elapsed, cpu = time.monotonic() - t0, _cpu_s(args.server_pid) - cpu0
 
     # Open loop at a fixed offered load: an operation starts every 1/rate s, whatever is late.
-    calls_per_op = 1 if args.scenario in ("bare", "refusal") else 2
+    calls_per_op = 1 if args.scenario in ("bare", "consent", "refusal") else 2
     every = calls_per_op / args.offered
     offered: list[float] = []
     pending: set[asyncio.Task[int]] = set()
@@ -347,10 +371,11 @@ def _gateway_config(root: Path, pki: PkiLayout, port: int, backend_port: int) ->
     return config
 
 
-def _message_sizes(target: str, pki: PkiLayout, card: str) -> tuple[int, int]:
-    """(request, response) bytes of a GetInsuranceStatus call: what the bare server trades."""
+def _prepare(target: str, pki: PkiLayout, card: str) -> tuple[int, int, str]:
+    """(request, response) bytes of a GetInsuranceStatus call, what the bare server trades, and
+    the consent the ``consent`` scenario reads on (granted by the citizen app, no use limit)."""
 
-    async def ask() -> tuple[int, int]:
+    async def ask() -> tuple[int, int, str]:
         async with (
             _channel(target, pki, APP) as app,
             _channel(target, pki, HOSPITAL) as hospital,
@@ -367,7 +392,16 @@ def _message_sizes(target: str, pki: PkiLayout, card: str) -> tuple[int, int]:
             response = await insurance_pb2_grpc.InsuranceServiceStub(hospital).GetInsuranceStatus(
                 request
             )
-            return request.ByteSize(), response.ByteSize()
+            grant = consent_pb2.GrantConsentRequest(
+                card=ref,
+                purpose=common_pb2.PURPOSE_PATRQT,
+                grantee=consent_pb2.Grantee(org_id=HOSPITAL),
+                categories=[consent_pb2.DATA_CATEGORY_INSURANCE],
+                purposes=[common_pb2.PURPOSE_COVERAGE],
+            )
+            grant.valid_until.FromSeconds(int(time.time()) + 86_400)
+            granted = await consent_pb2_grpc.ConsentServiceStub(app).GrantConsent(grant)
+            return request.ByteSize(), response.ByteSize(), granted.consent.consent_id
 
     return asyncio.run(ask())
 
@@ -388,6 +422,7 @@ def _load(
         "--channels", str(args.channels), "--in-flight", str(args.in_flight),
         "--warmup-s", str(args.warmup_s), "--window-s", str(args.window_s),
         "--offered", str(args.offered), "--singles", str(args.singles),
+        "--consent", args.consent,
     ]  # fmt: skip
     out = subprocess.run(argv, check=True, capture_output=True, cwd=ROOT)
     result: dict[str, Any] = json.loads(out.stdout)
@@ -428,7 +463,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ) as gateway,
         ):
             target = f"127.0.0.1:{gateway_port}"
-            request_bytes, response_bytes = _message_sizes(target, pki, card)
+            request_bytes, response_bytes, args.consent = _prepare(target, pki, card)
             rss_start = _rss_mb(gateway.pid)
             bare_argv = [
                 sys.executable, __file__, "--role", "bare", "--pki", str(pki.directory),
@@ -516,7 +551,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--role", choices=("main", "bare", "load"), default="main", help=argparse.SUPPRESS
     )
-    for name in ("--pki", "--target", "--card", "--scenario"):
+    for name in ("--pki", "--target", "--card", "--scenario", "--consent"):
         p.add_argument(name, help=SUPPRESS)
     for name in ("--port", "--answer-bytes", "--server-pid", "--request-bytes"):
         p.add_argument(name, type=int, help=SUPPRESS)

@@ -30,7 +30,7 @@ def test_quick_mode_measures_every_scenario_against_the_bare_server() -> None:
     )
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout[: out.stdout.rindex("}") + 1])
-    assert set(result["rows"]) == {"bare", "visit", "library", "refusal"}
+    assert set(result["rows"]) == {"bare", "visit", "library", "consent", "refusal"}
     for name, runs in result["rows"].items():
         (run,) = runs
         for key in ("calls_per_s", "cpu_ms_per_call", "p50_ms", "p99_ms", "single_p50_ms"):
