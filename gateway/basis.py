@@ -25,7 +25,10 @@ about the consent, and the card check compares keyed hashes before the card regi
 so it says only "not the card this consent is for", never whether another card exists.
 
 The stage runs before the card registry is asked, from the request and the caller alone, so a
-caller without a basis learns nothing about the card, not even whether it exists.
+caller without a basis learns nothing about the card, not even whether it exists. A refusal of
+a basis bound to a citizen (their consent, their own token for this card, a break-glass claim
+on their card) names them for the audit entry only (``BasisRefused.subject`` / ``card_bound``),
+so that the attempt shows in their access history.
 """
 
 from __future__ import annotations
@@ -298,18 +301,6 @@ class EmergencyVerifier:
 def micros(moment: dt.datetime) -> int:
     """Unix microseconds of an aware datetime (how spends carry times)."""
     return (moment - _EPOCH) // dt.timedelta(microseconds=1)
-
-
-class NotOffered:
-    """A basis the API names but this gateway does not offer yet."""
-
-    def __init__(self, what: str) -> None:
-        self._what = what
-
-    async def establish(
-        self, claim: object, card_number: str, caller: Caller, scope: Scope
-    ) -> Basis:
-        raise NotSupported(f"{self._what} not offered by this gateway yet")
 
 
 class NoBasis:
