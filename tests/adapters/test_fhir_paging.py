@@ -58,6 +58,12 @@ def test_the_last_page_has_no_next() -> None:
         "https://fhir.example.org:8443/admin/fhir/DiagnosticReport",  # outside the base path
         "https://fhir.example.org:8443/r4/fhirx/DiagnosticReport",  # a prefix, not a parent
         "https://fhir.example.org:8443/r4/fhir/../../admin",  # climbs out
+        # Percent-encoded dot segments: the HTTP client decodes and removes them, so they
+        # climb out as well (/r4/fhir/%2e%2e/%2e%2e/admin is requested as /admin).
+        "https://fhir.example.org:8443/r4/fhir/%2e%2e/%2e%2e/admin",
+        "https://fhir.example.org:8443/r4/fhir/%2E%2E/admin",
+        "https://fhir.example.org:8443/r4/fhir/.%2e/admin",
+        "/r4/fhir/%2e%2e/%2e%2e/admin",
         "file:///r4/fhir/etc/passwd",
         "gopher://fhir.example.org/r4/fhir/x",
     ],
