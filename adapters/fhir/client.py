@@ -2,7 +2,9 @@
 
 One ``FhirClient`` holds the configured sources (name and base URL, e.g. a regional exchange and
 a hospital's own endpoint) and one pooled, keep-alive ``aiohttp.ClientSession`` (created in the
-running event loop, bound to it). A plain HTTP client rather than a FHIR client library: the
+running event loop, bound to it); each answer is parsed and validated in a worker thread
+(seconds of CPU for a page near the size limit, which on the loop would stall every call). A
+plain HTTP client rather than a FHIR client library: the
 adapter needs five GET shapes, strict control of which URLs it follows and of what it logs, and
 the shared failure table; ``fhir.resources`` (R4B models, which parse R4) validates every
 resource it uses.
@@ -204,7 +206,7 @@ class FhirClient:
                 body = await self._get(source, f"{rtype}/{rid}", timeout, missing_ok=True)
                 if body is None:
                     raise backend_error(Failure.NO_RECORD, _BACKEND)
-                resource = _valid_resource(_json(body, source), rtype, source)
+                resource = await asyncio.to_thread(_read_resource, body, rtype, source)
                 if _subject(resource) != f"Patient/{patient}":
                     _log.warning("fhir_record_of_another_patient", source=source.name, rtype=rtype)
                     raise backend_error(Failure.NO_RECORD, _BACKEND)
@@ -307,12 +309,10 @@ class FhirClient:
                 raise backend_error(Failure.MALFORMED, _BACKEND)
             seen.add(url)
             body = await self._get(source, url, timeout)
-            bundle = _valid_bundle(_json(body, source), source)
-            for entry in bundle.get("entry") or ():
-                if (entry.get("search") or {}).get("mode", "match") != "match":
-                    continue
-                resources.append(_valid_resource(entry.get("resource"), rtype, source))
-            url = _next_url(source, bundle)
+            # Parsing and validating are CPU work (seconds for a page near the size limit):
+            # in a worker thread, so one huge or hostile answer does not stall every call.
+            page, url = await asyncio.to_thread(_page, body, rtype, source)
+            resources.extend(page)
         return resources
 
     async def _get(
@@ -364,6 +364,23 @@ async def _read_body(response: aiohttp.ClientResponse, source: Source) -> bytes:
             raise backend_error(Failure.MALFORMED, _BACKEND)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _page(
+    body: bytes | None, rtype: str, source: Source
+) -> tuple[list[dict[str, Any]], str | None]:
+    """A search page's matching resources, validated, and its next page's URL."""
+    bundle = _valid_bundle(_json(body, source), source)
+    resources = [
+        _valid_resource(entry.get("resource"), rtype, source)
+        for entry in bundle.get("entry") or ()
+        if (entry.get("search") or {}).get("mode", "match") == "match"
+    ]
+    return resources, _next_url(source, bundle)
+
+
+def _read_resource(body: bytes | None, rtype: str, source: Source) -> dict[str, Any]:
+    return _valid_resource(_json(body, source), rtype, source)
 
 
 def _json(body: bytes | None, source: Source) -> Any:

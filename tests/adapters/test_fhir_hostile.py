@@ -11,6 +11,7 @@ another patient's or another category's data, never an unexpected exception.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +20,7 @@ import pytest
 from aiohttp import web
 
 from adapters.fhir import FhirClient, Source
+from adapters.fhir import client as fhir_client
 from gateway.errors import BackendUnavailable, RecordNotFound
 from gateway.ports import HealthCategory
 
@@ -148,3 +150,23 @@ async def test_bundle_entries_of_the_wrong_shape_are_a_malformed_answer(
     with pytest.raises(BackendUnavailable) as info:
         await client.records(ASKED, HealthCategory.LAB, since=None, until=None, timeout=5)
     assert info.value.reason == "backend_malformed"
+
+
+async def test_answers_are_parsed_and_validated_off_the_event_loop(
+    hostile: tuple[Hostile, FhirClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Validating a page near the 8 MiB limit takes seconds of CPU: on the event loop's
+    thread it would stall every other call of the gateway, whatever their deadlines."""
+    server, client = hostile
+    server.by_id["lab1"] = _report("lab1", "LAB")
+    threads: list[int] = []
+    validate = fhir_client._validate
+
+    def spy(raw: dict[str, Any], rtype: str, source: Source) -> None:
+        threads.append(threading.get_ident())
+        validate(raw, rtype, source)
+
+    monkeypatch.setattr(fhir_client, "_validate", spy)
+    await client.records(ASKED, HealthCategory.LAB, since=None, until=None, timeout=5)
+    await client.record(ASKED, HealthCategory.LAB, "h/DiagnosticReport/lab1", timeout=5)
+    assert threads and threading.get_ident() not in threads
