@@ -290,8 +290,13 @@ class FhirClient:
             if _subject(item) != f"Patient/{patient}":
                 _log.warning("fhir_wrong_person", source=source.name, rtype=rtype)
                 raise backend_error(Failure.WRONG_PERSON, _BACKEND)
+        # Only what the record references: a server may ignore ``_id`` (FHIR lets it skip
+        # parameters it does not support) and answer every Observation of the patient.
         order = {rid: i for i, rid in enumerate(ids)}
-        return sorted(found, key=lambda r: order.get(str(r["id"]), len(order)))
+        asked = {str(r["id"]): r for r in found if str(r["id"]) in order}
+        if len(asked) != len(found):
+            _log.warning("fhir_unreferenced_dropped", source=source.name, rtype=rtype)
+        return [asked[rid] for rid in sorted(asked, key=order.__getitem__)]
 
     async def _search(
         self, source: Source, rtype: str, query: list[tuple[str, str]], timeout: float

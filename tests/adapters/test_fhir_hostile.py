@@ -49,6 +49,7 @@ class Hostile:
     patient_identifier: str = ASKED
     reports: list[Any] = field(default_factory=lambda: [{"resource": _report("lab1", "LAB")}])
     by_id: dict[str, dict[str, Any]] = field(default_factory=dict)
+    observations: list[Any] = field(default_factory=list)
 
     async def handle(self, request: web.Request) -> web.Response:
         tail = request.match_info["tail"]
@@ -61,6 +62,8 @@ class Hostile:
             return _bundle([{"resource": patient}])
         if tail == "DiagnosticReport":
             return _bundle(self.reports)
+        if tail == "Observation":
+            return _bundle(self.observations)
         if tail.startswith("DiagnosticReport/") and tail.split("/", 1)[1] in self.by_id:
             return _json(self.by_id[tail.split("/", 1)[1]])
         return _json({"resourceType": "OperationOutcome", "issue": []}, status=404)
@@ -170,3 +173,32 @@ async def test_answers_are_parsed_and_validated_off_the_event_loop(
     await client.records(ASKED, HealthCategory.LAB, since=None, until=None, timeout=5)
     await client.record(ASKED, HealthCategory.LAB, "h/DiagnosticReport/lab1", timeout=5)
     assert threads and threading.get_ident() not in threads
+
+
+def _observation(oid: str, category: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Observation",
+        "id": oid,
+        "status": "final",
+        "category": [{"coding": [{"code": category}]}],
+        "code": {"text": f"{category} {oid}"},
+        "subject": {"reference": "Patient/p1"},
+    }
+
+
+async def test_a_lab_record_releases_only_the_observations_it_references(
+    hostile: tuple[Hostile, FhirClient],
+) -> None:
+    """A server that ignores ``_id`` answers every Observation of the patient (vital signs,
+    social history...): only the report's own results leave with it."""
+    server, client = hostile
+    server.by_id["lab1"] = _report("lab1", "LAB") | {"result": [{"reference": "Observation/o1"}]}
+    server.observations = [
+        {"resource": _observation("o1", "laboratory")},
+        {"resource": _observation("o2", "social-history")},
+    ]
+    record = await client.record(ASKED, HealthCategory.LAB, "h/DiagnosticReport/lab1", timeout=5)
+    assert [(r["resourceType"], r["id"]) for r in record.resources] == [
+        ("DiagnosticReport", "lab1"),
+        ("Observation", "o1"),
+    ]
