@@ -13,10 +13,11 @@ Per source: ``Patient?identifier=SYSTEM|VALUE`` finds the patient (none: no reco
 category's search (``DiagnosticReport?patient=ID&category=LAB``, ``ImagingStudy?patient=ID``,
 ``DocumentReference?patient=ID``, dates as ``ge``/``le`` prefixes) follows ``Bundle.link[next]``
 up to ``max_pages``. A ``next`` link is followed only inside the source's base URL: its path
-must lie under the base path, and it is rebased onto the configured scheme, host and port
+must lie under the base path or be the base itself (HAPI FHIR pages as ``[base]?_getpages=``),
+and it is rebased onto the configured scheme, host and port
 (servers behind proxies advertise the wrong host); one outside, or one already followed (a
-loop), ends the exchange as a malformed answer; dot segments count percent-encoded too
-(``%2e%2e``: the HTTP client decodes and removes them). The patient found must carry the
+loop), ends the exchange as a malformed answer; dot segments count however a client or server
+would read them (``%2e%2e``, ``..;x``, ``..%2f``: ``_climbs``). The patient found must carry the
 identifier asked (a server may ignore a search parameter it does not support and answer
 whoever it has), and every resource's ``subject`` must be that patient, or the answer is for
 the wrong person. A lab search's answers, and a lab record read by id, must carry the LAB
@@ -447,13 +448,25 @@ def _next_url(source: Source, bundle: dict[str, Any]) -> str | None:
         return None
     base = urlsplit(source.base_url)
     target = urlsplit(urljoin(source.base_url + "/", str(links[0]["url"])))
-    inside = target.path.startswith(base.path.rstrip("/") + "/")
-    # Dot segments climb out even percent-encoded: the HTTP client decodes and removes them.
-    dots = any(unquote(segment) in (".", "..") for segment in target.path.split("/"))
-    if not inside or target.scheme not in ("http", "https") or dots:
+    root = base.path.rstrip("/")
+    # Under the base path, or the base itself (HAPI FHIR pages as ``[base]?_getpages=...``).
+    inside = target.path in (root, root + "/") or target.path.startswith(root + "/")
+    if not inside or target.scheme not in ("http", "https") or _climbs(target.path):
         _log.warning("fhir_next_link_outside_base", source=source.name)
         raise backend_error(Failure.MALFORMED, _BACKEND)
     return urlunsplit((base.scheme, base.netloc, target.path, target.query, ""))
+
+
+def _climbs(path: str) -> bool:
+    """Whether a segment of ``path`` is a dot segment to the client or to a server behind it:
+    percent-encoded (the HTTP client decodes and removes ``%2e%2e``), with a path parameter
+    (Tomcat and Jetty, which run HAPI FHIR, read ``..;x`` as ``..``), or split by an encoded
+    slash or a backslash that some servers take as a separator."""
+    for segment in path.split("/"):
+        for part in re.split(r"[/\\]", unquote(segment)):
+            if part.split(";", 1)[0] in (".", ".."):
+                return True
+    return False
 
 
 def _subject(resource: dict[str, Any]) -> str:
