@@ -263,9 +263,11 @@ class FhirClient:
         if not found:
             return None
         # A server may ignore ``identifier`` (FHIR lets it skip search parameters it does not
-        # support) and answer whoever it has: the patient must carry the identifier asked.
+        # support) and answer whoever it has: the patient must carry the identifier asked
+        # (in either case: a token search may match an ID number's check character X as x).
         if not any(
-            ident.get("system") == self._identifier_system and ident.get("value") == id_number
+            ident.get("system") == self._identifier_system
+            and str(ident.get("value", "")).casefold() == id_number.casefold()
             for ident in found[0].get("identifier") or ()
         ):
             _log.warning("fhir_patient_without_identifier", source=source.name)
