@@ -394,7 +394,7 @@ def _read_resource(body: bytes | None, rtype: str, source: Source) -> dict[str, 
 def _json(body: bytes | None, source: Source) -> Any:
     try:
         return json.loads(body or b"")
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested past the parser's depth
         _log.warning("fhir_not_json", source=source.name)
         raise backend_error(Failure.MALFORMED, _BACKEND) from None
 

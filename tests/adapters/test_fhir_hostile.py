@@ -50,6 +50,7 @@ class Hostile:
     reports: list[Any] = field(default_factory=lambda: [{"resource": _report("lab1", "LAB")}])
     by_id: dict[str, dict[str, Any]] = field(default_factory=dict)
     observations: list[Any] = field(default_factory=list)
+    raw_search: str = ""  # the DiagnosticReport search's body as is, when set
 
     async def handle(self, request: web.Request) -> web.Response:
         tail = request.match_info["tail"]
@@ -60,6 +61,8 @@ class Hostile:
                 "identifier": [{"system": SYSTEM, "value": self.patient_identifier}],
             }
             return _bundle([{"resource": patient}])
+        if tail == "DiagnosticReport" and self.raw_search:
+            return web.Response(text=self.raw_search, content_type="application/fhir+json")
         if tail == "DiagnosticReport":
             return _bundle(self.reports)
         if tail == "Observation":
@@ -202,3 +205,15 @@ async def test_a_lab_record_releases_only_the_observations_it_references(
         ("DiagnosticReport", "lab1"),
         ("Observation", "o1"),
     ]
+
+
+async def test_json_nested_past_the_parsers_depth_is_a_malformed_answer(
+    hostile: tuple[Hostile, FhirClient],
+) -> None:
+    """200,000 nested arrays (400 kB) make ``json.loads`` raise RecursionError, which is no
+    ValueError: it must still be a malformed answer, not an internal error."""
+    server, client = hostile
+    server.raw_search = '{"resourceType": "Bundle", "entry": ' + "[" * 200_000 + "]" * 200_000 + "}"
+    with pytest.raises(BackendUnavailable) as info:
+        await client.records(ASKED, HealthCategory.LAB, since=None, until=None, timeout=5)
+    assert info.value.reason == "backend_malformed"
