@@ -209,8 +209,14 @@ def open_answer(
     return Answer(found, error is not None, issued_at, expires_at)
 
 
+# 10000-01-01T00:00:00Z: a time after it is no ``datetime`` (``fromtimestamp`` raises).
+_END_OF_TIME = 253_402_300_800
+
+
 def _is_time(value: object) -> TypeGuard[int | float]:
-    return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < 2**40
+    return (
+        isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < _END_OF_TIME
+    )
 
 
 def _is_strings(value: object) -> bool:

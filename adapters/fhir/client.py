@@ -2,7 +2,9 @@
 
 One ``FhirClient`` holds the configured sources (name and base URL, e.g. a regional exchange and
 a hospital's own endpoint) and one pooled, keep-alive ``aiohttp.ClientSession`` (created in the
-running event loop, bound to it). A plain HTTP client rather than a FHIR client library: the
+running event loop, bound to it); each answer is parsed and validated in a worker thread
+(seconds of CPU for a page near the size limit, which on the loop would stall every call). A
+plain HTTP client rather than a FHIR client library: the
 adapter needs five GET shapes, strict control of which URLs it follows and of what it logs, and
 the shared failure table; ``fhir.resources`` (R4B models, which parse R4) validates every
 resource it uses.
@@ -11,10 +13,16 @@ Per source: ``Patient?identifier=SYSTEM|VALUE`` finds the patient (none: no reco
 category's search (``DiagnosticReport?patient=ID&category=LAB``, ``ImagingStudy?patient=ID``,
 ``DocumentReference?patient=ID``, dates as ``ge``/``le`` prefixes) follows ``Bundle.link[next]``
 up to ``max_pages``. A ``next`` link is followed only inside the source's base URL: its path
-must lie under the base path, and it is rebased onto the configured scheme, host and port
+must lie under the base path or be the base itself (HAPI FHIR pages as ``[base]?_getpages=``),
+and it is rebased onto the configured scheme, host and port
 (servers behind proxies advertise the wrong host); one outside, or one already followed (a
-loop), ends the exchange as a malformed answer. Every resource's ``subject`` must be the patient
-found, or the answer is for the wrong person.
+loop), ends the exchange as a malformed answer; dot segments count however a client or server
+would read them (``%2e%2e``, ``..;x``, ``..%2f``: ``_climbs``). The patient found must carry the
+identifier asked (a server may ignore a search parameter it does not support and answer
+whoever it has), and every resource's ``subject`` must be that patient, or the answer is for
+the wrong person. A lab search's answers, and a lab record read by id, must carry the LAB
+category coding (a DiagnosticReport may be radiology): a listed one without it is dropped, a
+read one is not found.
 
 A list asks every source at once and merges: records with the same business identifier are one
 record (the first source in configuration order names it); a source that fails is named in
@@ -25,11 +33,14 @@ reach the caller. Failures go through the shared table of ``adapters.errors``:
 timeout                                               ``TIMEOUT``
 refused, reset                                        ``UNREACHABLE``
 HTTP error status (with or without OperationOutcome)  ``HTTP_STATUS``
-not JSON, not valid R4, a next link outside the base  ``MALFORMED``
+not JSON, not valid R4 (the Bundle's entries too),   ``MALFORMED``
+a next link outside the base
 or looping, more than ``max_pages`` pages, a body
 over the size limit, two patients for one identifier
-a resource about another patient                      ``WRONG_PERSON``
-a record id this patient has no record under          ``NO_RECORD``
+a resource about another patient, a patient found     ``WRONG_PERSON``
+without the identifier asked
+a record id this patient has no record under (or      ``NO_RECORD``
+one outside the category)
 ====================================================  ===============
 
 Logged events (``fhir_*``) name the source, the resource type and the kind of failure, never
@@ -46,7 +57,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit
+from urllib.parse import unquote, urlencode, urljoin, urlsplit, urlunsplit
 
 import aiohttp
 import structlog
@@ -63,22 +74,41 @@ _BACKEND = "FHIR server"
 _EVENTS = "fhir"
 _MAX_BODY_BYTES = 8 << 20
 _HEADERS = {"Accept": "application/fhir+json"}
-_LAB_CATEGORY = "http://terminology.hl7.org/CodeSystem/v2-0074|LAB"
+_LAB_CATEGORY = ("http://terminology.hl7.org/CodeSystem/v2-0074", "LAB")
 RECORD_ID = re.compile(r"^([a-z0-9_-]{1,32})/([A-Za-z]{1,40})/([A-Za-z0-9.-]{1,64})$")
 SOURCE_NAME = re.compile(r"^[a-z0-9_-]{1,32}$")
 
 
 @dataclass(frozen=True, slots=True)
 class _Search:
-    """How one category is searched: resource type, date parameter, fixed parameters."""
+    """How one category is searched: resource type, date parameter and, where the type holds
+    more than the category (a DiagnosticReport may be radiology), the ``category`` coding
+    (system, code) a resource must carry to be in it."""
 
     rtype: str
     date_param: str
-    fixed: tuple[tuple[str, str], ...] = ()
+    coding: tuple[str, str] | None = None
+
+    @property
+    def fixed(self) -> tuple[tuple[str, str], ...]:
+        return () if self.coding is None else (("category", "|".join(self.coding)),)
+
+    def covers(self, resource: dict[str, Any]) -> bool:
+        """Whether ``resource`` is in the category: a server may ignore the ``category``
+        search parameter (FHIR lets it skip those it does not support), and a record id
+        names any resource of the type."""
+        if self.coding is None:
+            return True
+        system, code = self.coding
+        return any(
+            coding.get("system") == system and coding.get("code") == code
+            for concept in resource.get("category") or ()
+            for coding in concept.get("coding") or ()
+        )
 
 
 _SEARCHES: dict[HealthCategory, _Search] = {
-    HealthCategory.LAB: _Search("DiagnosticReport", "date", (("category", _LAB_CATEGORY),)),
+    HealthCategory.LAB: _Search("DiagnosticReport", "date", _LAB_CATEGORY),
     HealthCategory.IMAGING: _Search("ImagingStudy", "started"),
     HealthCategory.DOCUMENTS: _Search("DocumentReference", "date"),
 }
@@ -136,7 +166,7 @@ class FhirClient:
             params.append((search.date_param, f"le{until.isoformat()}"))
         answers = await asyncio.gather(
             *(
-                self._source_records(source, id_number, search.rtype, params, timeout)
+                self._source_records(source, id_number, search, params, timeout)
                 for source in self._sources.values()
             ),
             return_exceptions=True,
@@ -168,7 +198,7 @@ class FhirClient:
         rtype = _SEARCHES[category].rtype
         if match is None or match[1] not in self._sources or match[2] != rtype:
             raise backend_error(Failure.NO_RECORD, _BACKEND)
-        source, rid = self._sources[match[1]], match[3]
+        source, rid, search = self._sources[match[1]], match[3], _SEARCHES[category]
         with _overall(source, timeout):
             async with asyncio.timeout(timeout):
                 patient = await self._patient(source, id_number, timeout)
@@ -177,9 +207,12 @@ class FhirClient:
                 body = await self._get(source, f"{rtype}/{rid}", timeout, missing_ok=True)
                 if body is None:
                     raise backend_error(Failure.NO_RECORD, _BACKEND)
-                resource = _valid_resource(_json(body, source), rtype, source)
+                resource = await asyncio.to_thread(_read_resource, body, rtype, source)
                 if _subject(resource) != f"Patient/{patient}":
                     _log.warning("fhir_record_of_another_patient", source=source.name, rtype=rtype)
+                    raise backend_error(Failure.NO_RECORD, _BACKEND)
+                if not search.covers(resource):
+                    _log.warning("fhir_record_of_another_category", source=source.name, rtype=rtype)
                     raise backend_error(Failure.NO_RECORD, _BACKEND)
                 included = await self._included(source, patient, resource, timeout)
         return HealthRecord(_summary(source, resource), (resource, *included))
@@ -196,10 +229,11 @@ class FhirClient:
         self,
         source: Source,
         id_number: str,
-        rtype: str,
+        search: _Search,
         params: list[tuple[str, str]],
         timeout: float,
     ) -> list[tuple[str, HealthRecordSummary]]:
+        rtype = search.rtype
         with _overall(source, timeout):
             async with asyncio.timeout(timeout):
                 patient = await self._patient(source, id_number, timeout)
@@ -207,12 +241,17 @@ class FhirClient:
                     return []
                 query = [("patient", patient), *params, ("_count", str(self._page_size))]
                 resources = await self._search(source, rtype, query, timeout)
-        out = []
+        out, dropped = [], 0
         for resource in resources:
             if _subject(resource) != f"Patient/{patient}":
                 _log.warning("fhir_wrong_person", source=source.name, rtype=rtype)
                 raise backend_error(Failure.WRONG_PERSON, _BACKEND)
+            if not search.covers(resource):  # the server ignored ``category``
+                dropped += 1
+                continue
             out.append((_dedup_key(source, resource), _summary(source, resource)))
+        if dropped:
+            _log.warning("fhir_other_category_dropped", source=source.name, dropped=dropped)
         return out
 
     async def _patient(self, source: Source, id_number: str, timeout: float) -> str | None:
@@ -221,7 +260,19 @@ class FhirClient:
         if len(found) > 1:
             _log.warning("fhir_ambiguous_patient", source=source.name, patients=len(found))
             raise backend_error(Failure.MALFORMED, _BACKEND)
-        return str(found[0]["id"]) if found else None
+        if not found:
+            return None
+        # A server may ignore ``identifier`` (FHIR lets it skip search parameters it does not
+        # support) and answer whoever it has: the patient must carry the identifier asked
+        # (in either case: a token search may match an ID number's check character X as x).
+        if not any(
+            ident.get("system") == self._identifier_system
+            and str(ident.get("value", "")).casefold() == id_number.casefold()
+            for ident in found[0].get("identifier") or ()
+        ):
+            _log.warning("fhir_patient_without_identifier", source=source.name)
+            raise backend_error(Failure.WRONG_PERSON, _BACKEND)
+        return str(found[0]["id"])
 
     async def _included(
         self, source: Source, patient: str, resource: dict[str, Any], timeout: float
@@ -242,8 +293,13 @@ class FhirClient:
             if _subject(item) != f"Patient/{patient}":
                 _log.warning("fhir_wrong_person", source=source.name, rtype=rtype)
                 raise backend_error(Failure.WRONG_PERSON, _BACKEND)
+        # Only what the record references: a server may ignore ``_id`` (FHIR lets it skip
+        # parameters it does not support) and answer every Observation of the patient.
         order = {rid: i for i, rid in enumerate(ids)}
-        return sorted(found, key=lambda r: order.get(str(r["id"]), len(order)))
+        asked = {str(r["id"]): r for r in found if str(r["id"]) in order}
+        if len(asked) != len(found):
+            _log.warning("fhir_unreferenced_dropped", source=source.name, rtype=rtype)
+        return [asked[rid] for rid in sorted(asked, key=order.__getitem__)]
 
     async def _search(
         self, source: Source, rtype: str, query: list[tuple[str, str]], timeout: float
@@ -261,12 +317,10 @@ class FhirClient:
                 raise backend_error(Failure.MALFORMED, _BACKEND)
             seen.add(url)
             body = await self._get(source, url, timeout)
-            bundle = _valid_bundle(_json(body, source), source)
-            for entry in bundle.get("entry") or ():
-                if (entry.get("search") or {}).get("mode", "match") != "match":
-                    continue
-                resources.append(_valid_resource(entry.get("resource"), rtype, source))
-            url = _next_url(source, bundle)
+            # Parsing and validating are CPU work (seconds for a page near the size limit):
+            # in a worker thread, so one huge or hostile answer does not stall every call.
+            page, url = await asyncio.to_thread(_page, body, rtype, source)
+            resources.extend(page)
         return resources
 
     async def _get(
@@ -320,10 +374,27 @@ async def _read_body(response: aiohttp.ClientResponse, source: Source) -> bytes:
     return b"".join(chunks)
 
 
+def _page(
+    body: bytes | None, rtype: str, source: Source
+) -> tuple[list[dict[str, Any]], str | None]:
+    """A search page's matching resources, validated, and its next page's URL."""
+    bundle = _valid_bundle(_json(body, source), source)
+    resources = [
+        _valid_resource(entry.get("resource"), rtype, source)
+        for entry in bundle.get("entry") or ()
+        if (entry.get("search") or {}).get("mode", "match") == "match"
+    ]
+    return resources, _next_url(source, bundle)
+
+
+def _read_resource(body: bytes | None, rtype: str, source: Source) -> dict[str, Any]:
+    return _valid_resource(_json(body, source), rtype, source)
+
+
 def _json(body: bytes | None, source: Source) -> Any:
     try:
         return json.loads(body or b"")
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested past the parser's depth
         _log.warning("fhir_not_json", source=source.name)
         raise backend_error(Failure.MALFORMED, _BACKEND) from None
 
@@ -334,10 +405,15 @@ def _valid_bundle(raw: Any, source: Source) -> dict[str, Any]:
         kind = raw.get("resourceType") if isinstance(raw, dict) else type(raw).__name__
         _log.warning("fhir_not_a_bundle", source=source.name, got=str(kind)[:40])
         raise backend_error(Failure.MALFORMED, _BACKEND)
-    shell = {k: v for k, v in raw.items() if k != "entry"}
-    _validate(shell, "Bundle", source)
-    if not isinstance(raw.get("entry", []), list):
+    entries = raw.get("entry", [])
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        _log.warning("fhir_malformed_entries", source=source.name)
         raise backend_error(Failure.MALFORMED, _BACKEND)
+    # The entries' own elements (search.mode...) are validated here, their resources after.
+    shell = {k: v for k, v in raw.items() if k != "entry"}
+    if entries:
+        shell["entry"] = [{k: v for k, v in e.items() if k != "resource"} for e in entries]
+    _validate(shell, "Bundle", source)
     return raw
 
 
@@ -374,11 +450,25 @@ def _next_url(source: Source, bundle: dict[str, Any]) -> str | None:
         return None
     base = urlsplit(source.base_url)
     target = urlsplit(urljoin(source.base_url + "/", str(links[0]["url"])))
-    inside = target.path.startswith(base.path.rstrip("/") + "/")
-    if not inside or target.scheme not in ("http", "https") or ".." in target.path.split("/"):
+    root = base.path.rstrip("/")
+    # Under the base path, or the base itself (HAPI FHIR pages as ``[base]?_getpages=...``).
+    inside = target.path in (root, root + "/") or target.path.startswith(root + "/")
+    if not inside or target.scheme not in ("http", "https") or _climbs(target.path):
         _log.warning("fhir_next_link_outside_base", source=source.name)
         raise backend_error(Failure.MALFORMED, _BACKEND)
     return urlunsplit((base.scheme, base.netloc, target.path, target.query, ""))
+
+
+def _climbs(path: str) -> bool:
+    """Whether a segment of ``path`` is a dot segment to the client or to a server behind it:
+    percent-encoded (the HTTP client decodes and removes ``%2e%2e``), with a path parameter
+    (Tomcat and Jetty, which run HAPI FHIR, read ``..;x`` as ``..``), or split by an encoded
+    slash or a backslash that some servers take as a separator."""
+    for segment in path.split("/"):
+        for part in re.split(r"[/\\]", unquote(segment)):
+            if part.split(";", 1)[0] in (".", ".."):
+                return True
+    return False
 
 
 def _subject(resource: dict[str, Any]) -> str:

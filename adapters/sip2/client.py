@@ -120,10 +120,12 @@ class Sip2Libraries:
         ):
             async with asyncio.timeout(timeout), self._pool(library).connection() as connection:
                 answer = await _ask(connection, library, patron)
+                # Inside the pool's block: a connection that answered for someone else (an
+                # ACS out of step) is closed with the error, never handed to the next reader.
+                if answer.get("AA") != patron:
+                    log.warning("sip2_wrong_patron")
+                    raise backend_error(Failure.WRONG_PERSON, display)
                 standing = messages.standing(library_id, answer)
-        if answer.get("AA") != patron:
-            log.warning("sip2_wrong_patron")
-            raise backend_error(Failure.WRONG_PERSON, display)
         log.info("sip2_patron_standing", command=answer.command, known=standing.known)
         return standing
 

@@ -131,6 +131,9 @@ def _flip(token: str, part: int) -> str:
         (lambda g, s, a: _answer(s, a, iat=int(NOW.timestamp()) + 61), "stale", Failure.UNVERIFIED),
         (lambda g, s, a: _answer(s, a, exp=int(NOW.timestamp()) - 61), "stale", Failure.UNVERIFIED),
         (lambda g, s, a: _answer(s, a, iat="now"), "bad_claims", Failure.MALFORMED),
+        # Past datetime's last year (9999): a signed answer must not raise ValueError.
+        (lambda g, s, a: _answer(s, a, exp=2**39), "bad_claims", Failure.MALFORMED),
+        (lambda g, s, a: _answer(s, a, iat=2**39), "bad_claims", Failure.MALFORMED),
         (lambda g, s, a: _answer(s, a, eligibility="senior"), "bad_claims", Failure.MALFORMED),
         (lambda g, s, a: _answer(s, a, jti=None), "bad_claims", Failure.MALFORMED),
         (

@@ -35,6 +35,11 @@ def _bundle(*links: tuple[str, str]) -> dict[str, object]:
             "https://fhir.example.org:8443/r4/fhir/Observation?_getpages=abc&_offset=5",
         ),
         (
+            # HAPI FHIR's paging links: the base URL itself, the page in the query.
+            "http://localhost:8080/r4/fhir?_getpages=abc&_getpagesoffset=20&_count=20",
+            "https://fhir.example.org:8443/r4/fhir?_getpages=abc&_getpagesoffset=20&_count=20",
+        ),
+        (
             "DiagnosticReport?patient=1&_offset=40",  # relative to the base
             "https://fhir.example.org:8443/r4/fhir/DiagnosticReport?patient=1&_offset=40",
         ),
@@ -58,6 +63,17 @@ def test_the_last_page_has_no_next() -> None:
         "https://fhir.example.org:8443/admin/fhir/DiagnosticReport",  # outside the base path
         "https://fhir.example.org:8443/r4/fhirx/DiagnosticReport",  # a prefix, not a parent
         "https://fhir.example.org:8443/r4/fhir/../../admin",  # climbs out
+        # Percent-encoded dot segments: the HTTP client decodes and removes them, so they
+        # climb out as well (/r4/fhir/%2e%2e/%2e%2e/admin is requested as /admin).
+        "https://fhir.example.org:8443/r4/fhir/%2e%2e/%2e%2e/admin",
+        "https://fhir.example.org:8443/r4/fhir/%2E%2E/admin",
+        "https://fhir.example.org:8443/r4/fhir/.%2e/admin",
+        "/r4/fhir/%2e%2e/%2e%2e/admin",
+        # What servers behind the client make of a segment: Tomcat and Jetty (HAPI FHIR) drop
+        # path parameters (..;/), some decode an encoded slash or take a backslash as one.
+        "https://fhir.example.org:8443/r4/fhir/..;/..;/admin",
+        "https://fhir.example.org:8443/r4/fhir/..%2f..%2fadmin",
+        "https://fhir.example.org:8443/r4/fhir/..%5c..%5cadmin",
         "file:///r4/fhir/etc/passwd",
         "gopher://fhir.example.org/r4/fhir/x",
     ],

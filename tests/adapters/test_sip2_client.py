@@ -225,6 +225,7 @@ class ScriptedAcs:
         self.terminator = terminator
         self.seen: list[str] = []
         self.ask_resend = 0
+        self.wrong_patron = 0  # answers about someone else (an ACS out of step, or broken)
         self.writers: list[asyncio.StreamWriter] = []
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -264,7 +265,11 @@ class ScriptedAcs:
         }
         fixed |= {"patron_status": " " * 14, "language": "000"}
         fixed["transaction_date"] = "20250101    093000"
-        fields = (("AO", "TEST"), ("AA", request.get("AA") or ""), ("AE", "赵敏"), ("BL", "Y"))
+        patron = request.get("AA") or ""
+        if self.wrong_patron:
+            self.wrong_patron -= 1
+            patron = "SOMEONE-ELSE"
+        fields = (("AO", "TEST"), ("AA", patron), ("AE", "赵敏"), ("BL", "Y"))
         return codec.Message("64", fixed, fields)
 
 
@@ -315,3 +320,18 @@ async def test_idle_connections_are_checked_and_dead_ones_replaced(
     assert (await client.patron_standing("test-lib", EMPLOYEE, timeout=2)).known
     await client.close()
     assert acs.seen[5:] == ["93", "99", "63"]  # the check failed: a fresh login
+
+
+async def test_a_connection_that_answered_for_another_patron_is_not_reused(
+    scripted: tuple[ScriptedAcs, int],
+) -> None:
+    """An answer about someone else means the connection cannot be trusted (an ACS out of
+    step answers the previous reader's request): it is closed, like any failed one."""
+    acs, port = scripted
+    acs.wrong_patron = 1
+    client = Sip2Libraries((_library(port),))
+    with pytest.raises(BackendUnavailable, match="different person"):
+        await client.patron_standing("test-lib", EMPLOYEE, timeout=2)
+    assert (await client.patron_standing("test-lib", EMPLOYEE, timeout=2)).known
+    await client.close()
+    assert acs.seen == ["93", "99", "63", "93", "99", "63"]  # a fresh login, not the old one
