@@ -13,7 +13,9 @@ Each test was written against main before its fix and failed there:
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import uuid
 from collections.abc import Callable
 
 import grpc
@@ -55,3 +57,21 @@ async def test_a_break_glass_claim_on_a_lost_card_is_about_its_holder(
     assert reason(info.value) == "card_reported_lost"
     claims = [r for r in about if r["rpc"] != "/onecard.v1.AuditService/SearchEntries"]
     assert [(r["basis"], r["reason"]) for r in claims] == [("emergency", "card_reported_lost")]
+
+
+async def test_two_emergency_accesses_under_one_request_id_keep_both_justifications(
+    channel: Channel, population: Population
+) -> None:
+    card = population.first(card_status=CardStatus.NORMAL).id_number
+    since = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
+    retried = (("x-request-id", str(uuid.uuid4())),)  # a caller reusing its request id
+    texts = ["unconscious on arrival", "unconscious on arrival, allergy list needed"]
+    async with channel(HOSPITAL) as hosp, channel(REGULATOR) as reg:
+        for text in texts:
+            await insurance_on(hosp, card, emergency_basis(URGENT, text), ETREAT, metadata=retried)
+        request = audit_pb2.GetReportRequest()
+        request.since.FromDatetime(since)
+        request.until.FromDatetime(dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1))
+        report = await audit_pb2_grpc.AuditServiceStub(reg).GetReport(request)
+
+    assert [e.justification for e in report.emergency_details] == texts
