@@ -8,7 +8,9 @@ Each test was written against main before its fix and failed there:
   claim on their card is in their history);
 - two emergency accesses under the same request id (a caller that reuses its ``x-request-id``,
   as retries do) kept only the second justification: the regulator's report showed the first
-  access without its justification, so a hospital could erase the text it gave.
+  access without its justification, so a hospital could erase the text it gave;
+- a justification could hold terminal escape sequences, line breaks or bidirectional overrides,
+  which the regulator's table printed as they came: a hospital could rewrite or hide its row.
 """
 
 from __future__ import annotations
@@ -75,3 +77,22 @@ async def test_two_emergency_accesses_under_one_request_id_keep_both_justificati
         report = await audit_pb2_grpc.AuditServiceStub(reg).GetReport(request)
 
     assert [e.justification for e in report.emergency_details] == texts
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "stable\x1b[2K\x1b[1A",  # a terminal escape that rewrites the regulator's table
+        "unconscious\non arrival",  # a second line in a one-line column
+        "\u202eno allergies",  # a bidirectional override that reorders what is shown
+    ],
+)
+async def test_a_justification_that_is_not_printable_text_is_refused(
+    channel: Channel, population: Population, text: str
+) -> None:
+    card = population.first(card_status=CardStatus.NORMAL).id_number
+    async with channel(HOSPITAL) as hosp:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await insurance_on(hosp, card, emergency_basis(URGENT, text), ETREAT)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "justification" in (info.value.details() or "")
