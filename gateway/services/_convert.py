@@ -16,9 +16,7 @@ from gateway.errors import InvalidRequest
 
 _MAX_ID_CHARS = 128
 _MAX_JUSTIFICATION_CHARS = 500
-_UNPRINTABLE = frozenset(
-    {"Cc", "Cf", "Cs", "Co", "Cn"}
-)  # control, format, surrogate, private, unassigned
+_UNPRINTABLE = frozenset({"Cc", "Cf", "Co"})  # control, format and private-use characters
 
 
 def purpose(value: int) -> str:
