@@ -45,14 +45,22 @@ class CardStage:
         Call it only once the caller has shown a basis for this card: the answer reveals
         whether the card exists and its status.
         """
-        holder = await self.holder(card_number)
-        if holder.card_status is not CardStatus.NORMAL:
-            words = _STATUS_WORDS[holder.card_status]
-            raise CardNotUsable(
-                f"card is {words}; the citizen should contact the card issuer",
-                reason=f"card_{holder.card_status.value}",
-            )
-        return ResolvedCard(card_number, holder)
+        return usable(card_number, await self.holder(card_number))
+
+
+def usable(card_number: str, holder: CardHolder) -> ResolvedCard:
+    """The card of ``holder`` if it is in normal status; else ``CardNotUsable`` naming it.
+
+    Apart from ``CardStage.resolve`` so that the pipeline can name the holder in the audit entry
+    of a refusal for the card's status (an attempt on their lost card is in their history).
+    """
+    if holder.card_status is not CardStatus.NORMAL:
+        words = _STATUS_WORDS[holder.card_status]
+        raise CardNotUsable(
+            f"card is {words}; the citizen should contact the card issuer",
+            reason=f"card_{holder.card_status.value}",
+        )
+    return ResolvedCard(card_number, holder)
 
 
 def mask_name(name: str) -> str:

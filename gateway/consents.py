@@ -37,6 +37,7 @@ __all__ = [
     "Grant",
     "Grantee",
     "Justification",
+    "Kept",
     "check_grant",
     "new_consent_id",
 ]
@@ -125,6 +126,11 @@ class Justification:
     at: dt.datetime
 
 
+Kept = dict[tuple[str, str], str]
+"""Emergency justifications as kept: (request id, digest) -> text. The digest is part of the key
+because a caller may reuse a request id: each access keeps the text its audit entry names."""
+
+
 @dataclass(frozen=True, slots=True)
 class Grant:
     """What a citizen asks to grant (before it has an id)."""
@@ -166,11 +172,13 @@ class ConsentStore(Protocol):
         ...
 
     async def keep_justification(self, about: Justification, text: str) -> None:
-        """Durably keep an emergency access's justification ``text``, for the regulator."""
+        """Durably keep an emergency access's justification ``text``, for the regulator, under
+        its request id and digest (never replacing one kept before)."""
         ...
 
-    async def justifications(self, since: dt.datetime, until: dt.datetime) -> dict[str, str]:
-        """Request id -> justification of the emergency accesses kept in [since, until)."""
+    async def justifications(self, since: dt.datetime, until: dt.datetime) -> Kept:
+        """(request id, digest) -> justification of the emergency accesses kept in
+        [since, until)."""
         ...
 
 

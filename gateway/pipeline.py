@@ -23,7 +23,7 @@ from google.protobuf.message import Message
 from gateway import cardno
 from gateway.audit.log import Receipt, Spend
 from gateway.basis import Basis, BasisClaim, BasisKind, BasisStage, Scope, claimed
-from gateway.cards import CardStage, ResolvedCard
+from gateway.cards import CardStage, ResolvedCard, usable
 from gateway.context import Call
 from gateway.disclosure import disclose
 from gateway.errors import BasisRefused, GatewayError, PolicyDenied
@@ -125,8 +125,11 @@ class Pipeline:
                 found = await self._refused_about(found, ask.basis, refused, card_number)
                 raise
             found = _with_basis(found, basis)
-            card = await self._cards.resolve(card_number)
-            found = replace(found, subject=self._pseudonymize(card.holder.holder_id))
+            # The basis holds: from here every outcome, a refusal for the card's status too
+            # (a claim on a lost card), is about the card's holder and in their history.
+            holder = await self._cards.holder(card_number)
+            found = replace(found, subject=self._pseudonymize(holder.holder_id))
+            card = usable(card_number, holder)
             decision = self._decide(call, ask, card, basis)
             found = _with_decision(found, decision)
             _enforce(call, ask, decision)

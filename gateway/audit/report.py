@@ -75,7 +75,7 @@ def build_report(
     entries: Iterable[tuple[int, Mapping[str, Any]]],
     since: str,
     until: str,
-    justifications: Mapping[str, str],
+    justifications: Mapping[tuple[str, str], str],
 ) -> Report:
     """The report of the (index, record)s whose time is in [since, until)."""
     emergency: Counter[tuple[str, str]] = Counter()
@@ -117,11 +117,11 @@ def build_report(
 
 
 def _emergency(
-    index: int, record: Mapping[str, Any], justifications: Mapping[str, str]
+    index: int, record: Mapping[str, Any], justifications: Mapping[tuple[str, str], str]
 ) -> EmergencyAccess:
     _, _, rest = str(record.get("basis_ref", "")).partition(":")
     reason, _, digest = rest.partition(":")
-    text = justifications.get(str(record.get("request_id", "")), "")
+    text = justifications.get((str(record.get("request_id", "")), digest), "")
     if text and hashlib.sha256(text.encode("utf-8")).hexdigest()[:16] != digest:
         text = ""  # not the text the entry names: show none rather than the wrong one
     return EmergencyAccess(

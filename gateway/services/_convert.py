@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 from gateway.api.onecard.v1 import common_pb2
 from gateway.basis import (
     BasisClaim,
@@ -14,6 +16,7 @@ from gateway.errors import InvalidRequest
 
 _MAX_ID_CHARS = 128
 _MAX_JUSTIFICATION_CHARS = 500
+_UNPRINTABLE = frozenset({"Cc", "Cf", "Co"})  # control, format and private-use characters
 
 
 def purpose(value: int) -> str:
@@ -49,6 +52,13 @@ def _emergency(msg: common_pb2.Emergency) -> EmergencyClaim:
     if not justification or len(justification) > _MAX_JUSTIFICATION_CHARS:
         raise InvalidRequest(
             f"basis.emergency.justification must be 1 to {_MAX_JUSTIFICATION_CHARS} characters"
+        )
+    # The regulator reads it in a terminal table and a CSV file: control and format characters
+    # (escape sequences, line breaks, bidirectional overrides) could rewrite or reorder them.
+    if any(unicodedata.category(c) in _UNPRINTABLE for c in justification):
+        raise InvalidRequest(
+            "basis.emergency.justification must be one line of printable text: no line "
+            "breaks, tabs, escape sequences or other control or format characters"
         )
     reason: str = common_pb2.EmergencyReason.Name(msg.reason)
     return EmergencyClaim(reason.removeprefix("EMERGENCY_REASON_"), justification)

@@ -36,14 +36,16 @@ from gateway.audit.note import MalformedNoteError
 from gateway.audit.proof import OutOfRangeError
 from gateway.audit.report import Count, Report, build_report
 from gateway.basis import StatutoryClaim
+from gateway.consents import Kept
 from gateway.context import current_call
 from gateway.errors import GatewayError, InvalidRequest
 from gateway.pipeline import Ask, Pipeline
 from gateway.validation import MAX_SECONDS, check_timestamp
 
 T = TypeVar("T")
-Justifications = Callable[[dt.datetime, dt.datetime], Awaitable[dict[str, str]]]
-"""Request id -> emergency justification kept in a period (``ConsentStore.justifications``)."""
+Justifications = Callable[[dt.datetime, dt.datetime], Awaitable[Kept]]
+"""(request id, digest) -> emergency justification kept in a period
+(``ConsentStore.justifications``)."""
 _MAX_PAGE = 1000
 MAX_ENTRIES_PER_CALL = 10_000
 _CHUNK = 1000
@@ -201,7 +203,7 @@ class AuditService(audit_pb2_grpc.AuditServiceServicer):
             raise InvalidRequest("until must be after since")
 
         async def report(_: str) -> audit_pb2.GetReportResponse:
-            kept = {}
+            kept: Kept = {}
             if self._justifications is not None:
                 kept = await self._justifications(
                     request.since.ToDatetime(dt.UTC), request.until.ToDatetime(dt.UTC)

@@ -37,8 +37,23 @@ T = TypeVar("T")
 _log = structlog.get_logger(__name__)
 _MAX_BATCH = 2048
 _PRUNE_EVERY_S = 60.0
-_SCHEMA_VERSION = 7
+_SCHEMA_VERSION = 8
 LOOKUP_WAIT_S = 0.05  # how long ``lookup`` waits on a locked database before using a thread
+_JUSTIFICATIONS = """
+-- Emergency (break-glass) justifications, by request id and digest: the audit entry names only
+-- the reason code and a digest of the text (which may name the patient); the regulator's report
+-- reads it. A caller may reuse a request id (retries), so the digest is part of the key: a later
+-- access never replaces the text of an earlier one.
+CREATE TABLE IF NOT EXISTS emergency_justifications (
+    request_id    TEXT NOT NULL,
+    org           TEXT NOT NULL,
+    reason        TEXT NOT NULL,
+    digest        TEXT NOT NULL,
+    justification TEXT NOT NULL,
+    recorded_at   INTEGER NOT NULL,
+    PRIMARY KEY (request_id, digest)
+) WITHOUT ROWID;
+"""
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS redeemed_tokens (
     token_id   BLOB PRIMARY KEY,
@@ -94,16 +109,7 @@ CREATE TABLE IF NOT EXISTS consents (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS consents_subject ON consents (subject, granted_at);
 
--- Emergency (break-glass) justifications, by request id: the audit entry names only the reason
--- code and a digest of the text (which may name the patient); the regulator's report reads it.
-CREATE TABLE IF NOT EXISTS emergency_justifications (
-    request_id    TEXT PRIMARY KEY,
-    org           TEXT NOT NULL,
-    reason        TEXT NOT NULL,
-    digest        TEXT NOT NULL,
-    justification TEXT NOT NULL,
-    recorded_at   INTEGER NOT NULL
-) WITHOUT ROWID;
+{justifications}
 
 -- The newest entry about each citizen (by pseudonym): the back-link of the next one. Written
 -- in the same transaction as the entries (gateway.audit.sequencer).
@@ -111,7 +117,7 @@ CREATE TABLE IF NOT EXISTS audit_subject_heads (
     subject TEXT PRIMARY KEY,
     idx     INTEGER NOT NULL
 ) WITHOUT ROWID;
-"""
+""".replace("{justifications}", _JUSTIFICATIONS.strip())
 _STOP = object()
 _WAKE = object()  # a timer was set from another thread: recompute how long to sleep
 
@@ -144,6 +150,20 @@ def connect(path: Path, *, readonly: bool = False, timeout: float = 30) -> sqlit
     if readonly:
         conn.execute("PRAGMA query_only=ON")
     return conn
+
+
+def _rekey_justifications(conn: sqlite3.Connection) -> None:
+    """Schema 6 and 7 keyed emergency justifications by request id alone, so a second access
+    under a reused request id replaced the first one's text; copy them into the table keyed by
+    request id and digest (in the migration's transaction)."""
+    conn.execute("ALTER TABLE emergency_justifications RENAME TO emergency_justifications_v7")
+    conn.execute(_JUSTIFICATIONS)
+    conn.execute(
+        "INSERT INTO emergency_justifications (request_id, org, reason, digest, justification, "
+        "recorded_at) SELECT request_id, org, reason, digest, justification, recorded_at "
+        "FROM emergency_justifications_v7"
+    )
+    conn.execute("DROP TABLE emergency_justifications_v7")
 
 
 def _fill_subject_heads(conn: sqlite3.Connection) -> None:
@@ -226,12 +246,15 @@ class SqliteStore:
         # Version 4 -> 5 adds audit_keys; the audit log records its origin and key there on its
         # first start (after checking that the existing checkpoints are theirs).
         # Version 5 -> 6 adds consents and emergency_justifications (empty at first); 6 -> 7
-        # adds audit_subject_heads, filled from the entries already stored.
+        # adds audit_subject_heads, filled from the entries already stored; 7 -> 8 keys
+        # emergency_justifications by request id and digest (``_rekey_justifications``).
         self._conn.executescript(_SCHEMA)
         self._conn.execute("BEGIN IMMEDIATE")
         try:
             if version < 7:
                 _fill_subject_heads(self._conn)
+            if 6 <= version < 8:
+                _rekey_justifications(self._conn)
             self._conn.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
             self._conn.execute("COMMIT")
         finally:

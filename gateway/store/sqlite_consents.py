@@ -20,7 +20,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from gateway.consents import Consent, Grantee, Justification
+from gateway.consents import Consent, Grantee, Justification, Kept
 from gateway.store.sqlite import SqliteStore
 
 __all__ = [
@@ -170,34 +170,35 @@ class SqliteConsents:
         row = (about.request_id, about.org, about.reason, about.digest, text, micros(about.at))
         await self._store.write(
             lambda c: c.execute(
-                "INSERT OR REPLACE INTO emergency_justifications (request_id, org, reason, "
+                "INSERT OR IGNORE INTO emergency_justifications (request_id, org, reason, "
                 "digest, justification, recorded_at) VALUES (?, ?, ?, ?, ?, ?)",
                 row,
             )
         )
 
-    async def justifications(self, since: dt.datetime, until: dt.datetime) -> dict[str, str]:
-        """Request id -> justification of the emergency accesses kept in [since, until)."""
+    async def justifications(self, since: dt.datetime, until: dt.datetime) -> Kept:
+        """(request id, digest) -> justification of the emergency accesses kept in
+        [since, until)."""
         rows = await self._store.read(
             lambda c: c.execute(
-                "SELECT request_id, justification FROM emergency_justifications "
+                "SELECT request_id, digest, justification FROM emergency_justifications "
                 "WHERE recorded_at >= ? AND recorded_at < ?",
                 (micros(since), micros(until)),
             ).fetchall()
         )
-        return {str(rid): str(text) for rid, text in rows}
+        return {(str(rid), str(digest)): str(text) for rid, digest, text in rows}
 
 
-def read_justifications(db: Path) -> dict[str, str]:
-    """Request id -> justification of every emergency access kept in ``db``, read-only (a
-    database without the table, from before consents, has none)."""
+def read_justifications(db: Path) -> Kept:
+    """(request id, digest) -> justification of every emergency access kept in ``db``,
+    read-only (a database without the table, from before consents, has none)."""
     if not db.is_file():
         return {}
     with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
         try:
             rows = conn.execute(
-                "SELECT request_id, justification FROM emergency_justifications"
+                "SELECT request_id, digest, justification FROM emergency_justifications"
             ).fetchall()
         except sqlite3.OperationalError:
             return {}
-    return {str(rid): str(text) for rid, text in rows}
+    return {(str(rid), str(digest)): str(text) for rid, digest, text in rows}

@@ -106,7 +106,7 @@ class FakeConsents:
 
     def __init__(self) -> None:
         self.consents: dict[str, Consent] = {}
-        self.kept: dict[str, tuple[Justification, str]] = {}
+        self.kept: dict[tuple[str, str], tuple[Justification, str]] = {}
 
     async def add(self, consent: Consent) -> None:
         self.consents[consent.consent_id] = consent
@@ -128,7 +128,9 @@ class FakeConsents:
         return consent
 
     async def keep_justification(self, about: Justification, text: str) -> None:
-        self.kept[about.request_id] = (about, text)
+        self.kept.setdefault((about.request_id, about.digest), (about, text))
 
-    async def justifications(self, since: dt.datetime, until: dt.datetime) -> dict[str, str]:
-        return {rid: text for rid, (about, text) in self.kept.items() if since <= about.at < until}
+    async def justifications(
+        self, since: dt.datetime, until: dt.datetime
+    ) -> dict[tuple[str, str], str]:
+        return {key: text for key, (about, text) in self.kept.items() if since <= about.at < until}

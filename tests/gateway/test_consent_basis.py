@@ -118,7 +118,7 @@ async def test_an_emergency_keeps_the_justification_and_logs_only_its_digest() -
     assert basis.kind is BasisKind.EMERGENCY
     kind, code, digest = basis.reference.split(":")
     assert (kind, code, len(digest)) == ("emergency", "LIFE_THREATENING", 16)
-    about, text = consents.kept["req-1"]
+    about, text = consents.kept["req-1", digest]
     assert text == claim.justification and about.digest == digest and about.org == "hosp-1"
 
 

@@ -85,13 +85,16 @@ async def insurance_on(
     card_number: str,
     on: common_pb2.LawfulBasis,
     purpose: int = common_pb2.PURPOSE_COVERAGE,
+    *,
+    metadata: tuple[tuple[str, str], ...] = (),
 ) -> insurance_pb2.GetInsuranceStatusResponse:
     """Insurance status on any basis (a consent, an emergency)."""
     response: insurance_pb2.GetInsuranceStatusResponse = (
         await insurance_pb2_grpc.InsuranceServiceStub(channel).GetInsuranceStatus(
             insurance_pb2.GetInsuranceStatusRequest(
                 card=common_pb2.CardRef(card_number=card_number), purpose=purpose, basis=on
-            )
+            ),
+            metadata=metadata,
         )
     )
     return response

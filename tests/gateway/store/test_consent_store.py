@@ -111,14 +111,21 @@ async def test_a_use_is_refused_once_revoked_or_outside_the_validity(
     assert got == ["consent_revoked", "consent_expired", "consent_expired", ""]
 
 
-async def test_a_justification_is_kept_by_request_id(
+async def test_a_justification_is_kept_by_request_id_and_digest(
     opened: tuple[SqliteStore, SqliteAuditLog, SqliteConsents],
 ) -> None:
     _, _, consents = opened
     about = Justification("req-1", "hosp-bj-001", "LIFE_THREATENING", "ab" * 8, NOW)
     await consents.keep_justification(about, "cardiac arrest in the waiting room")
+    # The same request id again (a caller reusing it): kept beside the first, never over it.
+    again = dataclasses.replace(about, digest="cd" * 8)
+    await consents.keep_justification(again, "cardiac arrest, second look")
+    await consents.keep_justification(about, "cardiac arrest in the waiting room")
     window = await consents.justifications(NOW, NOW + dt.timedelta(seconds=1))
-    assert window == {"req-1": "cardiac arrest in the waiting room"}
+    assert window == {
+        ("req-1", "ab" * 8): "cardiac arrest in the waiting room",
+        ("req-1", "cd" * 8): "cardiac arrest, second look",
+    }
     assert await consents.justifications(NOW + dt.timedelta(seconds=1), NOW + dt.timedelta(1)) == {}
 
 
@@ -131,4 +138,42 @@ def test_a_schema_5_database_gains_the_consent_tables(tmp_path: Path) -> None:
     with contextlib.closing(sqlite3.connect(db)) as conn:
         tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
         (version,) = conn.execute("PRAGMA user_version").fetchone()
-    assert {"consents", "emergency_justifications"} <= tables and version == 7
+    assert {"consents", "emergency_justifications"} <= tables and version == 8
+
+
+def test_a_schema_7_database_keeps_its_justifications_keyed_by_request_id_and_digest(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "onecard.db"
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        conn.execute(
+            "CREATE TABLE emergency_justifications (request_id TEXT PRIMARY KEY, org TEXT NOT "
+            "NULL, reason TEXT NOT NULL, digest TEXT NOT NULL, justification TEXT NOT NULL, "
+            "recorded_at INTEGER NOT NULL) WITHOUT ROWID"
+        )
+        conn.execute(
+            "INSERT INTO emergency_justifications VALUES "
+            "('req-1', 'hosp-bj-001', 'OTHER', 'abababababababab', 'kept before', 1)"
+        )
+        conn.execute("PRAGMA user_version=7")
+        conn.commit()
+
+    async def reuse() -> dict[tuple[str, str], str]:
+        store = SqliteStore(db)
+        try:
+            consents = SqliteConsents(store)
+            at = dt.datetime.fromtimestamp(0, dt.UTC)
+            about = Justification("req-1", "hosp-bj-001", "OTHER", "cd" * 8, at)
+            await consents.keep_justification(about, "kept after")
+            return await consents.justifications(at, at + dt.timedelta(seconds=1))
+        finally:
+            await store.close()
+
+    assert asyncio.run(reuse()) == {
+        ("req-1", "ab" * 8): "kept before",
+        ("req-1", "cd" * 8): "kept after",
+    }
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
+    assert version == 8 and "emergency_justifications_v7" not in tables

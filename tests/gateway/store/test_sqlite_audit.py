@@ -750,7 +750,7 @@ async def test_a_schema_3_database_loses_its_search_table_to_the_index_file(
     _, log = logs.open()
     await assert_every_search_query(log)
     with closing(sqlite3.connect(logs.db)) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone() == (7,)
+        assert conn.execute("PRAGMA user_version").fetchone() == (8,)
         tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_schema")}
         assert "audit_search" not in tables
 
