@@ -1,6 +1,6 @@
-"""Defects found in the outside review of issue 12 (consent, emergency, access history).
+"""Emergency justifications and refused reads of unusable cards (found by an outside review).
 
-Each test was written against main before its fix and failed there:
+Each test was written before its fix and failed without it:
 
 - a break-glass claim (or any established basis) on a card that is not in normal status was
   refused with an audit entry about nobody, so the card's holder never saw in their history
