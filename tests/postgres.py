@@ -13,12 +13,15 @@ import contextlib
 import os
 import secrets
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from gateway.store import pg_schema
+from gateway.audit.signer import Signer
+from gateway.store import Store, open_store, pg_schema
 
 SERVER = os.environ.get("ONECARD_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 STORES = ("sqlite", "postgres")
@@ -62,3 +65,32 @@ def fresh_schema(*, upgraded: bool = True) -> Iterator[str]:
             yield dsn
         finally:
             admin.execute(f'DROP SCHEMA "{name}" CASCADE')
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where a test's store lives: a data directory, and for PostgreSQL its own schema."""
+
+    kind: str
+    data_dir: Path
+    database_url: str = ""
+
+    async def open(self, signer: Signer, *, checkpoint_interval_s: float = 3600.0) -> Store:
+        """Open (or reopen) the store here with ``signer``, as the gateway does."""
+        return await open_store(
+            self.kind,
+            self.data_dir,
+            lambda _keys: signer,
+            checkpoint_interval_s=checkpoint_interval_s,
+            database_url=self.database_url,
+        )
+
+
+@contextlib.contextmanager
+def place_of(kind: str, data_dir: Path) -> Iterator[Place]:
+    """A fresh place for a store of ``kind`` (a new schema for PostgreSQL, dropped after)."""
+    if kind == "postgres":
+        with fresh_schema() as dsn:
+            yield Place(kind, data_dir, dsn)
+    else:
+        yield Place(kind, data_dir)
