@@ -82,7 +82,9 @@ def describe(dsn: str) -> str:
     except psycopg.ProgrammingError:
         return "PostgreSQL (an unreadable database_url)"
     where = f"{parts.get('host', 'localhost')}:{parts.get('port', 5432)}"
-    return f"postgresql://{parts.get('user', '')}@{where}/{parts.get('dbname', '')}"
+    schema = str(parts.get("options") or "").partition("search_path=")[2].split(" ")[0]
+    named = f"postgresql://{parts.get('user', '')}@{where}/{parts.get('dbname', '')}"
+    return f"{named} (schema {schema})" if schema else named
 
 
 def connect(dsn: str, **kwargs: Any) -> PgConn:
