@@ -13,6 +13,7 @@ from gateway.audit.signer import Ed25519FileSigner
 from gateway.cli import main
 from gateway.errors import SetupError, StoreUnavailable
 from gateway.store import open_store, pg_schema
+from gateway.store.pg_audit import recorded_keys
 from tests.gateway.store.test_sqlite_audit import (
     append_each,
     records,
@@ -137,3 +138,30 @@ async def test_a_missing_or_unreachable_database_is_one_line_without_the_passwor
         )
     assert "s3cret" not in str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+async def test_rotate_key_records_a_new_key_for_a_stopped_postgresql_log(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "data"
+    (data / "keys").mkdir(parents=True)
+    old = Ed25519FileSigner.generate(data / "keys" / "audit-log.key", "onecard.local/audit")
+    with fresh_schema() as dsn:
+        place = Place("postgres", data, dsn)
+        store = await place.open(old)
+        await append_each(store.audit_log, records(3))
+        await store.close()
+        _settings_env(monkeypatch, data, dsn)
+        assert main(["audit", "rotate-key"]) == 0, capsys.readouterr().err
+        new = Ed25519FileSigner(data / "keys" / "audit-log.key", "onecard.local/audit")
+        keys = [old.verifier_key(), new.verifier_key()]
+        assert [key for _, key in recorded_keys(dsn)] == keys
+        assert (data / "audit-log.pub").read_text().splitlines() == keys
+        store = await place.open(new)  # the new key signs on; the old one is refused
+        try:
+            await append_each(store.audit_log, records(1, first=3))
+            assert await store.audit_log.size() == 4
+        finally:
+            await store.close()
+        with pytest.raises(SetupError, match="retired key"):
+            await place.open(old)
