@@ -16,6 +16,7 @@ import datetime as dt
 import errno
 import json
 import sqlite3
+import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -291,6 +292,16 @@ async def start_gateway(
                 f"{settings.data_dir}: the gateway's database cannot be opened or written "
                 f"({exc}); if the disk is full, free space and start again"
             ) from None
+        if "gateway.store.postgres" in sys.modules:  # a PostgreSQL store was opened
+            from gateway.store.postgres import database_error  # noqa: PLC0415
+
+            why = database_error(exc)
+            if why is not None:
+                raise StartupError(
+                    f"{describe_store(settings.store, settings.data_dir, settings.database_url)}"
+                    f": the gateway's database failed ({why}); check database_url and the "
+                    f"server, and start again"
+                ) from None
         if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
             raise StartupError(
                 f"{exc.filename or settings.data_dir}: no space left on the device; free space "

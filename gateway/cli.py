@@ -536,6 +536,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        if "gateway.store.postgres" not in sys.modules:  # no PostgreSQL store was used
+            raise
+        from gateway.store.postgres import database_error
+
+        why = database_error(exc)
+        if why is None:
+            raise
+        print(
+            f"onecard: the PostgreSQL database failed ({why}); check database_url", file=sys.stderr
+        )
+        return 2
     return code
 
 

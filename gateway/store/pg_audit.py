@@ -118,8 +118,8 @@ class _Rows:
         if row is None:
             return StoredTip(0, 0, None)
         first = self._conn.execute("SELECT min(idx) FROM audit_entries").fetchone()
-        assert first is not None
-        return StoredTip(int(row[0]) + 1, int(first[0]), bytes(row[1]))
+        lowest = int(first[0]) if first is not None else int(row[0])  # a row was just read
+        return StoredTip(int(row[0]) + 1, lowest, bytes(row[1]))
 
     def read_nodes(self, ids: Sequence[NodeID]) -> list[bytes]:
         rows = sorted({node_row(node) for node in ids})

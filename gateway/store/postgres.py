@@ -40,6 +40,7 @@ __all__ = [
     "PgConn",
     "PgStore",
     "connect",
+    "database_error",
     "describe",
     "integrator_lock",
 ]
@@ -100,6 +101,14 @@ def connect(dsn: str, **kwargs: Any) -> PgConn:
     except psycopg.Error as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SetupError(f"{describe(dsn)}: cannot connect ({first})") from None
+
+
+def database_error(exc: BaseException) -> str | None:
+    """A one-line account of a PostgreSQL error (None: not one), for commands and start-up."""
+    if not isinstance(exc, psycopg.Error):
+        return None
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def integrator_lock(conn: PgConn) -> bool:

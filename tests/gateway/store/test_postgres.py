@@ -165,3 +165,17 @@ async def test_rotate_key_records_a_new_key_for_a_stopped_postgresql_log(
             await store.close()
         with pytest.raises(SetupError, match="retired key"):
             await place.open(old)
+
+
+def test_a_database_error_in_a_command_is_one_line_with_exit_2(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with fresh_schema() as dsn:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("DROP TABLE audit_entries CASCADE")  # damaged by hand
+        _settings_env(monkeypatch, tmp_path, dsn)
+        code = main(["audit", "export", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "the PostgreSQL database failed" in err and "audit_entries" in err
+    assert not (tmp_path / "out").exists()
