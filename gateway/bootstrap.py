@@ -16,6 +16,7 @@ import datetime as dt
 import errno
 import json
 import sqlite3
+import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +48,14 @@ from gateway.ports import CARD_REGISTRY
 from gateway.services import response_types
 from gateway.services.consent import ConsentParts
 from gateway.services.table import SERVICE_TABLE, ServiceParts, ServiceRow
-from gateway.store import SignerFor, Store, StoredLog, database_path, open_store
+from gateway.store import (
+    SignerFor,
+    Store,
+    StoredLog,
+    database_path,
+    describe_store,
+    open_store,
+)
 from gateway.store.lock import DataDirLock, is_served
 from gateway.store.sqlite_keys import add_key, check_identity, recorded_keys
 from gateway.tokens import CardTokens
@@ -125,7 +133,7 @@ def _pki(settings: Settings) -> PkiLayout:
     return layout
 
 
-def _audit_signer(path: Path, origin: str, where: Path) -> SignerFor:
+def _audit_signer(path: Path, origin: str, where: Path | str) -> SignerFor:
     """The log's signing key; a new log's is created, a missing one of an existing log is not."""
 
     def signer_for(keys: list[tuple[str, str]]) -> Signer:
@@ -169,10 +177,21 @@ def rotate_audit_key(settings: Settings) -> Rotation:
     the directory, and for a key or origin that is not the log's current one.
     """
     data_dir = settings.data_dir
-    db = database_path(settings.store, data_dir)
     key_file = data_dir / "keys" / "audit-log.key"
-    if not db.is_file():
-        raise StartupError(f"{data_dir}: no audit log here (no {db.name}); nothing to rotate")
+    db: Path | str
+    if settings.store == "postgres":  # the database checks its schema; add_key takes its lock
+        from gateway.store import pg_audit  # noqa: PLC0415 - only when chosen
+
+        url = settings.database_url
+        db = describe_store(settings.store, data_dir, url)
+        keys_of: Callable[[], list[tuple[str, str]]] = lambda: pg_audit.recorded_keys(url)  # noqa: E731
+        record: Callable[[Signer], list[str]] = lambda signer: pg_audit.add_key(url, signer)  # noqa: E731
+    else:
+        path = db = database_path(settings.store, data_dir)
+        if not path.is_file():
+            raise StartupError(f"{data_dir}: no audit log here (no {path.name}); nothing to rotate")
+        keys_of = lambda: recorded_keys(path)  # noqa: E731
+        record = lambda signer: add_key(path, signer)  # noqa: E731
     if is_served(data_dir):
         raise StartupError(
             f"{data_dir}: a gateway is serving this data directory; stop it first (a key is "
@@ -180,7 +199,7 @@ def rotate_audit_key(settings: Settings) -> Rotation:
         )
     lock = DataDirLock.acquire(data_dir)  # and no gateway starts while the key changes
     try:
-        keys = recorded_keys(db)
+        keys = keys_of()
         if not keys:
             raise StartupError(f"{db}: the log has no recorded key yet; start the gateway once")
         old = Ed25519FileSigner(key_file, settings.audit_origin)
@@ -189,7 +208,7 @@ def rotate_audit_key(settings: Settings) -> Rotation:
         retired = key_file.with_name(f"audit-log.key.retired-{old.key_id.hex()}")
         fresh = key_file.with_name("audit-log.key.new")
         new = Ed25519FileSigner.generate(fresh, settings.audit_origin)
-        published = add_key(db, new)
+        published = record(new)
         key_file.rename(retired)
         fresh.rename(key_file)
         pub = data_dir / "audit-log.pub"
@@ -273,6 +292,16 @@ async def start_gateway(
                 f"{settings.data_dir}: the gateway's database cannot be opened or written "
                 f"({exc}); if the disk is full, free space and start again"
             ) from None
+        if "gateway.store.postgres" in sys.modules:  # a PostgreSQL store was opened
+            from gateway.store.postgres import database_error  # noqa: PLC0415
+
+            why = database_error(exc)
+            if why is not None:
+                raise StartupError(
+                    f"{describe_store(settings.store, settings.data_dir, settings.database_url)}"
+                    f": the gateway's database failed ({why}); check database_url and the "
+                    f"server, and start again"
+                ) from None
         if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
             raise StartupError(
                 f"{exc.filename or settings.data_dir}: no space left on the device; free space "
@@ -283,12 +312,16 @@ async def start_gateway(
 
 async def _open_store(settings: Settings, checkpoint_interval_s: float) -> Store:
     """The store ``settings.store`` names, opened: identity bound, log self-checked."""
-    where = database_path(settings.store, settings.data_dir)
+    where = describe_store(settings.store, settings.data_dir, settings.database_url)
     signer = _audit_signer(
         settings.data_dir / "keys" / "audit-log.key", settings.audit_origin, where
     )
     return await open_store(
-        settings.store, settings.data_dir, signer, checkpoint_interval_s=checkpoint_interval_s
+        settings.store,
+        settings.data_dir,
+        signer,
+        checkpoint_interval_s=checkpoint_interval_s,
+        database_url=settings.database_url,
     )
 
 

@@ -178,11 +178,15 @@ def _audit_export_files(args: argparse.Namespace) -> int:
     from gateway.store import database_path
 
     settings = load_settings(args.config)
+    postgres = settings.store == "postgres"
     summary = export_log(
-        database_path(settings.store, settings.data_dir),
+        settings.data_dir / "onecard.db"
+        if postgres
+        else database_path(settings.store, settings.data_dir),
         args.out,
         origin=settings.audit_origin,
         fhir_file=args.fhir,
+        database_url=settings.database_url if postgres else "",
     )
     print(
         f"exported {summary.entries} entries and {summary.checkpoints} signed checkpoints "
@@ -312,16 +316,50 @@ def _audit_report(args: argparse.Namespace) -> int:
     until = args.until or dt.datetime.now(dt.UTC)
     if until <= args.since:
         raise SetupError("--until must be after --since")
-    with read_log(settings.store, settings.data_dir, served=is_served(settings.data_dir)) as log:
+    with read_log(
+        settings.store,
+        settings.data_dir,
+        served=is_served(settings.data_dir),
+        database_url=settings.database_url,
+    ) as log:
         size = log.size()
         entries = [
             (i, json.loads(leaf)["r"])
             for start in range(0, size, 10_000)
             for i, leaf in enumerate(log.leaves(start, min(start + 10_000, size)), start)
         ]
-    kept = read_justifications(database_path(settings.store, settings.data_dir))
+    if settings.store == "postgres":
+        from gateway.store.pg_audit import read_justifications as pg_justifications
+
+        kept = pg_justifications(settings.database_url)
+    else:
+        kept = read_justifications(database_path(settings.store, settings.data_dir))
     report = build_report(entries, rfc3339(args.since), rfc3339(until), kept)
     sys.stdout.write(csv_text(report) if args.format == "csv" else table(report))
+    return 0
+
+
+def _db_upgrade(args: argparse.Namespace) -> int:
+    import contextlib
+
+    from gateway.store import pg_schema
+    from gateway.store.postgres import connect, describe
+
+    settings = load_settings(args.config)
+    if settings.store != "postgres":
+        raise SetupError(
+            f"store = {settings.store!r} migrates itself on start; `onecard db upgrade` is for "
+            f'store = "postgres" (set it and database_url)'
+        )
+    with contextlib.closing(connect(settings.database_url)) as conn:
+        before, applied = pg_schema.upgrade(conn)
+    where = describe(settings.database_url)
+    if not applied:
+        print(f"{where}: schema version {before} is current; nothing to do")
+    for migration in applied:
+        print(f"{where}: applied {migration.version:04d}_{migration.name}")
+    if applied:
+        print(f"{where}: schema version {before} -> {applied[-1].version}")
     return 0
 
 
@@ -455,6 +493,13 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--format", choices=("table", "csv"), default="table")
     report.set_defaults(func=_audit_report)
 
+    db = sub.add_parser("db", help="the PostgreSQL store's schema").add_subparsers(
+        dest="db", required=True
+    )
+    upgrade = db.add_parser("upgrade", help="create or migrate the schema (store = postgres)")
+    upgrade.add_argument("--config", type=Path, help="the gateway's configuration file")
+    upgrade.set_defaults(func=_db_upgrade)
+
     consent = sub.add_parser("consent", help="standing consents").add_subparsers(
         dest="consent", required=True
     )
@@ -491,6 +536,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        if "gateway.store.postgres" not in sys.modules:  # no PostgreSQL store was used
+            raise
+        from gateway.store.postgres import database_error
+
+        why = database_error(exc)
+        if why is None:
+            raise
+        print(
+            f"onecard: the PostgreSQL database failed ({why}); check database_url", file=sys.stderr
+        )
+        return 2
     return code
 
 

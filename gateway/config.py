@@ -129,7 +129,12 @@ class Settings(BaseSettings):
     )
 
     data_dir: Path = Field(Path("var"), description="SQLite database, keys and the dev PKI")
-    store: str = Field("sqlite", description="the durable state's store: sqlite (DATA_DIR)")
+    store: str = Field(
+        "sqlite", description="the durable state's store: sqlite (DATA_DIR) or postgres"
+    )
+    database_url: str = Field(
+        "", description='store = "postgres": its libpq DSN (onecard db upgrade migrates it)'
+    )
     listen_host: str = Field("127.0.0.1", description="gRPC listen address")
     listen_port: int = Field(7443, ge=0, le=65535, description="gRPC port (0 picks one)")
     metrics_host: str = "127.0.0.1"

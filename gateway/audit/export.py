@@ -15,7 +15,8 @@ checkpoint, so that the export verifies as a whole:
 
 The log is read through the store (``gateway.store.read_log``: for SQLite, read-only without
 creating files, ``mode=ro`` beside a live gateway, ``immutable=1`` otherwise, so a read-only
-copy works and no ``-wal`` or ``-shm`` file appears; ``store.sqlite_snapshot``). The export is
+copy works and no ``-wal`` or ``-shm`` file appears; ``store.sqlite_snapshot``; for PostgreSQL,
+one repeatable-read transaction: ``store.pg_audit.read_only``). The export is
 written beside ``out`` and renamed into place: a failed export leaves nothing behind. ``out``
 must be missing or empty.
 """
@@ -61,12 +62,19 @@ class ExportSummary:
 
 
 def export_log(
-    database: Path, out: Path, *, origin: str, fhir_file: Path | None = None
+    database: Path,
+    out: Path,
+    *,
+    origin: str,
+    fhir_file: Path | None = None,
+    database_url: str = "",
 ) -> ExportSummary:
     """Export the log of ``database`` (``DATA_DIR/onecard.db``) into ``out``; see the module
-    docstring. ``origin`` names the log when it has no checkpoint yet."""
+    docstring. ``origin`` names the log when it has no checkpoint yet. With ``database_url``
+    the log is the PostgreSQL one it names, and ``database`` is only a path in the data
+    directory (its keys, published keys and serving lock: ``DATA_DIR/onecard.db`` too)."""
     _check_out(out)
-    if not database.is_file():
+    if not database_url and not database.is_file():
         raise SetupError(f"{database}: no gateway database here (see --data-dir)")
     data_dir = database.parent
     served = is_served(data_dir)
@@ -77,7 +85,7 @@ def export_log(
     except OSError as e:
         raise SetupError(f"{out}: cannot write an export there ({e.strerror})") from None
     try:
-        summary = _write(database, partial, served=served, origin=origin)
+        summary = _write(database, partial, served=served, origin=origin, database_url=database_url)
         if fhir_file is not None:
             _write_fhir(partial, out, fhir_file, origin)
         _finish(partial, out)
@@ -95,9 +103,13 @@ def _check_out(out: Path) -> None:
         )
 
 
-def _write(database: Path, partial: Path, *, served: bool, origin: str) -> ExportSummary:
-    # ``database`` is a SQLite file (``gateway.store.database_path``): its snapshot
-    with read_log("sqlite", database.parent, served=served) as log:
+def _write(
+    database: Path, partial: Path, *, served: bool, origin: str, database_url: str
+) -> ExportSummary:
+    # ``database`` is a SQLite file (``gateway.store.database_path``), or with a
+    # ``database_url`` the PostgreSQL log it names: one snapshot either way
+    kind = "postgres" if database_url else "sqlite"
+    with read_log(kind, database.parent, served=served, database_url=database_url) as log:
         rows = log.checkpoints()
         total = log.size()
         newest = rows[-1][0] if rows else 0

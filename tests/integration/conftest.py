@@ -1,8 +1,13 @@
-"""Fixtures that start the real gateway and the real reference back end on 127.0.0.1."""
+"""Fixtures that start the real gateway and the real reference back end on 127.0.0.1.
+
+Gateways run on SQLite; a test marked ``stores`` runs on every store (SQLite, then PostgreSQL
+with a schema of its own per data directory, migrated as ``onecard db upgrade`` does).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +21,7 @@ from gateway.bootstrap import Gateway, start_gateway
 from gateway.client import org_channel
 from gateway.config import load_settings
 from gateway.pki import PkiLayout, init_pki
+from tests.postgres import STORES, fresh_schema
 
 HOSPITAL = "hosp-bj-001"
 LIBRARY = "lib-bj-001"
@@ -35,19 +41,46 @@ def population() -> Population:
     return Population.default()
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests marked ``stores`` run once per store kind; the others on SQLite."""
+    if "store_kind" in metafunc.fixturenames and metafunc.definition.get_closest_marker("stores"):
+        metafunc.parametrize("store_kind", STORES, indirect=True)
+
+
 @pytest.fixture
-async def gateway_factory(tmp_path: Path, pki: PkiLayout) -> AsyncIterator[Callable[..., Any]]:
+def store_kind(request: pytest.FixtureRequest) -> str:
+    """The store the test's gateways use (``stores``-marked tests: each in turn)."""
+    kind: str = getattr(request, "param", "sqlite")
+    return kind
+
+
+@pytest.fixture
+def database_urls() -> dict[Path, str]:
+    """The PostgreSQL DSN of each data directory a test's gateways used (none on SQLite)."""
+    return {}
+
+
+@pytest.fixture
+async def gateway_factory(
+    tmp_path: Path, pki: PkiLayout, store_kind: str, database_urls: dict[Path, str]
+) -> AsyncIterator[Callable[..., Any]]:
     """Start gateways with setting overrides; every one is stopped at the end of the test."""
     started: list[Gateway] = []
     references: list[Any] = []
+    schemas = contextlib.ExitStack()
 
     async def start(**overrides: Any) -> Gateway:
         if "backends" not in overrides:
             reference = await start_reference_server()
             references.append(reference)
             overrides["backends"] = {"social_insurance": {"url": reference.url}}
+        data_dir = overrides.pop("data_dir", tmp_path / "data")
+        if store_kind == "postgres" and "store" not in overrides:
+            if data_dir not in database_urls:  # one log per data directory, as on SQLite
+                database_urls[data_dir] = schemas.enter_context(fresh_schema())
+            overrides.update(store="postgres", database_url=database_urls[data_dir])
         settings = load_settings(
-            data_dir=overrides.pop("data_dir", tmp_path / "data"),
+            data_dir=data_dir,
             pki_dir=pki.directory,
             listen_port=0,
             metrics_port=0,
@@ -58,12 +91,13 @@ async def gateway_factory(tmp_path: Path, pki: PkiLayout) -> AsyncIterator[Calla
         started.append(gateway)
         return gateway
 
-    yield start
+    with schemas:
+        yield start
 
-    for gateway in started:
-        await gateway.stop(0)
-    for reference in references:
-        await reference.close()
+        for gateway in started:
+            await gateway.stop(0)
+        for reference in references:
+            await reference.close()
 
 
 @pytest.fixture

@@ -43,7 +43,7 @@ from gateway.ports import CardStatus
 from tests.integration.calls import insurance_status, issue_token, verify_card
 from tests.integration.conftest import CITIZEN_APP, HOSPITAL, LIBRARY, REGULATOR
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.stores]  # SQLite, then PostgreSQL
 ORIGIN = "onecard.local/audit"
 
 
@@ -171,7 +171,11 @@ async def test_the_completeness_check_fails_on_a_withheld_entry_or_an_altered_le
 
 
 async def test_a_log_with_a_wrong_back_link_fails_verify_although_its_checkpoint_is_signed(
-    gateway_factory: Callable[..., Any], pki: PkiLayout, population: Population, tmp_path: Path
+    gateway_factory: Callable[..., Any],
+    pki: PkiLayout,
+    population: Population,
+    tmp_path: Path,
+    database_urls: dict[Path, str],
 ) -> None:
     gateway: Gateway = await gateway_factory()
     a, b = [p.id_number for p in population if p.card_status is CardStatus.NORMAL][:2]
@@ -181,7 +185,7 @@ async def test_a_log_with_a_wrong_back_link_fails_verify_although_its_checkpoint
     await gateway.stop(0)
     data = tmp_path / "data"
     export = tmp_path / "export"
-    export_log(data / "onecard.db", export, origin=ORIGIN)
+    export_log(data / "onecard.db", export, origin=ORIGIN, database_url=database_urls.get(data, ""))
     lines = (export / "entries.jsonl").read_bytes().split(b"\n")[:-1]
 
     # Entry "hider" links past the one before it: its chain would hide that entry from A.

@@ -28,9 +28,10 @@ def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
     return code, captured.out, captured.err
 
 
-def export_args(data: Path, out: Path, tmp_path: Path) -> list[str]:
+def export_args(data: Path, out: Path, tmp_path: Path, database_url: str = "") -> list[str]:
     config = tmp_path / "gw.toml"
-    config.write_text(f'data_dir = "{data}"\n')
+    store = f'store = "postgres"\ndatabase_url = "{database_url}"\n' if database_url else ""
+    config.write_text(f'data_dir = "{data}"\n{store}')
     return ["audit", "export", "--config", str(config), "--out", str(out)]
 
 
@@ -62,19 +63,21 @@ def beside_db(data: Path) -> set[str]:
     return {p.name for p in data.iterdir() if p.name.startswith("onecard.db")}
 
 
+@pytest.mark.stores
 async def test_a_served_directory_exports_the_entries_of_the_newest_checkpoint(
     gateway_factory: Callable[..., Any],
     pki: PkiLayout,
     population: Population,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
+    database_urls: dict[Path, str],
 ) -> None:
     gateway: Gateway = await gateway_factory(audit_checkpoint_interval_s=3600)
     await appended(gateway, pki, population, 3)
     await gateway.audit_log.checkpoint_now()
     await appended(gateway, pki, population, 2)
     data, out = tmp_path / "data", tmp_path / "export"
-    code, text, _ = run(export_args(data, out, tmp_path), capsys)
+    code, text, _ = run(export_args(data, out, tmp_path, database_urls.get(data, "")), capsys)
     assert code == 0
     assert "exported 3 entries" in text and "2 newer entries are not in a signed checkpoint" in text
     assert len((out / "entries.jsonl").read_bytes().splitlines()) == 3

@@ -40,6 +40,7 @@ def _trailer(err: grpc.aio.AioRpcError, key: str) -> str:
     return next(str(v) for k, v in trailers if k == key)
 
 
+@pytest.mark.stores
 async def test_every_rpc_path_appends_exactly_one_entry(
     gateway: Gateway, channel: Channel, pki: PkiLayout, population: Population
 ) -> None:
@@ -97,6 +98,7 @@ async def test_every_rpc_path_appends_exactly_one_entry(
     assert records[0]["subject"] == records[1]["subject"]  # the same citizen, the same pseudonym
 
 
+@pytest.mark.stores
 async def test_receipts_verify_against_a_signed_checkpoint(
     gateway_factory: Callable[..., Any], pki: PkiLayout, population: Population, tmp_path: Path
 ) -> None:
@@ -183,8 +185,13 @@ async def test_no_raw_card_number_or_name_in_the_database(
         assert person.psn_no.encode() not in blob  # the holder id only appears as a pseudonym
 
 
+@pytest.mark.stores
 async def test_export_writes_every_leaf_and_signed_checkpoint(
-    gateway_factory: Callable[..., Any], pki: PkiLayout, population: Population, tmp_path: Path
+    gateway_factory: Callable[..., Any],
+    pki: PkiLayout,
+    population: Population,
+    tmp_path: Path,
+    database_urls: dict[Path, str],
 ) -> None:
     gateway: Gateway = await gateway_factory(audit_checkpoint_interval_s=0)
     person = population.first(card_status=CardStatus.NORMAL)
@@ -195,7 +202,7 @@ async def test_export_writes_every_leaf_and_signed_checkpoint(
     out = tmp_path / "export"
     summary = export_log(
         tmp_path / "data" / "onecard.db", out, origin="onecard.local/audit",
-        fhir_file=tmp_path / "fhir.jsonl",
+        fhir_file=tmp_path / "fhir.jsonl", database_url=database_urls.get(tmp_path / "data", ""),
     )  # fmt: skip
     assert (summary.entries, summary.checkpoints) == (3, 3)
     lines = (out / "entries.jsonl").read_bytes().splitlines()

@@ -70,6 +70,7 @@ async def _refused(call: Any) -> grpc.aio.AioRpcError:
     return info.value
 
 
+@pytest.mark.stores
 async def test_grant_use_revoke_then_the_very_next_request_is_refused(
     gateway: Gateway, channel: Channel, population: Population
 ) -> None:
@@ -109,6 +110,7 @@ async def test_grant_use_revoke_then_the_very_next_request_is_refused(
     assert all(person.id_number not in json.dumps(r) for r in records)
 
 
+@pytest.mark.stores
 async def test_a_consent_for_a_type_in_a_district_admits_only_that_type_there(
     channel: Channel, population: Population
 ) -> None:
@@ -128,6 +130,7 @@ async def test_a_consent_for_a_type_in_a_district_admits_only_that_type_there(
     assert reason(elsewhere) == "consent_other_grantee"
 
 
+@pytest.mark.stores
 async def test_a_consent_is_refused_to_another_org_category_purpose_or_card(
     channel: Channel, population: Population
 ) -> None:
@@ -186,6 +189,7 @@ async def test_a_consent_is_refused_to_another_org_category_purpose_or_card(
     assert {c.uses for c in listed.consents} == {0}  # nothing released, nothing used
 
 
+@pytest.mark.stores
 async def test_a_consent_expires(channel: Channel, population: Population) -> None:
     person = _insured_employee(population)
     start = dt.datetime.now(dt.UTC) - dt.timedelta(days=10)
@@ -206,6 +210,7 @@ async def test_a_consent_expires(channel: Channel, population: Population) -> No
     assert listed.status == consent_pb2.CONSENT_STATUS_EXPIRED
 
 
+@pytest.mark.stores
 async def test_uses_are_counted_once_per_answer_even_when_racing_for_the_last(
     gateway: Gateway, channel: Channel, population: Population
 ) -> None:
@@ -233,6 +238,7 @@ async def test_uses_are_counted_once_per_answer_even_when_racing_for_the_last(
     assert all(r["released_sha256"] == "" for r in reads if r["outcome"] != "OK")
 
 
+@pytest.mark.stores
 async def test_the_artefact_verifies_with_the_published_key_set_alone(
     gateway: Gateway, channel: Channel, population: Population, tmp_path: Path
 ) -> None:
@@ -280,6 +286,7 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
+@pytest.mark.stores
 async def test_grants_that_break_the_rules_are_refused(
     channel: Channel, population: Population
 ) -> None:

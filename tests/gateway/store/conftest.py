@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from gateway.audit.signer import Ed25519FileSigner
 from tests.gateway.store.test_sqlite_audit import ORIGIN, Logs
+from tests.postgres import STORES, Place, place_of
 
 
 @pytest.fixture(scope="module")
@@ -22,3 +23,10 @@ async def logs(tmp_path: Path, signer: Ed25519FileSigner, loops: str) -> AsyncIt
     opened = Logs(tmp_path / "onecard.db", signer)
     yield opened
     await opened.close_all()
+
+
+@pytest.fixture(params=STORES)
+def place(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Place]:
+    """Where a store of each kind lives (PostgreSQL: a schema of the test's own)."""
+    with place_of(request.param, tmp_path) as where:
+        yield where

@@ -1,4 +1,5 @@
-"""Consents on SQLite: stored under pseudonyms, read fresh, and used in the log's transaction."""
+"""Consents on every store (SQLite, PostgreSQL): stored under pseudonyms, read fresh, and used
+in the log's transaction."""
 
 from __future__ import annotations
 
@@ -16,11 +17,11 @@ import pytest
 from gateway.audit.log import ConsentSpend, Redemption
 from gateway.audit.record import AuditRecord
 from gateway.audit.signer import Ed25519FileSigner
-from gateway.consents import Consent, ConsentStatus, Grantee, Justification
-from gateway.store import SqliteStore
-from gateway.store.sqlite_audit import SqliteAuditLog
+from gateway.consents import Consent, ConsentStatus, ConsentStore, Grantee, Justification
+from gateway.store import SqliteStore, Store, StoredLog
 from gateway.store.sqlite_consents import SqliteConsents, micros
 from tests.gateway.store.test_sqlite_audit import make_record
+from tests.postgres import Place
 
 NOW = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
 
@@ -43,12 +44,10 @@ def consent(consent_id: str = "cns_one", **changes: object) -> Consent:
 
 
 @pytest.fixture
-async def opened(
-    tmp_path: Path,
-) -> AsyncIterator[tuple[SqliteStore, SqliteAuditLog, SqliteConsents]]:
-    signer = Ed25519FileSigner.generate(tmp_path / "log.key", "test.local/log")
-    store = SqliteStore(tmp_path / "onecard.db")
-    yield store, SqliteAuditLog(store, signer, checkpoint_interval_s=3600), SqliteConsents(store)
+async def opened(place: Place) -> AsyncIterator[tuple[Store, StoredLog, ConsentStore]]:
+    signer = Ed25519FileSigner.generate(place.data_dir / "log.key", "test.local/log")
+    store = await place.open(signer)
+    yield store, store.audit_log, store.consents
     await store.close()
 
 
@@ -59,7 +58,7 @@ def released(n: int, consent_id: str, at: dt.datetime = NOW) -> tuple[AuditRecor
 
 
 async def test_a_consent_round_trips_and_is_listed_newest_first(
-    opened: tuple[SqliteStore, SqliteAuditLog, SqliteConsents],
+    opened: tuple[Store, StoredLog, ConsentStore],
 ) -> None:
     _, _, consents = opened
     older, newer = consent("cns_a"), consent("cns_b", granted_at=NOW, max_uses=0)
@@ -72,7 +71,7 @@ async def test_a_consent_round_trips_and_is_listed_newest_first(
 
 
 async def test_racing_exchanges_take_the_last_use_once(
-    opened: tuple[SqliteStore, SqliteAuditLog, SqliteConsents],
+    opened: tuple[Store, StoredLog, ConsentStore],
 ) -> None:
     _, log, consents = opened
     await consents.add(consent(max_uses=3))
@@ -90,7 +89,7 @@ async def test_racing_exchanges_take_the_last_use_once(
 
 
 async def test_a_use_is_refused_once_revoked_or_outside_the_validity(
-    opened: tuple[SqliteStore, SqliteAuditLog, SqliteConsents],
+    opened: tuple[Store, StoredLog, ConsentStore],
 ) -> None:
     _, log, consents = opened
     await consents.add(consent("cns_r", max_uses=0))
@@ -112,7 +111,7 @@ async def test_a_use_is_refused_once_revoked_or_outside_the_validity(
 
 
 async def test_a_justification_is_kept_by_request_id_and_digest(
-    opened: tuple[SqliteStore, SqliteAuditLog, SqliteConsents],
+    opened: tuple[Store, StoredLog, ConsentStore],
 ) -> None:
     _, _, consents = opened
     about = Justification("req-1", "hosp-bj-001", "LIFE_THREATENING", "ab" * 8, NOW)

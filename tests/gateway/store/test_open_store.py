@@ -14,7 +14,7 @@ from gateway.errors import SetupError
 from gateway.store import database_path, open_store, read_log
 from tests.gateway.store.test_sqlite_audit import ORIGIN, records
 
-KINDS_MESSAGE = r"store = 'postgresql': not a store this gateway has \(it has: sqlite\)"
+KINDS_MESSAGE = r"store = 'postgresql': not a store this gateway has \(it has: sqlite, postgres\)"
 
 
 def signer_at(path: Path) -> Callable[[list[tuple[str, str]]], Signer]:

@@ -1,4 +1,5 @@
-"""A card-present token is redeemed in the same transaction as the releasing exchange's entry."""
+"""A card-present token is redeemed in the same transaction as the releasing exchange's entry
+(on every store: SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -6,26 +7,25 @@ import asyncio
 import dataclasses
 import json
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
 from gateway.audit.log import Redemption, TokenSpend
 from gateway.audit.record import AuditRecord
 from gateway.audit.signer import Ed25519FileSigner
-from gateway.store import SqliteStore
-from gateway.store.sqlite_audit import SqliteAuditLog
+from gateway.store import Store, StoredLog
 from tests.gateway.store.test_sqlite_audit import make_record
+from tests.postgres import Place
 
 TOKEN = b"t" * 16
 EXPIRES = 2_000_000_000
 
 
 @pytest.fixture
-async def opened(tmp_path: Path) -> AsyncIterator[tuple[SqliteStore, SqliteAuditLog]]:
-    signer = Ed25519FileSigner.generate(tmp_path / "log.key", "test.local/log")
-    store = SqliteStore(tmp_path / "onecard.db")
-    yield store, SqliteAuditLog(store, signer, checkpoint_interval_s=3600)
+async def opened(place: Place) -> AsyncIterator[tuple[Store, StoredLog]]:
+    signer = Ed25519FileSigner.generate(place.data_dir / "log.key", "test.local/log")
+    store = await place.open(signer)
+    yield store, store.audit_log
     await store.close()
 
 
@@ -38,7 +38,7 @@ def released(n: int) -> tuple[AuditRecord, Redemption]:
 
 
 async def test_concurrent_exchanges_on_one_token_release_once(
-    opened: tuple[SqliteStore, SqliteAuditLog],
+    opened: tuple[Store, StoredLog],
 ) -> None:
     store, log = opened
     assert not await store.token_redeemed(TOKEN)
@@ -56,7 +56,7 @@ async def test_concurrent_exchanges_on_one_token_release_once(
 
 
 async def test_an_entry_without_redemption_leaves_the_token_usable(
-    opened: tuple[SqliteStore, SqliteAuditLog],
+    opened: tuple[Store, StoredLog],
 ) -> None:
     store, log = opened
     await log.append(make_record(0, outcome="UNAVAILABLE", reason="backend_unavailable"))
@@ -64,15 +64,14 @@ async def test_an_entry_without_redemption_leaves_the_token_usable(
     assert not (await log.append(*released(1))).replayed
 
 
-async def test_a_redemption_survives_a_restart(tmp_path: Path) -> None:
-    signer = Ed25519FileSigner.generate(tmp_path / "log.key", "test.local/log")
-    store = SqliteStore(tmp_path / "onecard.db")
-    log = SqliteAuditLog(store, signer, checkpoint_interval_s=3600)
-    assert not (await log.append(*released(0))).replayed
+async def test_a_redemption_survives_a_restart(place: Place) -> None:
+    signer = Ed25519FileSigner.generate(place.data_dir / "log.key", "test.local/log")
+    store = await place.open(signer)
+    assert not (await store.audit_log.append(*released(0))).replayed
     await store.close()
-    store = SqliteStore(tmp_path / "onecard.db")
-    log = SqliteAuditLog(store, signer, checkpoint_interval_s=3600)
+    store = await place.open(signer)
     try:
-        assert (await log.append(*released(1))).replayed
+        assert await store.token_redeemed(TOKEN)
+        assert (await store.audit_log.append(*released(1))).replayed
     finally:
         await store.close()

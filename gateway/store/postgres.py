@@ -1,0 +1,323 @@
+"""PostgreSQL store (``store = "postgres"``): the same writer design as SQLite, on a server.
+
+One writer thread owns one connection and group-commits: it takes everything queued, runs it in
+one transaction (``synchronous_commit`` stays on: a commit is durable, on the server's WAL),
+and only then resolves each request's future. Reads run on a ``psycopg_pool`` pool in worker
+threads. The batch handlers are the SQLite store's ``BatchHandler`` shape with a psycopg
+connection in place of a sqlite3 one, so the audit log's handler (``pg_audit``) hands each
+batch to the store-neutral ``Sequencer`` exactly as the SQLite one does.
+
+One process sequences a log: the writer holds a session advisory lock keyed by the log's schema
+(``integrator_lock``) for as long as it is connected, and a second gateway on the same database
+and schema is refused at start. This lock is the seam of the next step (several processes, one
+log): there, every process appends to a queue table and the lock's holder is the elected
+integrator (see docs/operations.md).
+
+The schema is created and migrated only by ``onecard db upgrade`` (``pg_schema``); opening a
+store checks its version and refuses one it does not know.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, TypeVar
+
+import psycopg
+import structlog
+from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from gateway.errors import SetupError, StoreUnavailable
+from gateway.store import pg_schema
+from gateway.store.sqlite import resolve_futures
+
+__all__ = [
+    "PgBatchHandler",
+    "PgConn",
+    "PgStore",
+    "connect",
+    "database_error",
+    "describe",
+    "integrator_lock",
+]
+
+T = TypeVar("T")
+PgConn = psycopg.Connection[tuple[Any, ...]]
+_log = structlog.get_logger(__name__)
+_MAX_BATCH = 2048
+_PRUNE_EVERY_S = 60.0
+_CONNECT_TIMEOUT_S = 10
+_LOCK_CLASS = 0x0C4D  # pg_try_advisory_lock(class, hashtext(schema)): the log's integrator
+_STOP = object()
+_WAKE = object()
+
+
+class PgBatchHandler(Protocol):
+    """Runs all queued payloads of one kind inside the writer's transaction."""
+
+    def run_batch(self, conn: PgConn, payloads: list[Any]) -> list[Any]:
+        """Write every payload; return one result per payload, in order."""
+        ...
+
+    def finish_batch(self, conn: PgConn) -> None:
+        """Last writes of the batch, in the same transaction."""
+        ...
+
+    def committed(self) -> None:
+        """The transaction is durable (called before any of its results is handed out)."""
+        ...
+
+    def rolled_back(self) -> None:
+        """The transaction failed: forget in-memory state derived from this batch."""
+        ...
+
+
+def describe(dsn: str) -> str:
+    """The database a DSN names, for messages: never its password."""
+    try:
+        parts = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return "PostgreSQL (an unreadable database_url)"
+    where = f"{parts.get('host', 'localhost')}:{parts.get('port', 5432)}"
+    schema = str(parts.get("options") or "").partition("search_path=")[2].split(" ")[0]
+    named = f"postgresql://{parts.get('user', '')}@{where}/{parts.get('dbname', '')}"
+    return f"{named} (schema {schema})" if schema else named
+
+
+def connect(dsn: str, **kwargs: Any) -> PgConn:
+    """A connection to ``dsn`` (autocommit: transactions are explicit), or a one-line
+    ``SetupError`` naming the database without its password."""
+    if not dsn:
+        raise SetupError(
+            'store = "postgres" needs database_url (or ONECARD_DATABASE_URL), e.g. '
+            "postgresql://onecard@db.example.org/onecard"
+        )
+    try:
+        return psycopg.connect(dsn, autocommit=True, connect_timeout=_CONNECT_TIMEOUT_S, **kwargs)
+    except psycopg.Error as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SetupError(f"{describe(dsn)}: cannot connect ({first})") from None
+
+
+def database_error(exc: BaseException) -> str | None:
+    """A one-line account of a PostgreSQL error (None: not one), for commands and start-up."""
+    if not isinstance(exc, psycopg.Error):
+        return None
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def integrator_lock(conn: PgConn) -> bool:
+    """Take the log's integrator lock on ``conn``'s session (False: another process holds it)."""
+    row = conn.execute(
+        "SELECT pg_try_advisory_lock(%s, hashtext(current_schema()))", (_LOCK_CLASS,)
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def _take_lock(conn: PgConn, name: str) -> None:
+    if not integrator_lock(conn):
+        raise SetupError(
+            f"{name}: another gateway process already writes this log (it holds the log's "
+            f"integrator lock); one process per log for now: stop it, or use another database "
+            f"or schema"
+        )
+
+
+class _Ops:
+    def run_batch(self, conn: PgConn, payloads: list[Any]) -> list[Any]:
+        return [op(conn) for op in payloads]
+
+    def finish_batch(self, conn: PgConn) -> None:
+        pass
+
+    def committed(self) -> None:
+        pass
+
+    def rolled_back(self) -> None:
+        pass
+
+
+class PgStore:
+    """The gateway's durable state in one PostgreSQL schema (the DSN's ``search_path``)."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self.name = describe(dsn)
+        self._conn = connect(dsn)
+        try:
+            pg_schema.check(self._conn, self.name)
+            _take_lock(self._conn, self.name)
+            self._pool = ConnectionPool(
+                dsn,
+                min_size=1,
+                max_size=8,
+                kwargs={"autocommit": True, "connect_timeout": _CONNECT_TIMEOUT_S},
+                open=True,
+                name="onecard-readers",
+            )
+        except BaseException:
+            self._conn.close()
+            raise
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._closed = False
+        self._last_prune = 0.0
+        self._ops = _Ops()
+        self._on_close: list[Callable[[], Awaitable[None]]] = []
+        self._timers: dict[PgBatchHandler, float] = {}
+        self._timers_lock = threading.Lock()
+        self._writer = threading.Thread(target=self._run, name="postgres-writer", daemon=True)
+        self._writer.start()
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def read_now(self, query: Callable[[PgConn], T]) -> T:
+        """Run ``query`` on a pooled connection, here (a worker or the writer thread)."""
+        try:
+            with self._pool.connection() as conn:
+                return query(conn)
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            _log.error("store_read_failed", error_type=type(exc).__name__)
+            raise StoreUnavailable("the gateway's database cannot be reached; retry") from None
+
+    async def read(self, query: Callable[[PgConn], T]) -> T:
+        """Run ``query`` on a pooled connection in a worker thread."""
+        return await asyncio.to_thread(self.read_now, query)
+
+    async def token_redeemed(self, token_id: bytes) -> bool:
+        """Whether an exchange has already redeemed this token (the audit log redeems them)."""
+        row = await self.read(
+            lambda c: c.execute(
+                "SELECT 1 FROM redeemed_tokens WHERE token_id = %s", (token_id,)
+            ).fetchone()
+        )
+        return row is not None
+
+    # -- writes ----------------------------------------------------------------------------
+
+    async def write(self, op: Callable[[PgConn], T]) -> T:
+        """Run ``op`` in the next group-committed transaction; return once it is durable."""
+        result: T = await self.submit(self._ops, op)
+        return result
+
+    async def submit(self, handler: PgBatchHandler, payload: Any) -> Any:
+        """Queue ``payload`` for ``handler``; return its result once the batch is durable."""
+        if self._closed:
+            raise StoreUnavailable("the gateway is shutting down; retry on another instance")
+        future = asyncio.get_running_loop().create_future()
+        self._queue.put((handler, payload, future))
+        return await future
+
+    def on_close(self, closer: Callable[[], Awaitable[None]]) -> None:
+        """Await ``closer`` first when the store closes."""
+        self._on_close.append(closer)
+
+    async def close(self) -> None:
+        """Finish queued writes, stop the writer thread, close the connections."""
+        if self._closed:
+            return
+        self._closed = True
+        for closer in self._on_close:
+            await closer()
+        self._queue.put(_STOP)
+        await asyncio.to_thread(self._writer.join)
+        await asyncio.to_thread(self._pool.close)
+        self._conn.close()  # ends the session: the integrator lock is released
+
+    def run_at(self, handler: PgBatchHandler, deadline: float) -> None:
+        """Run an empty batch of ``handler`` at ``deadline`` (``time.monotonic()``) or soon
+        after; an earlier deadline already set stands. Callable from any thread."""
+        with self._timers_lock:
+            current = self._timers.get(handler)
+            if current is not None and current <= deadline:
+                return
+            self._timers[handler] = deadline
+        if threading.current_thread() is not self._writer:
+            self._queue.put(_WAKE)
+
+    def _due(self) -> tuple[list[PgBatchHandler], float | None]:
+        now = time.monotonic()
+        with self._timers_lock:
+            due = [handler for handler, at in self._timers.items() if at <= now]
+            for handler in due:
+                del self._timers[handler]
+            wait = min(self._timers.values(), default=None)
+        return due, None if wait is None else max(0.0, wait - now)
+
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            due, wait = self._due()
+            if due:
+                self._commit([], idle=due)
+                continue
+            try:
+                item = self._queue.get(timeout=wait)
+            except queue.Empty:
+                continue
+            batch: list[tuple[PgBatchHandler, Any, asyncio.Future[Any]]] = []
+            while True:
+                if item is _STOP:
+                    stop = True
+                elif item is not _WAKE:
+                    batch.append(item)
+                if stop or len(batch) >= _MAX_BATCH:
+                    break
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            if batch:
+                self._commit(batch)
+
+    def _writer_conn(self) -> PgConn:
+        """The writer's connection; after a lost one, a new one that takes the lock again."""
+        if not self._conn.closed and not self._conn.broken:
+            return self._conn
+        self._conn.close()
+        conn = connect(self.dsn)
+        if not integrator_lock(conn):
+            conn.close()
+            raise StoreUnavailable("another process took over this log's integrator lock")
+        self._conn = conn
+        return conn
+
+    def _commit(
+        self,
+        batch: list[tuple[PgBatchHandler, Any, asyncio.Future[Any]]],
+        idle: list[PgBatchHandler] | None = None,
+    ) -> None:
+        groups: dict[PgBatchHandler, list[int]] = {handler: [] for handler in idle or ()}
+        for position, (handler, _, _) in enumerate(batch):
+            groups.setdefault(handler, []).append(position)
+        results: list[Any] = [None] * len(batch)
+        try:
+            conn = self._writer_conn()
+            with conn.transaction():
+                for handler, positions in groups.items():
+                    outs = handler.run_batch(conn, [batch[p][1] for p in positions])
+                    for p, out in zip(positions, outs, strict=True):
+                        results[p] = out
+                for handler in groups:
+                    handler.finish_batch(conn)
+                self._prune_if_due(conn)
+        except Exception as exc:
+            _log.error("store_commit_failed", error_type=type(exc).__name__, batch=len(batch))
+            for handler in groups:
+                handler.rolled_back()
+            error = StoreUnavailable("the gateway could not record this request durably; retry")
+            resolve_futures([(future, None, error) for _, _, future in batch])
+            return
+        for handler in groups:
+            handler.committed()
+        resolve_futures([(f, r, None) for (_, _, f), r in zip(batch, results, strict=True)])
+
+    def _prune_if_due(self, conn: PgConn) -> None:
+        now = time.time()
+        if now - self._last_prune >= _PRUNE_EVERY_S:
+            conn.execute("DELETE FROM redeemed_tokens WHERE expires_at < %s", (int(now),))
+            self._last_prune = now
