@@ -20,8 +20,6 @@ store checks its version and refuses one it does not know.
 from __future__ import annotations
 
 import asyncio
-import queue
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
@@ -33,6 +31,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from gateway.errors import SetupError, StoreUnavailable
 from gateway.store import pg_schema
+from gateway.store._writer import WriterQueue
 from gateway.store.sqlite import resolve_futures
 
 __all__ = [
@@ -48,12 +47,9 @@ __all__ = [
 T = TypeVar("T")
 PgConn = psycopg.Connection[tuple[Any, ...]]
 _log = structlog.get_logger(__name__)
-_MAX_BATCH = 2048
 _PRUNE_EVERY_S = 60.0
 _CONNECT_TIMEOUT_S = 10
 _LOCK_CLASS = 0x0C4D  # pg_try_advisory_lock(class, hashtext(schema)): the log's integrator
-_STOP = object()
-_WAKE = object()
 
 
 class PgBatchHandler(Protocol):
@@ -163,15 +159,12 @@ class PgStore:
         except BaseException:
             self._conn.close()
             raise
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._writes: WriterQueue[PgBatchHandler] = WriterQueue(self._commit, "postgres-writer")
         self._closed = False
         self._last_prune = 0.0
         self._ops = _Ops()
         self._on_close: list[Callable[[], Awaitable[None]]] = []
-        self._timers: dict[PgBatchHandler, float] = {}
-        self._timers_lock = threading.Lock()
-        self._writer = threading.Thread(target=self._run, name="postgres-writer", daemon=True)
-        self._writer.start()
+        self._writes.start()
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -206,11 +199,7 @@ class PgStore:
 
     async def submit(self, handler: PgBatchHandler, payload: Any) -> Any:
         """Queue ``payload`` for ``handler``; return its result once the batch is durable."""
-        if self._closed:
-            raise StoreUnavailable("the gateway is shutting down; retry on another instance")
-        future = asyncio.get_running_loop().create_future()
-        self._queue.put((handler, payload, future))
-        return await future
+        return await self._writes.submit(handler, payload)
 
     def on_close(self, closer: Callable[[], Awaitable[None]]) -> None:
         """Await ``closer`` first when the store closes."""
@@ -221,58 +210,16 @@ class PgStore:
         if self._closed:
             return
         self._closed = True
+        self._writes.close()  # queued writes finish; new ones are refused
         for closer in self._on_close:
             await closer()
-        self._queue.put(_STOP)
-        await asyncio.to_thread(self._writer.join)
+        await self._writes.stop()
         await asyncio.to_thread(self._pool.close)
         self._conn.close()  # ends the session: the integrator lock is released
 
     def run_at(self, handler: PgBatchHandler, deadline: float) -> None:
-        """Run an empty batch of ``handler`` at ``deadline`` (``time.monotonic()``) or soon
-        after; an earlier deadline already set stands. Callable from any thread."""
-        with self._timers_lock:
-            current = self._timers.get(handler)
-            if current is not None and current <= deadline:
-                return
-            self._timers[handler] = deadline
-        if threading.current_thread() is not self._writer:
-            self._queue.put(_WAKE)
-
-    def _due(self) -> tuple[list[PgBatchHandler], float | None]:
-        now = time.monotonic()
-        with self._timers_lock:
-            due = [handler for handler, at in self._timers.items() if at <= now]
-            for handler in due:
-                del self._timers[handler]
-            wait = min(self._timers.values(), default=None)
-        return due, None if wait is None else max(0.0, wait - now)
-
-    def _run(self) -> None:
-        stop = False
-        while not stop:
-            due, wait = self._due()
-            if due:
-                self._commit([], idle=due)
-                continue
-            try:
-                item = self._queue.get(timeout=wait)
-            except queue.Empty:
-                continue
-            batch: list[tuple[PgBatchHandler, Any, asyncio.Future[Any]]] = []
-            while True:
-                if item is _STOP:
-                    stop = True
-                elif item is not _WAKE:
-                    batch.append(item)
-                if stop or len(batch) >= _MAX_BATCH:
-                    break
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-            if batch:
-                self._commit(batch)
+        """Run an empty batch of ``handler`` at ``deadline`` (``WriterQueue.run_at``)."""
+        self._writes.run_at(handler, deadline)
 
     def _writer_conn(self) -> PgConn:
         """The writer's connection; after a lost one, a new one that takes the lock again."""

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import queue
 import sqlite3
 import threading
 import time
@@ -31,11 +30,11 @@ from typing import Any, Protocol, TypeVar
 import structlog
 
 from gateway.errors import SetupError, StoreUnavailable
+from gateway.store._writer import WriterQueue
 
 T = TypeVar("T")
 
 _log = structlog.get_logger(__name__)
-_MAX_BATCH = 2048
 _PRUNE_EVERY_S = 60.0
 _SCHEMA_VERSION = 8
 LOOKUP_WAIT_S = 0.05  # how long ``lookup`` waits on a locked database before using a thread
@@ -118,8 +117,6 @@ CREATE TABLE IF NOT EXISTS audit_subject_heads (
     idx     INTEGER NOT NULL
 ) WITHOUT ROWID;
 """.replace("{justifications}", _JUSTIFICATIONS.strip())
-_STOP = object()
-_WAKE = object()  # a timer was set from another thread: recompute how long to sleep
 
 
 class BatchHandler(Protocol):
@@ -216,17 +213,14 @@ class SqliteStore:
         self.path = path
         self._conn = connect(path)
         self._migrate()
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._writes: WriterQueue[BatchHandler] = WriterQueue(self._commit, "sqlite-writer")
         self._closed = False
         self._last_prune = 0.0
         self._ops = _Ops()
         self._readers = threading.local()
         self._lookup_conn: sqlite3.Connection | None = None  # ``lookup``'s, on the loop's thread
         self._on_close: list[Callable[[], Awaitable[None]]] = []
-        self._timers: dict[BatchHandler, float] = {}
-        self._timers_lock = threading.Lock()
-        self._writer = threading.Thread(target=self._run, name="sqlite-writer", daemon=True)
-        self._writer.start()
+        self._writes.start()
 
     def _migrate(self) -> None:
         (version,) = self._conn.execute("PRAGMA user_version").fetchone()
@@ -309,11 +303,7 @@ class SqliteStore:
 
     async def submit(self, handler: BatchHandler, payload: Any) -> Any:
         """Queue ``payload`` for ``handler``; return its result once the batch is durable."""
-        if self._closed:
-            raise StoreUnavailable("the gateway is shutting down; retry on another instance")
-        future = asyncio.get_running_loop().create_future()
-        self._queue.put((handler, payload, future))
-        return await future
+        return await self._writes.submit(handler, payload)
 
     def on_close(self, closer: Callable[[], Awaitable[None]]) -> None:
         """Await ``closer`` first when the store closes (a companion such as a search index)."""
@@ -324,64 +314,17 @@ class SqliteStore:
         if self._closed:
             return
         self._closed = True
+        self._writes.close()  # queued writes finish; new ones are refused
         for closer in self._on_close:
             await closer()
-        self._queue.put(_STOP)
-        await asyncio.to_thread(self._writer.join)
+        await self._writes.stop()
         if self._lookup_conn is not None:
             self._lookup_conn.close()
         self._conn.close()
 
     def run_at(self, handler: BatchHandler, deadline: float) -> None:
-        """Run an empty batch of ``handler`` at ``deadline`` (``time.monotonic()``) or soon after.
-
-        No payloads: the handler's ``run_batch`` gets none, then ``finish_batch`` and
-        ``committed`` or ``rolled_back`` run as for any batch. An earlier deadline already set
-        for ``handler`` stands. Callable from any thread.
-        """
-        with self._timers_lock:
-            current = self._timers.get(handler)
-            if current is not None and current <= deadline:
-                return
-            self._timers[handler] = deadline
-        if threading.current_thread() is not self._writer:
-            self._queue.put(_WAKE)
-
-    def _due(self) -> tuple[list[BatchHandler], float | None]:
-        """The handlers whose time has come, and how long to sleep until the next (None: none)."""
-        now = time.monotonic()
-        with self._timers_lock:
-            due = [handler for handler, at in self._timers.items() if at <= now]
-            for handler in due:
-                del self._timers[handler]
-            wait = min(self._timers.values(), default=None)
-        return due, None if wait is None else max(0.0, wait - now)
-
-    def _run(self) -> None:
-        stop = False
-        while not stop:
-            due, wait = self._due()
-            if due:
-                self._commit([], idle=due)
-                continue
-            try:
-                item = self._queue.get(timeout=wait)
-            except queue.Empty:
-                continue
-            batch: list[tuple[BatchHandler, Any, asyncio.Future[Any]]] = []
-            while True:
-                if item is _STOP:
-                    stop = True
-                elif item is not _WAKE:
-                    batch.append(item)
-                if stop or len(batch) >= _MAX_BATCH:
-                    break
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-            if batch:
-                self._commit(batch)
+        """Run an empty batch of ``handler`` at ``deadline`` (``WriterQueue.run_at``)."""
+        self._writes.run_at(handler, deadline)
 
     def _commit(
         self,
