@@ -16,6 +16,7 @@ onecard audit rotate-key            a new signing key for a stopped log (old key
 onecard audit report --since T      the regulator's report (break-glass accesses, refusals,
                                     consents) from the log's entries, as a table or --format csv
 onecard consent keys                the consent artefacts' public key set (JWKS, JSON)
+onecard db upgrade [--config FILE]  create or migrate the PostgreSQL schema (store = "postgres")
 """
 
 from __future__ import annotations
