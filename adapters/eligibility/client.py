@@ -34,6 +34,7 @@ import structlog
 from adapters.eligibility import tokens
 from adapters.eligibility.keys import PartyKeys
 from adapters.errors import Failure, backend_error, map_transport_errors
+from adapters.http import PooledSession, read_capped
 from gateway.ports import Concession, ConcessionAnswer
 
 _log = structlog.get_logger(__name__)
@@ -63,8 +64,7 @@ class EligibilityClient:
         self._ttl = dt.timedelta(seconds=answer_ttl_s)
         self._api_key = api_key
         self._clock = clock
-        self._session: aiohttp.ClientSession | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pool = PooledSession("EligibilityClient")
 
     async def check(
         self, id_number: str, name: str, concession: Concession, *, agency: str, timeout: float
@@ -103,9 +103,7 @@ class EligibilityClient:
 
     async def close(self) -> None:
         """Close the pooled connections; the client opens a new pool if used again."""
-        session, self._session, self._loop = self._session, None, None
-        if session is not None:
-            await session.close()
+        await self._pool.close()
 
     async def _get(
         self, token: str, timeout: float, log: structlog.typing.FilteringBoundLogger
@@ -113,7 +111,7 @@ class EligibilityClient:
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
         if self._api_key is not None:
             headers[self._api_key[0]] = self._api_key[1]
-        session = self._session_in_running_loop()
+        session = self._pool.get()
         with map_transport_errors(_BACKEND, timeout=timeout, log=log, prefix=_EVENTS):
             async with (
                 asyncio.timeout(timeout),
@@ -124,32 +122,14 @@ class EligibilityClient:
                 if response.status not in _ANSWERED:
                     log.warning("eligibility_http_error", status=response.status)
                     raise backend_error(Failure.HTTP_STATUS, _BACKEND, status=response.status)
-                return await _read_body(response, log)
-
-    def _session_in_running_loop(self) -> aiohttp.ClientSession:
-        loop = asyncio.get_running_loop()
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=100, keepalive_timeout=30),
-            )
-            self._loop = loop
-        elif self._loop is not loop:
-            raise RuntimeError("EligibilityClient is bound to the event loop that first used it")
-        return self._session
-
-
-async def _read_body(
-    response: aiohttp.ClientResponse, log: structlog.typing.FilteringBoundLogger
-) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.content.iter_chunked(16 * 1024):
-        size += len(chunk)
-        if size > _MAX_BODY_BYTES:
-            log.warning("eligibility_answer_too_large", limit_bytes=_MAX_BODY_BYTES)
-            raise backend_error(Failure.MALFORMED, _BACKEND)
-        chunks.append(chunk)
-    return b"".join(chunks)
+                return await read_capped(
+                    response,
+                    limit=_MAX_BODY_BYTES,
+                    backend=_BACKEND,
+                    log=log,
+                    event="eligibility_answer_too_large",
+                    chunk=16 * 1024,
+                )
 
 
 def _token_text(body: bytes) -> str:

@@ -65,6 +65,7 @@ from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
 from adapters.errors import Failure, backend_error, map_transport_errors
+from adapters.http import PooledSession, read_capped
 from gateway.errors import BackendTimeout, BackendUnavailable, GatewayError
 from gateway.ports import HealthCategory, HealthRecord, HealthRecordList, HealthRecordSummary
 
@@ -141,8 +142,7 @@ class FhirClient:
         self._identifier_system = identifier_system
         self._page_size = page_size
         self._max_pages = max_pages
-        self._session: aiohttp.ClientSession | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pool = PooledSession("FhirClient")
 
     @property
     def sources(self) -> tuple[Source, ...]:
@@ -219,9 +219,7 @@ class FhirClient:
 
     async def close(self) -> None:
         """Close the pooled connections; the client opens a new pool if used again."""
-        session, self._session, self._loop = self._session, None, None
-        if session is not None:
-            await session.close()
+        await self._pool.close()
 
     # -- one source ------------------------------------------------------------------------------
 
@@ -326,7 +324,7 @@ class FhirClient:
     async def _get(
         self, source: Source, url: str, timeout: float, *, missing_ok: bool = False
     ) -> bytes | None:
-        session = self._session_in_running_loop()
+        session = self._pool.get()
         target = url if "://" in url else f"{source.base_url}/{url}"
         log = _log.bind(source=source.name)
         with map_transport_errors(_BACKEND, timeout=timeout, log=log, prefix=_EVENTS):
@@ -341,18 +339,14 @@ class FhirClient:
                 if response.status != 200:
                     log.warning("fhir_http_error", status=response.status)
                     raise backend_error(Failure.HTTP_STATUS, _BACKEND, status=response.status)
-                return await _read_body(response, source)
-
-    def _session_in_running_loop(self) -> aiohttp.ClientSession:
-        loop = asyncio.get_running_loop()
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=100, keepalive_timeout=30),
-            )
-            self._loop = loop
-        elif self._loop is not loop:
-            raise RuntimeError("FhirClient is bound to the event loop that first used it")
-        return self._session
+                return await read_capped(
+                    response,
+                    limit=_MAX_BODY_BYTES,
+                    backend=_BACKEND,
+                    log=_log,
+                    event="fhir_answer_too_large",
+                    source=source.name,
+                )
 
 
 def _overall(source: Source, timeout: float) -> contextlib.AbstractContextManager[None]:
@@ -360,18 +354,6 @@ def _overall(source: Source, timeout: float) -> contextlib.AbstractContextManage
     return map_transport_errors(
         _BACKEND, timeout=timeout, log=_log.bind(source=source.name), prefix=_EVENTS
     )
-
-
-async def _read_body(response: aiohttp.ClientResponse, source: Source) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.content.iter_chunked(64 * 1024):
-        size += len(chunk)
-        if size > _MAX_BODY_BYTES:
-            _log.warning("fhir_answer_too_large", source=source.name, limit=_MAX_BODY_BYTES)
-            raise backend_error(Failure.MALFORMED, _BACKEND)
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _page(

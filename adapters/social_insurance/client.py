@@ -35,6 +35,7 @@ import structlog
 from pydantic import BaseModel, ValidationError
 
 from adapters.errors import Failure, backend_error, map_transport_errors
+from adapters.http import PooledSession, read_capped
 from adapters.social_insurance import wire
 from gateway.ports import CardHolder, PersonInsurance
 
@@ -68,8 +69,7 @@ class SocialInsuranceClient:
         self._mdtrtarea_admvs = mdtrtarea_admvs
         self._opter = opter
         self._sequence = itertools.count()
-        self._session: aiohttp.ClientSession | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pool = PooledSession("SocialInsuranceClient")
 
     async def resolve(self, id_number: str, *, timeout: float) -> CardHolder:
         """The card holder and card status of ``id_number`` (CR01)."""
@@ -92,9 +92,7 @@ class SocialInsuranceClient:
 
     async def close(self) -> None:
         """Close the pooled connections; the client opens a new pool if used again."""
-        session, self._session, self._loop = self._session, None, None
-        if session is not None:
-            await session.close()
+        await self._pool.close()
 
     # -- one exchange ----------------------------------------------------------------------------
 
@@ -128,7 +126,7 @@ class SocialInsuranceClient:
         timeout: float,
         log: structlog.typing.FilteringBoundLogger,
     ) -> bytes:
-        session = self._session_in_running_loop()
+        session = self._pool.get()
         payload = envelope.model_dump_json().encode()
         with map_transport_errors(_BACKEND, timeout=timeout, log=log, prefix=_EVENTS):
             async with (
@@ -143,7 +141,13 @@ class SocialInsuranceClient:
                 if response.status != 200:
                     log.warning("social_insurance_http_error", status=response.status)
                     raise backend_error(Failure.HTTP_STATUS, _BACKEND, status=response.status)
-                return await _read_body(response, log)
+                return await read_capped(
+                    response,
+                    limit=_MAX_BODY_BYTES,
+                    backend=_BACKEND,
+                    log=log,
+                    event="social_insurance_answer_too_large",
+                )
 
     def _envelope(self, infno: str, data: BaseModel) -> wire.RequestEnvelope:
         now = dt.datetime.now()
@@ -162,33 +166,6 @@ class SocialInsuranceClient:
             recer_sys_code=_RECER_SYS_CODE,
             input={"data": data.model_dump()},
         )
-
-    def _session_in_running_loop(self) -> aiohttp.ClientSession:
-        loop = asyncio.get_running_loop()
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=100, keepalive_timeout=30),
-            )
-            self._loop = loop
-        elif self._loop is not loop:
-            raise RuntimeError(
-                "SocialInsuranceClient is bound to the event loop that first used it"
-            )
-        return self._session
-
-
-async def _read_body(
-    response: aiohttp.ClientResponse, log: structlog.typing.FilteringBoundLogger
-) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.content.iter_chunked(64 * 1024):
-        size += len(chunk)
-        if size > _MAX_BODY_BYTES:
-            log.warning("social_insurance_answer_too_large", limit_bytes=_MAX_BODY_BYTES)
-            raise backend_error(Failure.MALFORMED, _BACKEND)
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 _Parsed = TypeVar("_Parsed", bound=BaseModel)
