@@ -270,12 +270,13 @@ async def start_gateway(
 ) -> Gateway:
     """Build and start everything ``settings`` describes, with these back ends and services.
 
-    The data directory is claimed first (one gateway process per directory); if start-up fails
+    The data directory is claimed first (one gateway process per directory on SQLite, shared by
+    the gateways of one PostgreSQL log); if start-up fails
     after that, whatever was already started is closed again, the claim included.
     """
     for old, new in settings.deprecations():
         _log.warning("setting_deprecated", setting=old, use=new)
-    lock = DataDirLock.acquire(settings.data_dir)
+    lock = DataDirLock.acquire(settings.data_dir, shared=settings.store == "postgres")
 
     async def release_lock() -> None:
         lock.release()

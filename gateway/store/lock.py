@@ -1,10 +1,13 @@
-"""One gateway process per data directory: an advisory lock on ``DATA_DIR/onecard.lock``.
+"""Who serves a data directory: an advisory lock on ``DATA_DIR/onecard.lock``.
 
-``onecard serve`` holds an exclusive ``flock`` on the lock file for as long as it runs; the
-kernel releases it when the process ends, however it ends (SIGKILL included), so a stale lock
-never blocks a restart. A second gateway on the same directory is refused with a one-line error
-naming the directory. Read-only tools (``onecard audit export``) ask ``is_served`` to learn
-whether a live gateway owns the directory; asking never creates the file.
+``onecard serve`` holds a ``flock`` on the lock file for as long as it runs; the kernel
+releases it when the process ends, however it ends (SIGKILL included), so a stale lock never
+blocks a restart. On SQLite the lock is exclusive: one gateway process per directory, a second
+one is refused with a one-line error naming the directory. On PostgreSQL the directory holds
+only keys and the PKI, which several gateway processes of one log share, so each holds the lock
+shared; a command that changes the keys (`onecard audit rotate-key`) takes it exclusively, and
+is refused while any gateway runs. Read-only tools (``onecard audit export``) ask ``is_served``
+to learn whether a live gateway holds the directory; asking never creates the file.
 """
 
 from __future__ import annotations
@@ -31,8 +34,9 @@ class DataDirLock:
         self.path = path
 
     @classmethod
-    def acquire(cls, data_dir: Path) -> DataDirLock:
-        """Take the lock or raise ``DataDirInUse`` (never waits)."""
+    def acquire(cls, data_dir: Path, *, shared: bool = False) -> DataDirLock:
+        """Take the lock (``shared``: beside other gateways of a shared store) or raise
+        ``DataDirInUse`` (never waits)."""
         data_dir.mkdir(parents=True, exist_ok=True)
         path = data_dir / LOCK_NAME
         try:
@@ -40,16 +44,22 @@ class DataDirLock:
         except OSError as exc:
             raise SetupError(f"{path}: cannot open the lock file ({exc.strerror})") from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
+            if shared:
+                raise DataDirInUse(
+                    f"{data_dir}: another onecard process holds this data directory alone (a "
+                    f"gateway on SQLite, or a key rotation); stop it first"
+                ) from None
             raise DataDirInUse(
                 f"{data_dir}: another onecard gateway is already serving this data directory "
                 f"(one process per data directory; stop it or choose another --data-dir)"
             ) from None
-        with contextlib.suppress(OSError):  # the pid is for people; the lock is the flock
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}\n".encode())
+        if not shared:
+            with contextlib.suppress(OSError):  # the pid is for people; the lock is the flock
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()}\n".encode())
         return cls(fd, path)
 
     def release(self) -> None:
@@ -61,13 +71,14 @@ class DataDirLock:
 
 
 def is_served(data_dir: Path) -> bool:
-    """True while a live gateway holds ``data_dir``'s lock (never creates the lock file)."""
+    """True while a live gateway holds ``data_dir``'s lock, alone or shared (never creates
+    the lock file)."""
     try:
         fd = os.open(data_dir / LOCK_NAME, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         return False
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         return True
     finally:

@@ -1,4 +1,4 @@
-"""One gateway process per data directory."""
+"""Who serves a data directory: one gateway alone (SQLite), or the gateways of one log shared."""
 
 from __future__ import annotations
 
@@ -36,3 +36,21 @@ def test_a_dead_holder_leaves_no_stale_lock(tmp_path: Path) -> None:
     subprocess.run([sys.executable, "-c", code], check=True)
     assert not is_served(tmp_path)
     DataDirLock.acquire(tmp_path).release()
+
+
+def test_gateways_of_a_shared_store_share_the_directory_and_keep_out_an_exclusive_one(
+    tmp_path: Path,
+) -> None:
+    one = DataDirLock.acquire(tmp_path, shared=True)
+    two = DataDirLock.acquire(tmp_path, shared=True)  # a second gateway of the same log
+    assert is_served(tmp_path)
+    with pytest.raises(DataDirInUse, match="another onecard gateway"):
+        DataDirLock.acquire(tmp_path)  # a key rotation, or a gateway on SQLite
+    one.release()
+    assert is_served(tmp_path)  # the other still serves
+    two.release()
+    assert not is_served(tmp_path)
+    alone = DataDirLock.acquire(tmp_path)
+    with pytest.raises(DataDirInUse, match="holds this data directory alone"):
+        DataDirLock.acquire(tmp_path, shared=True)
+    alone.release()
