@@ -39,7 +39,9 @@ timer); the ``Sequencer`` owns every rule of the log and knows no SQL:
   coordination row. Under the claim, the sequencer catches up with what the other processes
   appended since its own last batch (``_follow``: its compact range is extended by their
   stored nodes, checked by ``selfcheck.check_extension``, and its cache of subject heads is
-  dropped), then appends as if it were alone. A store with one writer (SQLite) claims nothing.
+  dropped), then appends as if it were alone. Each process also looks every interval for
+  entries another left uncovered (one killed between its append and its checkpoint) and signs
+  them. A store with one writer (SQLite) claims nothing.
 """
 
 from __future__ import annotations
@@ -89,6 +91,7 @@ __all__ = [
 T = TypeVar("T")
 _log = structlog.get_logger(__name__)
 _RETRY_S = 1.0  # after a failed batch, sign the entries it left uncovered this much later at most
+_WATCH_S = 0.5  # on a shared log, look for entries another process left uncovered this often
 _HEADS_CACHED = 1 << 20  # subjects whose newest entry is kept in memory (past it: start afresh)
 _BACK_LINKED = 3  # the first record version that carries a back-link
 
@@ -248,6 +251,7 @@ class Sequencer:
         self._durable: list[tuple[int, AuditRecord]] = []  # this batch's, once it commits
         self._heads: dict[str, int] = {}  # subject -> newest index: a cache of the stored map
         self._sign_now = False  # a payload of this batch asked for a checkpoint
+        self._shared = False  # other processes append to this log too (``LogRows.claim``)
 
     @property
     def size(self) -> int:
@@ -272,12 +276,12 @@ class Sequencer:
 
     def start(self) -> None:
         """The store runs batches now: entries a crash left uncovered are signed within an
-        interval (an idle checkpoint)."""
-        if self._range.size > self._checkpointed:
+        interval (an idle checkpoint); on a shared log, this process looks every interval."""
+        if self._range.size > self._checkpointed or self._shared:
             self._access.wake_at(self._clock() + self._interval)
 
     def _bind(self, rows: LogRows) -> list[tuple[str, str]]:
-        rows.claim()  # processes starting together on a new log record one key
+        self._shared = rows.claim() is not None  # processes starting together record one key
         keys = rows.keys()
         if keys:
             return keys
@@ -381,6 +385,8 @@ class Sequencer:
             self._heads = {}  # bounded: the stored map answers for the subjects it forgot
         if self._range.size > self._checkpointed:  # an idle checkpoint covers it in time
             self._access.wake_at(self._last_checkpoint + self._interval)
+        elif self._shared:  # another process may die leaving entries uncovered: look again
+            self._access.wake_at(self._clock() + max(self._interval, _WATCH_S))
         return durable
 
     def rolled_back(self) -> None:

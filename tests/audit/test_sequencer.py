@@ -432,3 +432,19 @@ def test_a_sequencer_does_not_sign_over_what_another_appended_wrongly(
     with pytest.raises(LogDamagedError, match="entries"):
         store.batch(one, payloads(records(1, first=7)))
     assert store.rows.size() == 7  # nothing appended over it
+
+
+def test_entries_a_dead_process_left_uncovered_are_signed_by_another(
+    signer: Ed25519FileSigner,
+) -> None:
+    store = FakeStore(FakeRows(shared=True))
+    dying, other = store.open(signer), store.open(signer)
+    assert store.wakes  # on a shared log every process looks again after an interval
+    store.batch(dying, payloads(records(2)))  # the first batch after a start signs
+    store.now += 1
+    store.batch(dying, payloads(records(3, first=2)))  # within the interval: uncovered
+    assert verified_sizes(store, signer) == [2]
+    store.now += INTERVAL  # ``dying`` is gone; ``other`` runs the empty batch it asked for
+    store.batch(other, [])
+    assert verified_sizes(store, signer) == [2, 5]
+    assert store.wakes[-1] > store.now  # and keeps looking
