@@ -8,13 +8,17 @@ fresh schema migrated as ``onecard db upgrade`` does, dropped afterwards) and ``
 asyncio tasks append varied records (``audit_bench.varied_records``) until ``--appends`` are
 durable. Baselines measured in the same run: raw rows of leaf size committed in transactions
 of 64 on each database (SQLite WAL synchronous=FULL; PostgreSQL synchronous_commit on).
-Medians of ``--repeat`` runs, interleaved; quote ratios, not absolutes.
+PostgreSQL is also measured with the appends made by 1 and by 2 processes of their own (each
+opens the shared log as a gateway process does, ``--writers`` and ``--appends`` shared out; the
+rate runs from a common start to the last process's last append). Medians of ``--repeat``
+runs, interleaved; quote ratios, not absolutes.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
 import secrets
 import statistics
 import sys
@@ -22,6 +26,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from psycopg.conninfo import make_conninfo
@@ -54,6 +59,57 @@ async def appends(
     elapsed = time.perf_counter() - started
     await store.close()
     return writers * per_writer / elapsed
+
+
+def _process_appends(
+    directory: str, key: str, dsn: str, writers: int, total: int, start: Any, done: Any
+) -> None:
+    """One process of ``processes_appends``: open the shared log, wait for the others, append."""
+    signer = Ed25519FileSigner(Path(key), ORIGIN)
+    recs = varied_records()
+
+    async def run() -> None:
+        store = await open_store(
+            "postgres",
+            Path(directory),
+            lambda _: signer,
+            checkpoint_interval_s=1.0,
+            database_url=dsn,
+        )
+        per_writer = total // writers
+
+        async def writer(k: int) -> None:
+            for i in range(k * per_writer, (k + 1) * per_writer):
+                await store.audit_log.append(recs[i % len(recs)])
+
+        start.wait()
+        await asyncio.gather(*(writer(k) for k in range(writers)))
+        done.put(time.perf_counter())
+        await store.close()
+
+    asyncio.run(run())
+
+
+def processes_appends(directory: Path, dsn: str, processes: int, writers: int, total: int) -> float:
+    """Durable appends/s of ``processes`` gateway processes appending to one PostgreSQL log
+    (``writers`` tasks and ``total`` appends in all, shared out), from a common start."""
+    directory = Path(tempfile.mkdtemp(dir=directory))
+    key = directory / "log.key"
+    Ed25519FileSigner.generate(key, ORIGIN)
+    spawn = multiprocessing.get_context("spawn")
+    start, done = spawn.Barrier(processes + 1), spawn.Queue()
+    share = (str(directory), str(key), dsn, writers // processes, total // processes)
+    workers = [
+        spawn.Process(target=_process_appends, args=(*share, start, done)) for _ in range(processes)
+    ]
+    for worker in workers:
+        worker.start()
+    start.wait()
+    started = time.perf_counter()
+    finished = max(done.get(timeout=600) for _ in workers)
+    for worker in workers:
+        worker.join(timeout=60)
+    return (total // processes) // (writers // processes) * writers / (finished - started)
 
 
 def raw_postgres(dsn: str, rows: int, batch: int) -> float:
@@ -111,12 +167,12 @@ def main() -> None:
             results.setdefault("sqlite appends", []).append(
                 asyncio.run(appends("sqlite", Path(tmp), "", args.writers, args.appends, recs))
             )
-            with Schema(args.database_url) as dsn:
-                results.setdefault("postgres appends", []).append(
-                    asyncio.run(
-                        appends("postgres", Path(tmp), dsn, args.writers, args.appends, recs)
+            for processes in (1, 2):
+                with Schema(args.database_url) as dsn:
+                    results.setdefault(f"postgres, {processes} process(es)", []).append(
+                        processes_appends(Path(tmp), dsn, processes, args.writers, args.appends)
                     )
-                )
+            with Schema(args.database_url) as dsn:
                 results.setdefault("postgres raw, 64 per commit", []).append(
                     raw_postgres(dsn, 64_000, 64)
                 )
@@ -128,7 +184,10 @@ def main() -> None:
     for name, runs in results.items():
         shown = ", ".join(f"{r:,.0f}" for r in runs)
         print(f"{name:32} {medians[name]:>10,.0f}/s   runs: {shown}")
-    pg, lite = medians["postgres appends"], medians["sqlite appends"]
+    lite = medians["sqlite appends"]
+    pg = one = medians["postgres, 1 process(es)"]
+    two = medians["postgres, 2 process(es)"]
+    print(f"postgres, 2 processes / 1 process (each in its own process): {two / one:.2f}x")
     print(
         f"postgres/sqlite durable appends: {pg / lite:.2f}x; each store against its own raw "
         f"rows: sqlite {lite / medians['sqlite raw, 64 per commit']:.2f}x, postgres "
