@@ -54,7 +54,7 @@ class DataDirLock:
                 ) from None
             raise DataDirInUse(
                 f"{data_dir}: another onecard gateway is already serving this data directory "
-                f"(one process per data directory; stop it or choose another --data-dir)"
+                f"(one gateway process per data directory on SQLite; stop it or choose another --data-dir)"
             ) from None
         if not shared:
             with contextlib.suppress(OSError):  # the pid is for people; the lock is the flock
