@@ -1,7 +1,9 @@
 """Fixtures that start the real gateway and the real reference back end on 127.0.0.1.
 
-Gateways run on SQLite; a test marked ``stores`` runs on every store (SQLite, then PostgreSQL
-with a schema of its own per data directory, migrated as ``onecard db upgrade`` does).
+Every test whose gateways come from ``gateway_factory`` runs on every store: SQLite, then
+PostgreSQL with a schema of its own per data directory, migrated as ``onecard db upgrade`` does
+(``tests/integration/stored.py`` reaches either store's rows). Tests of the SQLite file itself
+are marked ``sqlite_only``.
 """
 
 from __future__ import annotations
@@ -42,8 +44,11 @@ def population() -> Population:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Tests marked ``stores`` run once per store kind; the others on SQLite."""
-    if "store_kind" in metafunc.fixturenames and metafunc.definition.get_closest_marker("stores"):
+    """Tests whose gateways come from ``gateway_factory`` run once per store kind, except those
+    marked ``sqlite_only`` (they read or damage the SQLite file itself)."""
+    if "store_kind" in metafunc.fixturenames and not metafunc.definition.get_closest_marker(
+        "sqlite_only"
+    ):
         metafunc.parametrize("store_kind", STORES, indirect=True)
 
 

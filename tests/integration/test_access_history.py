@@ -43,7 +43,7 @@ from gateway.ports import CardStatus
 from tests.integration.calls import insurance_status, issue_token, verify_card
 from tests.integration.conftest import CITIZEN_APP, HOSPITAL, LIBRARY, REGULATOR
 
-pytestmark = [pytest.mark.integration, pytest.mark.stores]  # SQLite, then PostgreSQL
+pytestmark = pytest.mark.integration
 ORIGIN = "onecard.local/audit"
 
 

@@ -4,7 +4,6 @@ database is only read, and a non-empty output directory is refused."""
 from __future__ import annotations
 
 import os
-import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from gateway.client import org_channel
 from gateway.pki import PkiLayout
 from gateway.ports import CardStatus
 from tests.integration.calls import issue_token
+from tests.integration.stored import execute
 
 pytestmark = pytest.mark.integration
 
@@ -44,7 +44,11 @@ async def appended(gateway: Gateway, pki: PkiLayout, population: Population, n: 
 
 @pytest.fixture
 async def stopped(
-    gateway_factory: Callable[..., Any], pki: PkiLayout, population: Population, tmp_path: Path
+    gateway_factory: Callable[..., Any],
+    pki: PkiLayout,
+    population: Population,
+    tmp_path: Path,
+    database_urls: dict[Path, str],
 ) -> Path:
     """A stopped gateway's data directory: 6 entries, the newest checkpoint at 3 (the one
     signed at stop deleted, as if the gateway had been killed)."""
@@ -54,16 +58,35 @@ async def stopped(
     await appended(gateway, pki, population, 3)
     await gateway.stop(0)
     data = tmp_path / "data"
-    with sqlite3.connect(data / "onecard.db") as conn:
-        conn.execute("DELETE FROM audit_checkpoints WHERE size > 3")
+    execute(data, database_urls, "DELETE FROM audit_checkpoints WHERE size > 3")
     return data
+
+
+@pytest.fixture
+def url(stopped: Path, database_urls: dict[Path, str]) -> str:
+    """The stopped log's database_url ("" on SQLite)."""
+    return database_urls.get(stopped, "")
+
+
+def misspell_entry_1(data: Path, database_urls: dict[Path, str]) -> None:
+    """Change entry 1's leaf in the store (its RPC name), as a tamperer with the database would."""
+    if database_urls.get(data):
+        sql = (
+            "UPDATE audit_entries SET leaf = convert_to(replace(convert_from(leaf, 'UTF8'), "
+            "'IssueCardToken', 'IssueCardTokem'), 'UTF8') WHERE idx = 1"
+        )
+    else:
+        sql = (
+            "UPDATE audit_entries SET leaf = CAST(replace(leaf, 'IssueCardToken', "
+            "'IssueCardTokem') AS BLOB) WHERE idx = 1"
+        )
+    execute(data, database_urls, sql)
 
 
 def beside_db(data: Path) -> set[str]:
     return {p.name for p in data.iterdir() if p.name.startswith("onecard.db")}
 
 
-@pytest.mark.stores
 async def test_a_served_directory_exports_the_entries_of_the_newest_checkpoint(
     gateway_factory: Callable[..., Any],
     pki: PkiLayout,
@@ -86,12 +109,12 @@ async def test_a_served_directory_exports_the_entries_of_the_newest_checkpoint(
 
 
 async def test_a_stopped_directory_with_its_key_is_exported_whole_under_a_new_checkpoint(
-    stopped: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    stopped: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], url: str
 ) -> None:
     before = beside_db(stopped)
     out = tmp_path / "export"
     fhir = out / "fhir" / "auditevents.jsonl"  # inside the export: written with it
-    code, text, _ = run([*export_args(stopped, out, tmp_path), "--fhir", str(fhir)], capsys)
+    code, text, _ = run([*export_args(stopped, out, tmp_path, url), "--fhir", str(fhir)], capsys)
     assert code == 0
     assert "exported 6 entries" in text and "signed a checkpoint of all 6 entries" in text
     assert (out / "checkpoints" / "000000000006.note").is_file()
@@ -104,15 +127,15 @@ async def test_a_stopped_directory_with_its_key_is_exported_whole_under_a_new_ch
 
 
 async def test_a_stopped_directory_whose_log_does_not_verify_is_not_signed(
-    stopped: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    stopped: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    url: str,
+    database_urls: dict[Path, str],
 ) -> None:
-    with sqlite3.connect(stopped / "onecard.db") as conn:
-        conn.execute(
-            "UPDATE audit_entries SET leaf = CAST(replace(leaf, 'IssueCardToken', "
-            "'IssueCardTokem') AS BLOB) WHERE idx = 1"
-        )
+    misspell_entry_1(stopped, database_urls)
     out = tmp_path / "export"
-    code, text, err = run(export_args(stopped, out, tmp_path), capsys)
+    code, text, err = run(export_args(stopped, out, tmp_path, url), capsys)
     assert (code, text) == (2, "")
     assert err.count("\n") == 1 and "refusing to sign a checkpoint" in err
     assert "first bad entry: 1" in err
@@ -120,15 +143,16 @@ async def test_a_stopped_directory_whose_log_does_not_verify_is_not_signed(
 
 
 async def test_without_the_key_the_export_stops_at_the_newest_checkpoint(
-    stopped: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    stopped: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], url: str
 ) -> None:
     (stopped / "keys" / "audit-log.key").rename(tmp_path / "away.key")
     out = tmp_path / "export"
-    code, text, _ = run(export_args(stopped, out, tmp_path), capsys)
+    code, text, _ = run(export_args(stopped, out, tmp_path, url), capsys)
     assert code == 0
     assert "exported 3 entries" in text and "3 newer entries are not in a signed" in text
 
 
+@pytest.mark.sqlite_only  # copies the database file
 async def test_a_read_only_copy_is_exported_without_creating_files(
     stopped: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -149,12 +173,12 @@ async def test_a_read_only_copy_is_exported_without_creating_files(
 
 
 async def test_a_non_empty_output_directory_is_refused(
-    stopped: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    stopped: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], url: str
 ) -> None:
     out = tmp_path / "export"
     (out / "checkpoints").mkdir(parents=True)
     (out / "checkpoints" / "000000000099.note").write_text("an older export's\n")
-    code, text, err = run(export_args(stopped, out, tmp_path), capsys)
+    code, text, err = run(export_args(stopped, out, tmp_path, url), capsys)
     assert (code, text) == (2, "")
     assert err == f"onecard: {out}: not an empty directory: export into a new one " + (
         "(an older export's checkpoints would be mixed into this one)\n"
@@ -180,16 +204,16 @@ async def test_a_file_that_is_not_a_database_is_one_line_for_every_audit_command
 
 
 async def test_an_export_that_does_not_verify_is_written_and_said_so(
-    stopped: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    stopped: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    url: str,
+    database_urls: dict[Path, str],
 ) -> None:
     (stopped / "keys" / "audit-log.key").unlink()  # nothing to sign with: export to the newest
-    with sqlite3.connect(stopped / "onecard.db") as conn:
-        conn.execute(
-            "UPDATE audit_entries SET leaf = CAST(replace(leaf, 'IssueCardToken', "
-            "'IssueCardTokem') AS BLOB) WHERE idx = 1"
-        )
+    misspell_entry_1(stopped, database_urls)
     out = tmp_path / "export"
-    code, _, err = run(export_args(stopped, out, tmp_path), capsys)
+    code, _, err = run(export_args(stopped, out, tmp_path, url), capsys)
     assert code == 1  # written as evidence, and not passed off as a good log
     assert err.count("\n") == 1 and "does NOT verify" in err and "first bad entry: 1" in err
     assert (out / "entries.jsonl").is_file()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from gateway.pki import CertificateAuthority, PkiLayout
 from gateway.ports import CardStatus
 from tests.integration.calls import insurance_status, issue_token, verify_card
 from tests.integration.conftest import CITIZEN_APP, HOSPITAL, LIBRARY, SUSPENDED
+from tests.integration.stored import database_text, refusing_audit_appends
 
 pytestmark = pytest.mark.integration
 Channel = Callable[[str], grpc.aio.Channel]
@@ -40,7 +40,6 @@ def _trailer(err: grpc.aio.AioRpcError, key: str) -> str:
     return next(str(v) for k, v in trailers if k == key)
 
 
-@pytest.mark.stores
 async def test_every_rpc_path_appends_exactly_one_entry(
     gateway: Gateway, channel: Channel, pki: PkiLayout, population: Population
 ) -> None:
@@ -98,7 +97,6 @@ async def test_every_rpc_path_appends_exactly_one_entry(
     assert records[0]["subject"] == records[1]["subject"]  # the same citizen, the same pseudonym
 
 
-@pytest.mark.stores
 async def test_receipts_verify_against_a_signed_checkpoint(
     gateway_factory: Callable[..., Any], pki: PkiLayout, population: Population, tmp_path: Path
 ) -> None:
@@ -137,23 +135,20 @@ async def test_receipts_verify_against_a_signed_checkpoint(
 
 
 async def test_if_the_audit_log_cannot_be_written_nothing_is_released(
-    gateway: Gateway, channel: Channel, population: Population
+    gateway: Gateway,
+    channel: Channel,
+    population: Population,
+    tmp_path: Path,
+    database_urls: dict[Path, str],
 ) -> None:
     person = population.first(card_status=CardStatus.NORMAL)
-    with sqlite3.connect(gateway.store.path) as conn:
-        # Simulate a full or failing disk for audit appends only: every insert is refused.
-        conn.execute(
-            "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_entries "
-            "BEGIN SELECT RAISE(ABORT, 'disk full'); END"
-        )
-    async with channel(CITIZEN_APP) as app:
-        with pytest.raises(grpc.aio.AioRpcError) as info:
-            await issue_token(app, person.id_number)
+    with refusing_audit_appends(tmp_path / "data", database_urls):
+        async with channel(CITIZEN_APP) as app:
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await issue_token(app, person.id_number)
     assert info.value.code() is grpc.StatusCode.UNAVAILABLE
     assert reason(info.value) == "store_unavailable"
     assert "disk full" not in (info.value.details() or "")
-    with sqlite3.connect(gateway.store.path) as conn:
-        conn.execute("DROP TRIGGER refuse_audit")
     # The log recovered its in-memory state: the next exchange gets index 0, not 1.
     async with channel(CITIZEN_APP) as app:
         ok = await card_pb2_grpc.CardServiceStub(app).IssueCardToken(
@@ -166,7 +161,11 @@ async def test_if_the_audit_log_cannot_be_written_nothing_is_released(
 
 
 async def test_no_raw_card_number_or_name_in_the_database(
-    gateway: Gateway, channel: Channel, population: Population
+    gateway: Gateway,
+    channel: Channel,
+    population: Population,
+    tmp_path: Path,
+    database_urls: dict[Path, str],
 ) -> None:
     people = [population.first(card_status=s) for s in CardStatus]
     async with channel(CITIZEN_APP) as app, channel(HOSPITAL) as hosp:
@@ -177,7 +176,7 @@ async def test_no_raw_card_number_or_name_in_the_database(
             except grpc.aio.AioRpcError:
                 pass
     await gateway.stop(0)
-    blob = b"".join(p.read_bytes() for p in gateway.store.path.parent.glob("onecard.db*"))
+    blob = database_text(tmp_path / "data", database_urls)
     assert blob.count(b'"rpc":') >= len(people)  # the scan looks at real leaves
     for person in people:
         assert person.id_number.encode() not in blob
@@ -185,7 +184,6 @@ async def test_no_raw_card_number_or_name_in_the_database(
         assert person.psn_no.encode() not in blob  # the holder id only appears as a pseudonym
 
 
-@pytest.mark.stores
 async def test_export_writes_every_leaf_and_signed_checkpoint(
     gateway_factory: Callable[..., Any],
     pki: PkiLayout,

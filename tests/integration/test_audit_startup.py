@@ -53,6 +53,7 @@ def flip_node(data: Path, row: int, level: int) -> bytes:
     return bytes(nodes)
 
 
+@pytest.mark.sqlite_only  # the SQLite file itself (PostgreSQL: tests/gateway/store)
 async def test_start_up_refuses_a_flipped_node_and_another_origin_without_signing(
     gateway_factory: Callable[..., Any], pki: PkiLayout, population: Population, tmp_path: Path
 ) -> None:
@@ -93,6 +94,7 @@ def serve_config(tmp_path: Path, pki: PkiLayout, **settings: object) -> Path:
     return config
 
 
+@pytest.mark.sqlite_only  # the SQLite file itself (PostgreSQL: tests/gateway/store)
 @pytest.mark.parametrize("value", ["'x'", "7"])
 async def test_a_nodes_blob_of_another_type_is_a_one_line_error_from_serve(
     gateway_factory: Callable[..., Any],
@@ -162,6 +164,7 @@ async def test_an_idle_gateway_signs_the_last_receipt_within_the_interval(
     )  # fmt: skip
 
 
+@pytest.mark.sqlite_only  # the SQLite file itself (PostgreSQL: tests/gateway/store)
 async def test_rotate_key_keeps_the_old_key_published_and_refuses_while_served(
     gateway_factory: Callable[..., Any],
     pki: PkiLayout,

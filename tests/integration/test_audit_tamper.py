@@ -28,7 +28,9 @@ from gateway.pki import PkiLayout
 from gateway.ports import CardStatus
 from tests.integration.calls import issue_token
 
-pytestmark = pytest.mark.integration
+# The verifier reads exports, whatever the store; these tests damage the SQLite file or its
+# exports (PostgreSQL's damaged rows: tests/gateway/store/test_stores.py).
+pytestmark = [pytest.mark.integration, pytest.mark.sqlite_only]
 
 ORIGIN = "onecard.local/audit"
 

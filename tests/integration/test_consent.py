@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import datetime as dt
 import json
-import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -37,6 +35,7 @@ from tests.integration.calls import (
     verify_card,
 )
 from tests.integration.conftest import CITIZEN_APP, HOSPITAL, LIBRARY
+from tests.integration.stored import query, refusing_audit_appends
 
 pytestmark = pytest.mark.integration
 Channel = Callable[[str], grpc.aio.Channel]
@@ -70,7 +69,6 @@ async def _refused(call: Any) -> grpc.aio.AioRpcError:
     return info.value
 
 
-@pytest.mark.stores
 async def test_grant_use_revoke_then_the_very_next_request_is_refused(
     gateway: Gateway, channel: Channel, population: Population
 ) -> None:
@@ -110,7 +108,6 @@ async def test_grant_use_revoke_then_the_very_next_request_is_refused(
     assert all(person.id_number not in json.dumps(r) for r in records)
 
 
-@pytest.mark.stores
 async def test_a_consent_for_a_type_in_a_district_admits_only_that_type_there(
     channel: Channel, population: Population
 ) -> None:
@@ -130,7 +127,6 @@ async def test_a_consent_for_a_type_in_a_district_admits_only_that_type_there(
     assert reason(elsewhere) == "consent_other_grantee"
 
 
-@pytest.mark.stores
 async def test_a_consent_is_refused_to_another_org_category_purpose_or_card(
     channel: Channel, population: Population
 ) -> None:
@@ -189,7 +185,6 @@ async def test_a_consent_is_refused_to_another_org_category_purpose_or_card(
     assert {c.uses for c in listed.consents} == {0}  # nothing released, nothing used
 
 
-@pytest.mark.stores
 async def test_a_consent_expires(channel: Channel, population: Population) -> None:
     person = _insured_employee(population)
     start = dt.datetime.now(dt.UTC) - dt.timedelta(days=10)
@@ -210,7 +205,6 @@ async def test_a_consent_expires(channel: Channel, population: Population) -> No
     assert listed.status == consent_pb2.CONSENT_STATUS_EXPIRED
 
 
-@pytest.mark.stores
 async def test_uses_are_counted_once_per_answer_even_when_racing_for_the_last(
     gateway: Gateway, channel: Channel, population: Population
 ) -> None:
@@ -238,7 +232,6 @@ async def test_uses_are_counted_once_per_answer_even_when_racing_for_the_last(
     assert all(r["released_sha256"] == "" for r in reads if r["outcome"] != "OK")
 
 
-@pytest.mark.stores
 async def test_the_artefact_verifies_with_the_published_key_set_alone(
     gateway: Gateway, channel: Channel, population: Population, tmp_path: Path
 ) -> None:
@@ -286,7 +279,6 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-@pytest.mark.stores
 async def test_grants_that_break_the_rules_are_refused(
     channel: Channel, population: Population
 ) -> None:
@@ -337,7 +329,11 @@ async def test_grants_that_break_the_rules_are_refused(
 
 
 async def test_emergency_access_by_a_hospital_with_a_reason(
-    gateway: Gateway, channel: Channel, population: Population, tmp_path: Path
+    gateway: Gateway,
+    channel: Channel,
+    population: Population,
+    tmp_path: Path,
+    database_urls: dict[Path, str],
 ) -> None:
     person = _insured_employee(population)
     why = "Unconscious patient brought in by ambulance, needs surgery now"
@@ -397,33 +393,24 @@ async def test_emergency_access_by_a_hospital_with_a_reason(
     assert entry["basis_ref"].startswith("emergency:PATIENT_INCAPACITATED:")
     assert len(entry["basis_ref"].rsplit(":", 1)[1]) == 16
     assert all(why not in json.dumps(r) for r in records)
-    with contextlib.closing(sqlite3.connect(tmp_path / "data" / "onecard.db")) as db:
-        kept = db.execute(
-            "SELECT reason, justification FROM emergency_justifications WHERE request_id = ?",
-            (entry["request_id"],),
-        ).fetchall()
+    kept = query(
+        tmp_path / "data",
+        database_urls,
+        "SELECT reason, justification FROM emergency_justifications WHERE request_id = ?",
+        (entry["request_id"],),
+    )
     assert kept == [("PATIENT_INCAPACITATED", why)]
 
 
 async def test_a_grant_or_revocation_that_cannot_be_audited_is_not_recorded(
-    channel: Channel, population: Population, tmp_path: Path
+    channel: Channel, population: Population, tmp_path: Path, database_urls: dict[Path, str]
 ) -> None:
     person = _insured_employee(population)
-    db = tmp_path / "data" / "onecard.db"
     async with channel(CITIZEN_APP) as app:
         kept = (await grant_consent(app, person.id_number, TO_HOSPITAL)).consent.consent_id
-        with contextlib.closing(sqlite3.connect(db)) as conn:
-            # A full or failing disk for audit appends only: every insert is refused.
-            conn.execute(
-                "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_entries "
-                "BEGIN SELECT RAISE(ABORT, 'disk full'); END"
-            )
-            conn.commit()
-        lost_grant = await _refused(grant_consent(app, person.id_number, TO_HOSPITAL))
-        lost_revocation = await _refused(revoke_consent(app, person.id_number, kept))
-        with contextlib.closing(sqlite3.connect(db)) as conn:
-            conn.execute("DROP TRIGGER refuse_audit")
-            conn.commit()
+        with refusing_audit_appends(tmp_path / "data", database_urls):
+            lost_grant = await _refused(grant_consent(app, person.id_number, TO_HOSPITAL))
+            lost_revocation = await _refused(revoke_consent(app, person.id_number, kept))
         listed = await list_consents(app, person.id_number)
 
     for refused in (lost_grant, lost_revocation):

@@ -39,7 +39,7 @@ from tests.integration.calls import (
 from tests.integration.conftest import CITIZEN_APP, HOSPITAL, LIBRARY
 from tests.integration.test_access_history import history_pages, public_key
 
-pytestmark = [pytest.mark.integration, pytest.mark.stores]  # SQLite, then PostgreSQL
+pytestmark = pytest.mark.integration
 OTHER_HOSPITAL = "hosp-sh-002"
 TO_HOSPITAL = consent_pb2.Grantee(org_id=HOSPITAL)
 URGENT = common_pb2.EMERGENCY_REASON_LIFE_THREATENING

@@ -94,11 +94,14 @@ async def test_the_report_and_key_set_on_the_command_line(
     population: Population,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
+    database_urls: dict[Path, str],
 ) -> None:
     artefact = await _activity(channel, population)
     await gateway.stop()
     config = tmp_path / "gw.toml"
-    config.write_text(f'data_dir = "{tmp_path / "data"}"\n')
+    url = database_urls.get(tmp_path / "data")
+    store = f'store = "postgres"\ndatabase_url = "{url}"\n' if url else ""
+    config.write_text(f'data_dir = "{tmp_path / "data"}"\n{store}')
     capsys.readouterr()
     since = (dt.datetime.now(dt.UTC) - dt.timedelta(days=1)).date().isoformat()
 

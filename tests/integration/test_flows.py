@@ -24,7 +24,7 @@ from gateway.tokens import CardTokens
 from tests.integration.calls import insurance_status, issue_token, verify_card
 from tests.integration.conftest import CITIZEN_APP, HOSPITAL, LIBRARY, REGULATOR
 
-pytestmark = [pytest.mark.integration, pytest.mark.stores]  # SQLite, then PostgreSQL
+pytestmark = pytest.mark.integration
 Channel = Callable[[str], grpc.aio.Channel]
 
 
