@@ -54,7 +54,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.fixture
 def store_kind(request: pytest.FixtureRequest) -> str:
-    """The store the test's gateways use (``stores``-marked tests: each in turn)."""
+    """The store the test's gateways use (each in turn, unless ``sqlite_only``)."""
     kind: str = getattr(request, "param", "sqlite")
     return kind
 
