@@ -48,6 +48,7 @@ from gateway.ports import CARD_REGISTRY
 from gateway.services import response_types
 from gateway.services.consent import ConsentParts
 from gateway.services.table import SERVICE_TABLE, ServiceParts, ServiceRow
+from gateway.shared_buckets import SharedBuckets
 from gateway.store import (
     SignerFor,
     Store,
@@ -342,6 +343,20 @@ async def _open_log(
     return store, audit_log
 
 
+async def _shared_rate_limits(
+    settings: Settings, closers: list[Callable[[], Awaitable[None]]]
+) -> SharedBuckets | None:
+    """The organisations' token buckets shared by every process on the same PostgreSQL (None
+    with SQLite: one process, buckets in memory)."""
+    if settings.store != "postgres":
+        return None
+    from gateway.store.pg_rate_limits import PgTokenSource  # noqa: PLC0415 - only when chosen
+
+    shared = SharedBuckets(await PgTokenSource.open(settings.database_url))
+    closers.append(shared.close)
+    return shared
+
+
 async def _start(
     settings: Settings,
     closers: list[Callable[[], Awaitable[None]]],
@@ -379,6 +394,7 @@ async def _start(
     )
 
     admission = Admission(
+        shared=await _shared_rate_limits(settings, closers),
         max_in_flight=settings.max_in_flight,
         max_in_flight_per_org=settings.max_in_flight_per_org,
         rate_limits={org_type: given.limit() for org_type, given in settings.rate_limits.items()},
