@@ -30,7 +30,13 @@ from gateway.audit.record import ZERO_HASH
 from gateway.audit.rfc6962 import hash_leaf
 from gateway.errors import SetupError
 
-__all__ = ["LogDamagedError", "StoredTip", "UnreadableNodeError", "check_stored_log"]
+__all__ = [
+    "LogDamagedError",
+    "StoredTip",
+    "UnreadableNodeError",
+    "check_extension",
+    "check_stored_log",
+]
 
 _LEAF_HEAD = re.compile(rb'\{"i":(0|[1-9][0-9]*),"prev":"([0-9a-f]{64})",')
 
@@ -94,6 +100,31 @@ def check_stored_log(
         prev = _check_newest(tip, rng, reader)
     except UnreadableNodeError as exc:
         raise LogDamagedError(exc.begin, min(exc.end, size), str(exc)) from None
+    return rng, prev
+
+
+def check_extension(
+    known: CompactRange, tip: StoredTip, reader: NodeReader
+) -> tuple[CompactRange, bytes]:
+    """Check that the stored log at ``tip`` extends ``known``, a compact range this process
+    built and checked earlier (where several processes append to one log, what the others
+    appended since is checked this way before this one signs over it).
+
+    The stored nodes covering ``[known.size, tip.size)`` are merged onto a copy of ``known``,
+    every parent they complete must be the stored one, and the newest entry must be in the
+    resulting tree and chain to its predecessor. Returns the range at ``tip.size`` and the
+    newest entry's leaf hash; raises ``LogDamagedError`` as ``check_stored_log`` does.
+    """
+    if tip.size < known.size:
+        raise LogDamagedError(
+            tip.size, known.size, f"the log holds {tip.size} entries, fewer than {known.size}"
+        )
+    rng = CompactRange.from_border(known.size, [h for _, h in known.border()])
+    try:
+        _extend(rng, tip.size, reader)
+        prev = _check_newest(tip, rng, reader)
+    except UnreadableNodeError as exc:
+        raise LogDamagedError(exc.begin, min(exc.end, tip.size), str(exc)) from None
     return rng, prev
 
 

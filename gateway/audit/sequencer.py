@@ -31,10 +31,15 @@ timer); the ``Sequencer`` owns every rule of the log and knows no SQL:
 - hand-off: ``committed`` returns the batch's records that became durable, for the store's
   search index.
 
-The sequencer's state lives in one process, as the integrator of transparency-dev/tessera's
-storage drivers does: a store shared by several processes (PostgreSQL, later) runs one
-sequencer at a time, holding a lock on the log's rows while it integrates, and lets the other
-processes queue entries for it.
+- several processes: where a store is shared (PostgreSQL), every process runs a sequencer and
+  each batch transaction first claims the log (``LogRows.claim``: a lock that one transaction
+  at a time holds, until it commits or rolls back), so that batches from every process are
+  sequenced and integrated one after the other, as the integrator of
+  transparency-dev/tessera's storage drivers integrates one batch at a time under its
+  coordination row. Under the claim, the sequencer catches up with what the other processes
+  appended since its own last batch (``_follow``: its compact range is extended by their
+  stored nodes, checked by ``selfcheck.check_extension``, and its cache of subject heads is
+  dropped), then appends as if it were alone. A store with one writer (SQLite) claims nothing.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ import dataclasses
 import datetime as dt
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from os import PathLike
 from typing import Any, Protocol, TypeVar
 
@@ -60,7 +66,12 @@ from gateway.audit.compact import CompactRange, NodeID
 from gateway.audit.log import Receipt, Redemption, Spend
 from gateway.audit.note import NoteError, Verifier, VerifierSet
 from gateway.audit.record import NO_BACK, AuditRecord, chain_leaves, rfc3339
-from gateway.audit.selfcheck import LogDamagedError, StoredTip, check_stored_log
+from gateway.audit.selfcheck import (
+    LogDamagedError,
+    StoredTip,
+    check_extension,
+    check_stored_log,
+)
 from gateway.audit.signer import Signer
 from gateway.errors import SetupError
 
@@ -70,6 +81,7 @@ __all__ = [
     "LogRows",
     "RowAccess",
     "Sequencer",
+    "SharedHead",
     "check_identity",
     "node_row",
 ]
@@ -89,6 +101,14 @@ class LogIdentityError(SetupError):
     """The configured origin or signing key is not the one this data directory's log has."""
 
 
+@dataclass(frozen=True, slots=True)
+class SharedHead:
+    """What a log shared by several processes holds when a transaction claims it."""
+
+    size: int  # the highest stored index + 1
+    checkpointed: int  # the size of the newest signed checkpoint (0: none)
+
+
 class LogRows(Protocol):
     """One log's rows, read and written inside the store's current transaction (or snapshot).
 
@@ -97,6 +117,12 @@ class LogRows(Protocol):
     short or of another type raise ``selfcheck.UnreadableNodeError``; a checkpoint note stored
     as something other than bytes raises ``selfcheck.LogDamagedError``.
     """
+
+    def claim(self) -> SharedHead | None:
+        """Make this transaction the only one appending to the log until it ends (waiting for
+        another process's, if one holds it), and say what the log holds now; None where the
+        store has one writer (the sequencer's state in memory is then the log's)."""
+        ...
 
     def size(self) -> int:
         """The highest stored index + 1 (0 for an empty log)."""
@@ -251,6 +277,7 @@ class Sequencer:
             self._access.wake_at(self._clock() + self._interval)
 
     def _bind(self, rows: LogRows) -> list[tuple[str, str]]:
+        rows.claim()  # processes starting together on a new log record one key
         keys = rows.keys()
         if keys:
             return keys
@@ -267,10 +294,25 @@ class Sequencer:
         order."""
         if self._broken is not None:
             self._reload()
+        self._follow(rows)
         if SIGN_NOW in payloads:
             self._sign_now = True
-            appended = iter(self.run_batch(rows, [p for p in payloads if p is not SIGN_NOW]))
+            appended = iter(self._append(rows, [p for p in payloads if p is not SIGN_NOW]))
             return [None if p is SIGN_NOW else next(appended) for p in payloads]
+        return self._append(rows, payloads)
+
+    def _follow(self, rows: LogRows) -> None:
+        """Claim the log for this transaction; catch up with what other processes appended
+        since this one's last batch, checked, before appending or signing over it."""
+        head = rows.claim()
+        if head is None:
+            return
+        if head.size != self._range.size:
+            self._range, self._prev = check_extension(self._range, rows.tip(), rows)
+            self._heads = {}  # other processes moved subjects' heads: read the stored map
+        self._checkpointed = max(self._checkpointed, head.checkpointed)
+
+    def _append(self, rows: LogRows, payloads: list[Any]) -> list[Receipt]:
         start = self._range.size
         if any(redemption is not None for _, _, redemption in payloads):
             payloads = [_redeem(rows, *payload) for payload in payloads]
@@ -321,6 +363,7 @@ class Sequencer:
         """Sign and store a checkpoint of the current size (none if it is signed already)."""
         if self._broken is not None:
             raise self._broken
+        self._follow(rows)
         size = self._range.size
         if size == self._checkpointed:
             return

@@ -38,13 +38,13 @@ from gateway.audit.proof import OutOfRangeError, consistency_proof, inclusion_pr
 from gateway.audit.record import AuditRecord, leaf_link, rfc3339
 from gateway.audit.rfc6962 import HASH_SIZE
 from gateway.audit.selfcheck import LogDamagedError, StoredTip, UnreadableNodeError
-from gateway.audit.sequencer import SIGN_NOW, Sequencer, node_row
+from gateway.audit.sequencer import SIGN_NOW, Sequencer, SharedHead, node_row
 from gateway.audit.signer import Signer
 from gateway.consents import Consent, Grantee, Justification, Kept
 from gateway.errors import SetupError
 from gateway.store import pg_schema
 from gateway.store.base import SignerFor
-from gateway.store.postgres import PgConn, PgStore, connect, describe, integrator_lock
+from gateway.store.postgres import PgConn, PgStore, claim_log, connect, describe, hold_log
 
 __all__ = [
     "PgAuditLog",
@@ -71,6 +71,10 @@ SELECT idx, coalesce(r->>'time', ''), coalesce(r->>'org', ''), coalesce(r->>'rpc
        coalesce(r->>'subject', '')
 FROM (SELECT idx, convert_from(leaf, 'UTF8')::jsonb -> 'r' AS r FROM stored) AS batch
 """
+_HEAD = (
+    "SELECT coalesce((SELECT max(idx) + 1 FROM audit_entries), 0),"
+    " coalesce((SELECT max(size) FROM audit_checkpoints), 0)"
+)
 _SEARCH = "SELECT e.idx, e.leaf FROM audit_search s JOIN audit_entries e ON e.idx = s.idx"
 _REDEEM = (
     "INSERT INTO redeemed_tokens (token_id, expires_at) VALUES (%s, %s)"
@@ -107,6 +111,11 @@ class _Rows:
 
     def __init__(self, conn: PgConn) -> None:
         self._conn = conn
+
+    def claim(self) -> SharedHead:
+        claim_log(self._conn)  # then read: this statement's snapshot follows the lock
+        size, checkpointed = self._conn.execute(_HEAD).fetchone() or (0, 0)
+        return SharedHead(int(size), int(checkpointed))
 
     def size(self) -> int:
         return _log_size(self._conn)
@@ -576,12 +585,15 @@ def recorded_keys(dsn: str) -> list[tuple[str, str]]:
 
 
 def add_key(dsn: str, signer: Signer) -> list[str]:
-    """Record ``signer`` as the log's current key (the log must be stopped: this takes the
-    integrator lock); every key, oldest first."""
+    """Record ``signer`` as the log's current key (every gateway on it must be stopped: this
+    holds the log exclusively); every key, oldest first."""
     with contextlib.closing(connect(dsn)) as conn:
         pg_schema.check(conn, describe(dsn))
-        if not integrator_lock(conn):
-            raise SetupError(f"{describe(dsn)}: a gateway is writing this log; stop it first")
+        if not hold_log(conn, exclusive=True):
+            raise SetupError(
+                f"{describe(dsn)}: a gateway is serving this log; stop every gateway process "
+                f"on it first"
+            )
         with conn.transaction():
             keys = [key for _, key in _keys(conn)]
             _Rows(conn).add_key(

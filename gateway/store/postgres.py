@@ -7,11 +7,16 @@ threads. The batch handlers are the SQLite store's ``BatchHandler`` shape with a
 connection in place of a sqlite3 one, so the audit log's handler (``pg_audit``) hands each
 batch to the store-neutral ``Sequencer`` exactly as the SQLite one does.
 
-One process sequences a log: the writer holds a session advisory lock keyed by the log's schema
-(``integrator_lock``) for as long as it is connected, and a second gateway on the same database
-and schema is refused at start. This lock is the seam of the next step (several processes, one
-log): there, every process appends to a queue table and the lock's holder is the elected
-integrator (see docs/operations.md).
+Several processes (on one host or several) may serve one log in one schema: each runs its own
+writer, and each batch transaction first claims the log (``claim_log``: a transaction-level
+advisory lock keyed by the schema, released by the commit or rollback, or by the server the
+moment the session dies), so that batches from all processes are sequenced one after the other
+(``gateway.audit.sequencer``). Every gateway also holds a shared session lock on the log for as
+long as it runs (``hold_log``); `onecard audit rotate-key` takes it exclusively, so it changes
+keys only while no gateway writes. A writer session gives up waiting for a claim after
+``lock_timeout`` (the batch fails as UNAVAILABLE instead of hanging behind a stuck process) and
+the server ends one left idle inside a transaction after ``idle_in_transaction_session_timeout``
+or gone silent (TCP keepalives), so a dead host's claim is released within seconds.
 
 The schema is created and migrated only by ``onecard db upgrade`` (``pg_schema``); opening a
 store checks its version and refuses one it does not know.
@@ -20,6 +25,7 @@ store checks its version and refuses one it does not know.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
@@ -38,10 +44,11 @@ __all__ = [
     "PgBatchHandler",
     "PgConn",
     "PgStore",
+    "claim_log",
     "connect",
     "database_error",
     "describe",
-    "integrator_lock",
+    "hold_log",
 ]
 
 T = TypeVar("T")
@@ -49,7 +56,20 @@ PgConn = psycopg.Connection[tuple[Any, ...]]
 _log = structlog.get_logger(__name__)
 _PRUNE_EVERY_S = 60.0
 _CONNECT_TIMEOUT_S = 10
-_LOCK_CLASS = 0x0C4D  # pg_try_advisory_lock(class, hashtext(schema)): the log's integrator
+_LOG_LOCK = 0x0C4D  # (class, hashtext(schema)): held shared by each gateway, exclusively to rotate
+_APPEND_LOCK = 0x0C4E  # (class, hashtext(schema)): the transaction appending to the log
+# A writer session's limits: waiting for another process's claim, idling inside a transaction
+# (a stalled or dead process), and silence on its socket (a host gone without closing it).
+_WRITER_SETTINGS = (
+    "SET lock_timeout = '10s'",
+    "SET idle_in_transaction_session_timeout = '10s'",
+)
+_KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+}
 
 
 class PgBatchHandler(Protocol):
@@ -107,21 +127,33 @@ def database_error(exc: BaseException) -> str | None:
     return lines[0] if lines else type(exc).__name__
 
 
-def integrator_lock(conn: PgConn) -> bool:
-    """Take the log's integrator lock on ``conn``'s session (False: another process holds it)."""
+def hold_log(conn: PgConn, *, exclusive: bool = False) -> bool:
+    """Take the log's session lock on ``conn``: shared (a gateway serving it) or exclusive (a
+    command that needs every gateway stopped). False: it is held the other way."""
+    how = "pg_try_advisory_lock" if exclusive else "pg_try_advisory_lock_shared"
     row = conn.execute(
-        "SELECT pg_try_advisory_lock(%s, hashtext(current_schema()))", (_LOCK_CLASS,)
+        f"SELECT {how}(%s, hashtext(current_schema()))",  # one of two names
+        (_LOG_LOCK,),
     ).fetchone()
     return bool(row and row[0])
 
 
-def _take_lock(conn: PgConn, name: str) -> None:
-    if not integrator_lock(conn):
-        raise SetupError(
-            f"{name}: another gateway process already writes this log (it holds the log's "
-            f"integrator lock); one process per log for now: stop it, or use another database "
-            f"or schema"
-        )
+def claim_log(conn: PgConn) -> None:
+    """Make ``conn``'s transaction the only one appending to the log until it ends."""
+    conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(current_schema()))", (_APPEND_LOCK,))
+
+
+def _writer_connection(dsn: str, name: str) -> PgConn:
+    """A writer's session: the log held shared (refused while a key rotation holds it)."""
+    conn = connect(dsn, application_name=f"onecard-writer pid={os.getpid()}", **_KEEPALIVES)
+    if hold_log(conn):
+        for statement in _WRITER_SETTINGS:
+            conn.execute(statement)
+        return conn
+    conn.close()
+    raise SetupError(
+        f"{name}: `onecard audit rotate-key` holds this log; start the gateway when it is done"
+    )
 
 
 class _Ops:
@@ -144,10 +176,9 @@ class PgStore:
     def __init__(self, dsn: str) -> None:
         self.dsn = dsn
         self.name = describe(dsn)
-        self._conn = connect(dsn)
+        self._conn = _writer_connection(dsn, self.name)
         try:
             pg_schema.check(self._conn, self.name)
-            _take_lock(self._conn, self.name)
             self._pool = ConnectionPool(
                 dsn,
                 min_size=1,
@@ -215,23 +246,22 @@ class PgStore:
             await closer()
         await self._writes.stop()
         await asyncio.to_thread(self._pool.close)
-        self._conn.close()  # ends the session: the integrator lock is released
+        self._conn.close()  # ends the session: its lock on the log is released
 
     def run_at(self, handler: PgBatchHandler, deadline: float) -> None:
         """Run an empty batch of ``handler`` at ``deadline`` (``WriterQueue.run_at``)."""
         self._writes.run_at(handler, deadline)
 
     def _writer_conn(self) -> PgConn:
-        """The writer's connection; after a lost one, a new one that takes the lock again."""
+        """The writer's connection; after a lost one, a new one."""
         if not self._conn.closed and not self._conn.broken:
             return self._conn
         self._conn.close()
-        conn = connect(self.dsn)
-        if not integrator_lock(conn):
-            conn.close()
-            raise StoreUnavailable("another process took over this log's integrator lock")
-        self._conn = conn
-        return conn
+        try:
+            self._conn = _writer_connection(self.dsn, self.name)
+        except SetupError as exc:
+            raise StoreUnavailable(str(exc)) from None
+        return self._conn
 
     def _commit(
         self,

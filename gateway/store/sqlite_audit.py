@@ -241,6 +241,9 @@ class _Rows:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
 
+    def claim(self) -> None:
+        return None  # one process writes a SQLite log: the sequencer's state is the log's
+
     def size(self) -> int:
         return log_size(self._conn)
 

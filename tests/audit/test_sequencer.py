@@ -19,13 +19,13 @@ from typing import Any, TypeVar
 import pytest
 
 from gateway.audit.checkpoint import open_checkpoint
-from gateway.audit.compact import NodeID
+from gateway.audit.compact import CompactRange, NodeID
 from gateway.audit.log import Receipt, Redemption, Spend, TokenSpend
 from gateway.audit.note import Verifier, VerifierSet
 from gateway.audit.record import ZERO_HASH, AuditRecord, leaf_bytes
 from gateway.audit.rfc6962 import HASH_SIZE, hash_children, hash_leaf
 from gateway.audit.selfcheck import LogDamagedError, StoredTip, UnreadableNodeError
-from gateway.audit.sequencer import LogIdentityError, Sequencer, node_row
+from gateway.audit.sequencer import LogIdentityError, Sequencer, SharedHead, node_row
 from gateway.audit.signer import Ed25519FileSigner
 from tests.gateway.store.test_sqlite_audit import make_record, records, reference_backs
 
@@ -44,6 +44,14 @@ class FakeRows:
     key_rows: list[tuple[str, str]] = field(default_factory=list)
     heads: dict[str, int] = field(default_factory=dict)
     fail_inserts: bool = False
+    shared: bool = False  # several sequencers append to these rows (``claim`` says what is there)
+    claims: int = 0
+
+    def claim(self) -> SharedHead | None:
+        self.claims += 1
+        if not self.shared:
+            return None
+        return SharedHead(self.size(), max(self.checkpoints, default=0))
 
     def size(self) -> int:
         return max(self.entries, default=-1) + 1
@@ -383,3 +391,44 @@ def test_a_rolled_back_batch_leaves_no_back_link_behind(signer: Ed25519FileSigne
     store.batch(sequencer, payloads([make_record(6)]))  # subject-0 again, now at 1
     assert json.loads(store.rows.entries[1][1])["r"]["back"] == 0
     assert store.rows.heads == {"subject-0": 1}
+
+
+# -- several processes, one log ---------------------------------------------------------------
+
+
+def test_sequencers_sharing_rows_take_turns_and_build_one_chained_tree(
+    signer: Ed25519FileSigner, loops: str
+) -> None:
+    store = FakeStore(FakeRows(shared=True))
+    one, two = store.open(signer), store.open(signer, interval=0)
+    recs = records(20)
+    turns = [(one, 0, 3), (two, 3, 4), (two, 4, 9), (one, 9, 10), (two, 10, 17), (one, 17, 20)]
+    receipts = [r for seq, a, b in turns for r in store.batch(seq, payloads(recs[a:b]))]
+    assert [r.index for r in receipts] == list(range(20))
+    prev = ZERO_HASH
+    for i, (record, back) in enumerate(zip(recs, reference_backs(recs), strict=True)):
+        leaf = leaf_bytes(i, prev, record.body(), back)  # back-links across both sequencers
+        assert store.rows.entries[i][1] == leaf
+        prev = hash_leaf(leaf)
+        assert receipts[i].leaf_hash == prev
+    hashes = [hash_leaf(store.rows.entries[i][1]) for i in range(20)]
+    verifiers = VerifierSet([Verifier.parse(signer.verifier_key())])
+    for size, note in store.rows.checkpoints.items():  # every checkpoint is of the one tree
+        root = open_checkpoint(note, verifiers, ORIGIN).root_hash
+        tree = CompactRange()
+        tree.extend(hashes[:size])
+        assert root == tree.root(), size
+
+
+def test_a_sequencer_does_not_sign_over_what_another_appended_wrongly(
+    signer: Ed25519FileSigner,
+) -> None:
+    store = FakeStore(FakeRows(shared=True))
+    one, two = store.open(signer), store.open(signer)
+    store.batch(one, payloads(records(4)))
+    store.batch(two, payloads(records(3, first=4)))
+    nodes, leaf = store.rows.entries[5]
+    store.rows.entries[5] = (bytes(HASH_SIZE) + nodes[HASH_SIZE:], leaf)  # a changed leaf node
+    with pytest.raises(LogDamagedError, match="entries"):
+        store.batch(one, payloads(records(1, first=7)))
+    assert store.rows.size() == 7  # nothing appended over it

@@ -1,21 +1,27 @@
-"""What only the PostgreSQL store has: migrations, the schema check, the integrator lock, and a
-writer that survives losing its connection."""
+"""What only the PostgreSQL store has: migrations, the schema check, several writers on one log,
+the log's lock against key rotation, and a writer that survives losing its connection."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from pathlib import Path
 
 import psycopg
 import pytest
 
+from gateway.audit.proof import root_of
 from gateway.audit.signer import Ed25519FileSigner
 from gateway.cli import main
 from gateway.errors import SetupError, StoreUnavailable
 from gateway.store import open_store, pg_schema
-from gateway.store.pg_audit import recorded_keys
+from gateway.store.pg_audit import add_key, recorded_keys
 from tests.gateway.store.test_sqlite_audit import (
     append_each,
+    assert_consistency,
+    assert_inclusion,
+    in_log_order,
+    open_cp,
     records,
     reference_chain,
     stored_leaves,
@@ -86,19 +92,43 @@ async def test_a_schema_newer_than_the_gateway_is_refused(
             await Place("postgres", tmp_path, dsn).open(signer)
 
 
-async def test_a_second_process_on_the_same_log_is_refused_until_the_first_closes(
+async def test_two_writers_on_one_log_append_one_chain_whose_proofs_verify(
     tmp_path: Path, signer: Ed25519FileSigner
 ) -> None:
     with fresh_schema() as dsn:
         place = Place("postgres", tmp_path, dsn)
-        first = await place.open(signer)
-        try:
-            with pytest.raises(SetupError, match="integrator lock"):
-                await place.open(signer)
+        one, two = await place.open(signer), await place.open(signer)  # two sessions, as two
+        try:  # processes have: each batch claims the log, so they take turns
+            recs = records(60)
+            receipts = await asyncio.gather(
+                *((one if i % 2 else two).audit_log.append(record) for i, record in enumerate(recs))
+            )
+            receipts += await append_each(one.audit_log, records(3, first=60))
+            receipts += await append_each(two.audit_log, records(3, first=63))
+            recs = recs + records(6, first=60)
+            leaves, hashes = reference_chain(in_log_order(recs, receipts))
+            assert await stored_leaves(one.audit_log) == leaves
+            assert [r.leaf_hash for r in receipts] == [hashes[r.index] for r in receipts]
+            for size, note in await two.audit_log.checkpoints():  # one tree, no fork
+                assert open_cp(note, signer).root_hash == root_of(hashes[:size])
+            for log in (one.audit_log, two.audit_log):
+                await assert_inclusion(log, hashes, 5, len(hashes))
+                await assert_consistency(log, hashes, 7, len(hashes))
         finally:
-            await first.close()
-        second = await place.open(signer)  # the lock went with the first's session
-        await second.close()
+            await one.close()
+            await two.close()
+
+
+async def test_rotate_key_is_refused_while_a_gateway_serves_the_log(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, signer: Ed25519FileSigner
+) -> None:
+    with fresh_schema() as dsn:
+        store = await Place("postgres", tmp_path, dsn).open(signer)
+        try:
+            with pytest.raises(SetupError, match="stop every gateway process"):
+                add_key(dsn, signer)
+        finally:
+            await store.close()
 
 
 async def test_the_writer_reconnects_after_losing_its_connection(
