@@ -259,8 +259,8 @@ class Supervisor:
         )
         print(
             f"onecard gateway listening on {self.settings.listen_host}:{self.port} (mutual TLS); "
-            f"{self.workers} worker{'s' if self.workers > 1 else ''}, pids {pids}; {metrics}; PKI in "
-            f"{self.settings.effective_pki_dir}; Ctrl-C or SIGTERM stops it",
+            f"{self.workers} worker{'s' if self.workers > 1 else ''}, pids {pids}; {metrics}; "
+            f"PKI in {self.settings.effective_pki_dir}; Ctrl-C or SIGTERM stops it",
             file=self.out,
             flush=True,
         )
