@@ -5,6 +5,8 @@ port) and services from another (``gateway.services.table.SERVICE_TABLE``); both
 of ``start_gateway``, so adding a back end or a service is a row, not an edit here. Nothing is
 built at import time; ``start_gateway`` returns a running ``Gateway`` that ``stop()`` shuts
 down in reverse order (stop accepting, drain in-flight calls, close back ends, close the store).
+``prepare_once`` makes what a first start makes, for a supervisor of several workers
+(``gateway.workers``), which start with ``start_gateway(..., worker=True)``.
 """
 
 from __future__ import annotations

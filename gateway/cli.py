@@ -57,6 +57,8 @@ def _serve(args: argparse.Namespace) -> int:
     if args.workers is not None:
         return _supervise(args, settings)
     worker = args.worker_index is not None
+    if worker and (args.worker_port is None or args.ready_fd is None):
+        raise SetupError("--worker-index needs --worker-port and --ready-fd (the supervisor's)")
     if worker:
         from gateway.workers import worker_settings
 
