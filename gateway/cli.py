@@ -53,6 +53,8 @@ def _serve(args: argparse.Namespace) -> int:
     from gateway.bootstrap import start_gateway
 
     settings = load_settings(args.config)
+    if args.workers is not None:
+        _check_workers(settings, args.workers)  # before anything is configured or made
     logs.configure(settings.log_level, settings.log_format)
     if args.workers is not None:
         return _supervise(args, settings)
@@ -91,19 +93,25 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_workers(settings: Settings, workers: int) -> None:
+    """``serve --workers N`` refused: more than one on SQLite, metrics ports past 65535."""
+    from gateway.workers import refuse_sqlite
+
+    refuse_sqlite(settings, workers)
+    last_metrics = (settings.metrics_port or 0) + workers - 1
+    if settings.metrics_port and last_metrics > 65535:
+        raise SetupError(
+            f"metrics_port {settings.metrics_port}: worker {workers - 1} would serve its "
+            f"metrics on {last_metrics}, past 65535; choose a lower metrics_port (or 0)"
+        )
+
+
 def _supervise(args: argparse.Namespace, settings: Settings) -> int:
     """``serve --workers N``: prepare once, reserve the port, run the workers (gateway.workers)."""
     from gateway.bootstrap import prepare_once
     from gateway.store.lock import DataDirLock
-    from gateway.workers import Supervisor, refuse_sqlite, reserve_port
+    from gateway.workers import Supervisor, reserve_port
 
-    refuse_sqlite(settings, args.workers)
-    last_metrics = (settings.metrics_port or 0) + args.workers - 1
-    if settings.metrics_port and last_metrics > 65535:
-        raise SetupError(
-            f"metrics_port {settings.metrics_port}: worker {args.workers - 1} would serve its "
-            f"metrics on {last_metrics}, past 65535; choose a lower metrics_port (or 0)"
-        )
     lock = DataDirLock.acquire(settings.data_dir)  # held by this process for the workers
     try:
         asyncio.run(prepare_once(settings))

@@ -29,6 +29,7 @@ def data_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 def test_more_than_one_worker_on_sqlite_is_refused_in_one_line_before_anything_is_made(
     data_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    # In-process: the refusals come before the command configures logging for the process.
     assert main(["serve", "--workers", "2"]) == 2
     said = capsys.readouterr().err
     assert said.count("\n") == 1
@@ -99,13 +100,31 @@ def test_a_port_another_supervisors_workers_serve_is_refused() -> None:
     assert "a server already listens there" in str(info.value)
 
 
-def test_a_worker_started_without_its_supervisor_is_refused(
-    data_dir: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    args = ["serve", "--worker-index", "0", "--worker-port", "7443", "--ready-fd", "9"]
-    assert main(args) == 2
-    said = capsys.readouterr().err
-    assert "a worker starts under `onecard serve --workers N`" in said
+def _serve(tmp_path: Path, *args: str, **settings: str) -> subprocess.CompletedProcess[str]:
+    """``onecard serve ARGS`` in a process of its own (it configures logging, for the process)."""
+    env = dict(
+        os.environ,
+        ONECARD_DATA_DIR=str(tmp_path / "data"),
+        ONECARD_LISTEN_PORT="0",
+        ONECARD_METRICS_PORT="0",
+        ONECARD_LOG_LEVEL="warning",
+    )
+    env.update({f"ONECARD_{name.upper()}": value for name, value in settings.items()})
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "serve", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_a_worker_started_without_its_supervisor_is_refused(tmp_path: Path) -> None:
+    done = _serve(tmp_path, "--worker-index", "0", "--worker-port", "7443", "--ready-fd", "9")
+    assert done.returncode == 2
+    assert "a worker starts under `onecard serve --workers N`" in done.stderr
+    assert done.stderr.count("\n") == 1, done.stderr
 
 
 def test_a_worker_that_cannot_start_stops_the_supervisor_with_its_reason(
@@ -114,22 +133,7 @@ def test_a_worker_that_cannot_start_stops_the_supervisor_with_its_reason(
     broken = tmp_path / "policies"
     broken.mkdir()
     (broken / "bad.cedar").write_text("permit(principal, action, resource) when { nonsense };")
-    env = dict(
-        os.environ,
-        ONECARD_DATA_DIR=str(tmp_path / "data"),
-        ONECARD_LISTEN_PORT="0",
-        ONECARD_METRICS_PORT="0",
-        ONECARD_POLICIES_DIR=str(broken),
-        ONECARD_LOG_LEVEL="warning",
-    )
-    done = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "serve", "--workers", "1"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = _serve(tmp_path, "--workers", "1", policies_dir=str(broken))
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert lines[-1] == (
