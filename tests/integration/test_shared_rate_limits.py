@@ -1,23 +1,41 @@
 """Rate limits shared by gateway processes on one PostgreSQL: two ``Admission`` objects, each
 with its own connection pool as two processes have, on one schema; one organisation floods both
 at once, and the calls admitted in total stay within one bucket's bound (plus the leases' slack),
-not two buckets'. (Whole gateway processes: tests/integration/test_workers.py.)"""
+not two buckets'. A gateway whose shared buckets cannot be read refuses calls as UNAVAILABLE.
+(Whole gateway processes: tests/integration/test_workers.py.)"""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
+import grpc
+import psycopg
+import pytest
+
+from adapters.social_insurance.seed import Population
 from gateway.admission import Admission
+from gateway.bootstrap import Gateway
+from gateway.client import org_channel
+from gateway.client import refusal_reason as reason
 from gateway.errors import RateLimited
 from gateway.orgs import Org, OrgType, RateLimit
-from gateway.shared_buckets import LEASE_MAX, SharedBuckets
+from gateway.pki import PkiLayout
+from gateway.ports import CardStatus
+from gateway.shared_buckets import DOWN_S, LEASE_MAX, SharedBuckets
 from gateway.store.pg_rate_limits import PgTokenSource
+from tests.integration.calls import issue_token
+from tests.integration.conftest import CITIZEN_APP
+from tests.integration.conftest import HOSPITAL as HOSPITAL_ID
 from tests.postgres import fresh_schema
 
 LIMIT = RateLimit(per_s=40, burst=20)
 HOSPITAL = Org("hosp-bj-001", OrgType.HOSPITAL, "Hospital", "110105")
 FLOOD_S = 1.5
+pytestmark = pytest.mark.integration
 
 
 async def _process(dsn: str) -> Admission:
@@ -68,3 +86,31 @@ async def test_one_org_flooding_two_processes_gets_one_bucket_not_two() -> None:
     # were admitted and shed, so the bucket was the shared one, drained from both sides.
     assert admitted >= LIMIT.burst + LIMIT.per_s * FLOOD_S / 2
     assert min(a1, a2) > 0 and min(s1, s2) > 0
+
+
+@pytest.mark.parametrize("store_kind", ["postgres"], indirect=True)
+async def test_a_gateway_whose_shared_buckets_cannot_be_read_fails_calls_closed(
+    gateway_factory: Callable[..., Any],
+    database_urls: dict[Path, str],
+    pki: PkiLayout,
+    population: Population,
+) -> None:
+    gateway: Gateway = await gateway_factory()
+    (dsn,) = database_urls.values()
+    card = population.first(card_status=CardStatus.NORMAL).id_number
+    async with (
+        org_channel(gateway.target, pki, CITIZEN_APP) as app,
+        org_channel(gateway.target, pki, HOSPITAL_ID) as hospital,
+    ):
+        await issue_token(app, card)  # the citizen app's bucket, read from the database
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("ALTER TABLE rate_buckets RENAME TO rate_buckets_away")
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await issue_token(hospital, card)  # its first call: a round trip, which fails
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("ALTER TABLE rate_buckets_away RENAME TO rate_buckets")
+        await asyncio.sleep(DOWN_S)
+        await issue_token(app, card)  # back once the database answers again
+    assert info.value.code() is grpc.StatusCode.UNAVAILABLE
+    assert reason(info.value) == "rate_limit_unavailable"
+    assert "not admitted" in (info.value.details() or "")
