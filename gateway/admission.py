@@ -14,6 +14,13 @@ Owns these limits and the tally of what they shed:
   audited one by one) have a small bucket per client certificate (``admit_refused``), so a
   flood of refusals is shed and audited in aggregate too instead of growing the log per call.
 
+With several gateway processes on one PostgreSQL (``shared``), an organisation's bucket is shared
+by all of them (``gateway.shared_buckets``: tokens leased from the database) and the interceptor
+calls ``admit_shared`` instead, which awaits at most one round trip; the bounds in flight stay per
+process (they protect the process), and so does the refused callers' bucket: it only bounds how
+fast refusals are audited one by one, a promise to no organisation, and sharing it would turn a
+flood of unidentified callers into database load.
+
 The interceptor calls ``Admission.admit`` right after it knows the caller, and holds the returned
 ``Ticket`` until the call ends. A shed call raises ``RateLimited``, ``Overloaded`` or ``OrgBusy``
 (RESOURCE_EXHAUSTED, with the limit and when to retry in the message); it costs no durable write.
@@ -41,6 +48,7 @@ from gateway.audit.record import AuditRecord, rfc3339
 from gateway.errors import OrgBusy, Overloaded, RateLimited, Shed
 from gateway.metrics import Metrics
 from gateway.orgs import Org, OrgType, RateLimit
+from gateway.shared_buckets import SharedBuckets
 
 __all__ = ["Admission", "ShedAudit", "ShedCount", "Ticket"]
 
@@ -54,6 +62,14 @@ REFUSED_LIMIT = RateLimit(per_s=2.0, burst=10)
 
 def _utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+def _rate_limited(org: Org, limit: RateLimit, wait_ms: int) -> RateLimited:
+    return RateLimited(
+        f"rate limit of organisation {org.org_id} reached ({limit.per_s:g} calls/s, "
+        f"bursts of {limit.burst}); retry after {wait_ms} ms",
+        retry_after_ms=wait_ms,
+    )
 
 
 @dataclass(slots=True)
@@ -112,13 +128,15 @@ class Ticket:
 
 @dataclass
 class Admission:
-    """The gateway's admission control. Runs on the event loop: no locks, no awaits."""
+    """The gateway's admission control. Runs on the event loop: no locks; no awaits but the
+    shared buckets' round trip (``admit_shared``)."""
 
     max_in_flight: int
     rate_limits: Mapping[OrgType, RateLimit]
     max_in_flight_per_org: int = 0  # 0: no bound of its own (max_in_flight)
     refused_limit: RateLimit = REFUSED_LIMIT
     metrics: Metrics | None = None
+    shared: SharedBuckets | None = None  # the org buckets shared by every process (PostgreSQL)
     clock: Callable[[], float] = time.monotonic
     wall_clock: Callable[[], dt.datetime] = field(default=_utc_now)
     _in_flight: int = field(default=0, init=False)
@@ -152,15 +170,30 @@ class Admission:
         """
         bucket = self._bucket(org.org_id, self.limit_of(org))
         if bucket.tokens < 1.0:
-            limit = bucket.limit
-            raise self._shed_call(
-                org,
-                RateLimited(
-                    f"rate limit of organisation {org.org_id} reached ({limit.per_s:g} calls/s, "
-                    f"bursts of {limit.burst}); retry after {bucket.wait_ms()} ms",
-                    retry_after_ms=bucket.wait_ms(),
-                ),
-            )
+            raise self._shed_call(org, _rate_limited(org, bucket.limit, bucket.wait_ms()))
+        ticket = self._take_place(org)
+        bucket.tokens -= 1.0
+        return ticket
+
+    async def admit_shared(self, org: Org) -> Ticket:
+        """``admit`` with the org's bucket shared by every process (``shared``): one round trip
+        at most, then the bounds in flight, which stay this process's own (they protect it).
+        A call shed by those gives its token back to this process's lease.
+        ``RateLimitUnavailable`` when the shared buckets cannot be read (fail closed)."""
+        if self.shared is None:
+            raise RuntimeError("admit_shared needs shared buckets; call admit")
+        limit = self.limit_of(org)
+        wait_ms = await self.shared.take(org.org_id, limit)
+        if wait_ms is not None:
+            raise self._shed_call(org, _rate_limited(org, limit, wait_ms))
+        try:
+            return self._take_place(org)
+        except Shed:
+            self.shared.give_back(org.org_id)
+            raise
+
+    def _take_place(self, org: Org) -> Ticket:
+        """A place in flight for ``org``'s call, or ``Overloaded`` / ``OrgBusy``."""
         if self._in_flight >= self.max_in_flight:
             raise self._shed_call(
                 org,
@@ -179,7 +212,6 @@ class Admission:
                     retry_after_ms=OVERLOAD_RETRY_MS,
                 ),
             )
-        bucket.tokens -= 1.0
         self._in_flight += 1
         self._org_in_flight[org.org_id] = self._org_in_flight.get(org.org_id, 0) + 1
         return Ticket(self, org.org_id)

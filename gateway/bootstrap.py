@@ -5,6 +5,8 @@ port) and services from another (``gateway.services.table.SERVICE_TABLE``); both
 of ``start_gateway``, so adding a back end or a service is a row, not an edit here. Nothing is
 built at import time; ``start_gateway`` returns a running ``Gateway`` that ``stop()`` shuts
 down in reverse order (stop accepting, drain in-flight calls, close back ends, close the store).
+``prepare_once`` makes what a first start makes, for a supervisor of several workers
+(``gateway.workers``), which start with ``start_gateway(..., worker=True)``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import contextlib
 import datetime as dt
 import errno
 import json
+import os
 import sqlite3
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -48,6 +51,7 @@ from gateway.ports import CARD_REGISTRY
 from gateway.services import response_types
 from gateway.services.consent import ConsentParts
 from gateway.services.table import SERVICE_TABLE, ServiceParts, ServiceRow
+from gateway.shared_buckets import SharedBuckets
 from gateway.store import (
     SignerFor,
     Store,
@@ -61,6 +65,8 @@ from gateway.store.sqlite_keys import add_key, check_identity, recorded_keys
 from gateway.tokens import CardTokens
 
 _log = structlog.get_logger(__name__)
+# The data directory's secrets (keys/), each made on the first start (gateway.keys).
+_SECRETS = ("audit-pseudonym.key", "token.key", "request-id.key", "history-page.key")
 # grpc-stubs does not describe grpc_health's asyncio servicer.
 HealthServicer = health.aio.HealthServicer  # type: ignore[attr-defined]
 
@@ -153,7 +159,7 @@ def _audit_signer(path: Path, origin: str, where: Path | str) -> SignerFor:
 
 def publish_verifier_keys(path: Path, keys: list[str]) -> None:
     """Write the log's published key set: one C2SP verifier key per line, oldest first."""
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # workers publish it at once
     tmp.write_text("".join(key + "\n" for key in keys))
     tmp.replace(path)
 
@@ -247,7 +253,7 @@ def _consent_parts(settings: Settings, store: Store, pseudonymize: Pseudonymizer
     card number (with the same key, in a namespace of its own)."""
     artefacts = consent_artefacts(settings)
     published = settings.data_dir / "consent-keys.json"
-    tmp = published.with_name(published.name + ".tmp")
+    tmp = published.with_name(f"{published.name}.{os.getpid()}.tmp")  # workers: at once
     tmp.write_text(json.dumps(artefacts.jwks(), indent=2) + "\n")
     tmp.replace(published)
     return ConsentParts(
@@ -262,28 +268,75 @@ def _read(path: Path) -> bytes:
         raise StartupError(f"{path}: cannot read ({exc.strerror})") from None
 
 
+async def prepare_once(settings: Settings, *, backends: Sequence[BackendRow] = BACKENDS) -> None:
+    """Make, once, everything a gateway makes on its first start, for ``onecard serve
+    --workers``: workers starting at once would each make a different key.
+
+    The development PKI, the data directory's secrets, the consent artefacts' key, the audit
+    log's signing key (refused, as at start, when the log is signed with a key that is missing
+    here), and whatever a back end makes on its first start (its reference keys: every back end
+    is wired once and closed again). With PostgreSQL, the schema is checked first.
+    """
+    _pki(settings)
+    keys = settings.data_dir / "keys"
+    for name in _SECRETS:
+        load_or_create_secret(keys / name)
+    consent_artefacts(settings)
+    _prepare_audit_key(settings)
+    closers: list[Callable[[], Awaitable[None]]] = []
+    try:
+        await wire_backends(settings, backends, closers)
+    finally:
+        for close in reversed(closers):
+            await close()
+
+
+def _prepare_audit_key(settings: Settings) -> None:
+    path = settings.data_dir / "keys" / "audit-log.key"
+    where = describe_store(settings.store, settings.data_dir, settings.database_url)
+    keys: list[tuple[str, str]] = []
+    if settings.store == "postgres":  # checks the schema's version too
+        from gateway.store import pg_audit  # noqa: PLC0415 - only when chosen
+
+        keys = pg_audit.recorded_keys(settings.database_url)
+    elif (db := database_path(settings.store, settings.data_dir)).is_file():
+        keys = recorded_keys(db)
+    if not path.exists():
+        _audit_signer(path, settings.audit_origin, where)(keys)
+
+
 async def start_gateway(
     settings: Settings,
     *,
     backends: Sequence[BackendRow] = BACKENDS,
     services: Sequence[ServiceRow] = SERVICE_TABLE,
+    worker: bool = False,
 ) -> Gateway:
     """Build and start everything ``settings`` describes, with these back ends and services.
 
     The data directory is claimed first (one gateway process per directory on SQLite, shared by
-    the gateways of one PostgreSQL log); if start-up fails
-    after that, whatever was already started is closed again, the claim included.
+    the gateways of one PostgreSQL log); if start-up fails after that, whatever was already
+    started is closed again, the claim included. A ``worker`` of ``onecard serve --workers``
+    claims nothing (its supervisor holds the claim, and refuses SQLite with more than one
+    worker) and listens with SO_REUSEPORT beside the other workers.
     """
     for old, new in settings.deprecations():
         _log.warning("setting_deprecated", setting=old, use=new)
-    lock = DataDirLock.acquire(settings.data_dir, shared=settings.store == "postgres")
+    if worker and not is_served(settings.data_dir):
+        raise StartupError(
+            f"{settings.data_dir}: a worker starts under `onecard serve --workers N`, which "
+            f"holds the data directory; it holds none here"
+        )
+    shared = settings.store == "postgres"
+    lock = None if worker else DataDirLock.acquire(settings.data_dir, shared=shared)
 
     async def release_lock() -> None:
-        lock.release()
+        if lock is not None:
+            lock.release()
 
     closers: list[Callable[[], Awaitable[None]]] = [release_lock]
     try:
-        return await _start(settings, closers, backends, services)
+        return await _start(settings, closers, backends, services, reuse_port=worker)
     except BaseException as exc:
         for close in reversed(closers):
             with contextlib.suppress(Exception):
@@ -343,11 +396,27 @@ async def _open_log(
     return store, audit_log
 
 
+async def _shared_rate_limits(
+    settings: Settings, closers: list[Callable[[], Awaitable[None]]]
+) -> SharedBuckets | None:
+    """The organisations' token buckets shared by every process on the same PostgreSQL (None
+    with SQLite: one process, buckets in memory)."""
+    if settings.store != "postgres":
+        return None
+    from gateway.store.pg_rate_limits import PgTokenSource  # noqa: PLC0415 - only when chosen
+
+    shared = SharedBuckets(await PgTokenSource.open(settings.database_url))
+    closers.append(shared.close)
+    return shared
+
+
 async def _start(
     settings: Settings,
     closers: list[Callable[[], Awaitable[None]]],
     backends: Sequence[BackendRow],
     services: Sequence[ServiceRow],
+    *,
+    reuse_port: bool,
 ) -> Gateway:
     pki = _pki(settings)
     orgs = OrgRegistry.load(settings.orgs_file or pki.orgs_file)
@@ -380,6 +449,7 @@ async def _start(
     )
 
     admission = Admission(
+        shared=await _shared_rate_limits(settings, closers),
         max_in_flight=settings.max_in_flight,
         max_in_flight_per_org=settings.max_in_flight_per_org,
         rate_limits={org_type: given.limit() for org_type, given in settings.rate_limits.items()},
@@ -405,7 +475,8 @@ async def _start(
         interceptors=[interceptor],
         options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
-            ("grpc.so_reuseport", 0),
+            # A port taken is an error, unless workers share it (their supervisor holds it).
+            ("grpc.so_reuseport", 1 if reuse_port else 0),
             ("grpc.server.max_pending_requests", 10_000),
             ("grpc.server.max_pending_requests_hard_limit", 20_000),
         ],

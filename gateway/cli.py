@@ -2,6 +2,9 @@
 
 onecard serve [--config FILE]       run the gateway (embedded defaults: SQLite under var/,
                                     reference back ends in-process, a development PKI)
+onecard serve --workers N           N gateway processes on one port (SO_REUSEPORT) under a
+                                    supervisor that restarts them; N > 1 needs PostgreSQL;
+                                    worker i serves metrics on metrics_port + i
 onecard demo                        everything on loopback plus a scripted tour
 onecard backends [--port N]         run the reference back ends on their own (1101 on --port,
                                     FHIR R4 on --fhir-port, SIP2 libraries from --sip2-port,
@@ -36,7 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gateway import logs
-from gateway.config import default_policies_dir, load_settings
+from gateway.config import Settings, default_policies_dir, load_settings
 from gateway.errors import SetupError
 
 if TYPE_CHECKING:
@@ -50,25 +53,75 @@ def _serve(args: argparse.Namespace) -> int:
     from gateway.bootstrap import start_gateway
 
     settings = load_settings(args.config)
+    if args.workers is not None:
+        _check_workers(settings, args.workers)  # before anything is configured or made
     logs.configure(settings.log_level, settings.log_format)
+    if args.workers is not None:
+        return _supervise(args, settings)
+    worker = args.worker_index is not None
+    if worker and (args.worker_port is None or args.ready_fd is None):
+        raise SetupError("--worker-index needs --worker-port and --ready-fd (the supervisor's)")
+    if worker:
+        from gateway.workers import worker_settings
+
+        settings = worker_settings(settings, args.worker_index, args.worker_port)
 
     async def run() -> None:
-        gateway = await start_gateway(settings)
-        print(
-            f"onecard gateway listening on {settings.listen_host}:{gateway.port} (mutual TLS); "
-            f"metrics on {settings.metrics_host}:{gateway.metrics_port}; "
-            f"PKI in {gateway.pki.directory}; Ctrl-C or SIGTERM stops it",
-            file=sys.stderr,
-        )
+        gateway = await start_gateway(settings, worker=worker)
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stopping.set)
+        if worker:
+            from gateway.workers import announce_ready, stop_when_orphaned
+
+            orphaned = asyncio.ensure_future(stop_when_orphaned(stopping))
+            announce_ready(args.ready_fd, gateway.metrics_port)
+        else:
+            print(
+                f"onecard gateway listening on {settings.listen_host}:{gateway.port} (mutual "
+                f"TLS); metrics on {settings.metrics_host}:{gateway.metrics_port}; "
+                f"PKI in {gateway.pki.directory}; Ctrl-C or SIGTERM stops it",
+                file=sys.stderr,
+            )
         await stopping.wait()
+        if worker:
+            orphaned.cancel()
         await gateway.stop()
 
     asyncio.run(run())
     return 0
+
+
+def _check_workers(settings: Settings, workers: int) -> None:
+    """``serve --workers N`` refused: more than one on SQLite, metrics ports past 65535."""
+    from gateway.workers import refuse_sqlite
+
+    refuse_sqlite(settings, workers)
+    last_metrics = (settings.metrics_port or 0) + workers - 1
+    if settings.metrics_port and last_metrics > 65535:
+        raise SetupError(
+            f"metrics_port {settings.metrics_port}: worker {workers - 1} would serve its "
+            f"metrics on {last_metrics}, past 65535; choose a lower metrics_port (or 0)"
+        )
+
+
+def _supervise(args: argparse.Namespace, settings: Settings) -> int:
+    """``serve --workers N``: prepare once, reserve the port, run the workers (gateway.workers)."""
+    from gateway.bootstrap import prepare_once
+    from gateway.store.lock import DataDirLock
+    from gateway.workers import Supervisor, reserve_port
+
+    # held by this process for the workers (shared: beside other gateways of the same log)
+    lock = DataDirLock.acquire(settings.data_dir, shared=settings.store == "postgres")
+    try:
+        asyncio.run(prepare_once(settings))
+        with reserve_port(settings.listen_host, settings.listen_port) as reserved:
+            port = int(reserved.getsockname()[1])
+            supervisor = Supervisor(settings, args.config, args.workers, port)
+            return asyncio.run(supervisor.run())
+    finally:
+        lock.release()
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -403,6 +456,23 @@ def _workers(text: str) -> int:
     raise argparse.ArgumentTypeError(f"{text!r} is not a number of processes from 1 to {most}")
 
 
+def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    serve = sub.add_parser("serve", help="run the gateway")
+    serve.add_argument("--config", type=Path, help="TOML configuration file")
+    serve.add_argument(
+        "--workers",
+        type=_workers,
+        help="run N gateway processes on one port (SO_REUSEPORT) under a supervisor that "
+        "restarts them; more than 1 needs store = postgres; worker i serves metrics on "
+        "metrics_port + i",
+    )
+    # A worker of `serve --workers` (gateway.workers): started by the supervisor only.
+    serve.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
+    serve.add_argument("--worker-port", type=int, help=argparse.SUPPRESS)
+    serve.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
+    serve.set_defaults(func=_serve)
+
+
 def _backends_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     backends = sub.add_parser("backends", help="run the reference back ends")
     backends.add_argument("--port", type=int, default=8101, help="port on 127.0.0.1")
@@ -431,9 +501,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="onecard", description="OneCard data-sharing gateway")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="run the gateway")
-    serve.add_argument("--config", type=Path, help="TOML configuration file")
-    serve.set_defaults(func=_serve)
+    _serve_parser(sub)
 
     demo = sub.add_parser("demo", help="start everything on loopback and run a tour")
     demo.add_argument("--data-dir", type=Path, help="keep the database and keys here")

@@ -155,6 +155,14 @@ class StoreUnavailable(GatewayError):
     reason = "store_unavailable"
 
 
+class RateLimitUnavailable(GatewayError):
+    """The rate limits shared between gateway processes cannot be read: fail closed (a call
+    is never admitted without its organisation's limit)."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+    reason = "rate_limit_unavailable"
+
+
 class NotSupported(GatewayError):
     """The request asks for something this gateway does not offer (yet)."""
 

@@ -264,8 +264,13 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                     self._admission.admit_refused(call.cert_sha256 or "none")
                 raise
             call.org_type = caller.org.org_type.value
-            if self._admission is not None:
-                call.ticket = self._admission.admit(caller.org)  # or Shed, at once
+            admission = self._admission
+            if admission is not None:  # or Shed, at once (after a round trip if shared)
+                call.ticket = (
+                    admission.admit(caller.org)
+                    if admission.shared is None
+                    else await admission.admit_shared(caller.org)
+                )
             _check_request(request, call.rpc)
             token = bind_call(
                 Call(
