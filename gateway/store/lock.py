@@ -54,7 +54,8 @@ class DataDirLock:
                 ) from None
             raise DataDirInUse(
                 f"{data_dir}: another onecard gateway is already serving this data directory "
-                f"(one gateway process per data directory on SQLite; stop it or choose another --data-dir)"
+                f"(one gateway process per data directory on SQLite; stop it or choose another "
+                f"--data-dir)"
             ) from None
         if not shared:
             with contextlib.suppress(OSError):  # the pid is for people; the lock is the flock

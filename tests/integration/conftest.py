@@ -46,9 +46,12 @@ def population() -> Population:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Tests whose gateways come from ``gateway_factory`` run once per store kind, except those
     marked ``sqlite_only`` (they read or damage the SQLite file itself)."""
-    if "store_kind" in metafunc.fixturenames and not metafunc.definition.get_closest_marker(
-        "sqlite_only"
-    ):
+    chosen = any(  # a test that names its stores itself
+        m.args and m.args[0] == "store_kind"
+        for m in metafunc.definition.iter_markers("parametrize")
+    )
+    only_sqlite = metafunc.definition.get_closest_marker("sqlite_only")
+    if "store_kind" in metafunc.fixturenames and not (chosen or only_sqlite):
         metafunc.parametrize("store_kind", STORES, indirect=True)
 
 
