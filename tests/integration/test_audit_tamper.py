@@ -93,7 +93,9 @@ async def test_an_untouched_log_verifies(
 ) -> None:
     out = export(logged, tmp_path, capsys)
     code, text, err = verify(out, logged / "audit-log.pub", capsys)
-    assert (code, err) == (0, "")
+    assert code == 0
+    # nothing but progress (printed once a run has taken a second, as on a loaded machine)
+    assert all(line.startswith("  verified ") for line in err.splitlines()), err
     assert text.startswith("OK: 12 entries, 3 signed checkpoints verified")
 
 
