@@ -133,7 +133,7 @@ class SocialInsuranceClient:
     ) -> bytes:
         session = self._pool.get()
         payload = envelope.model_dump_json().encode()
-        with map_transport_errors(_BACKEND, timeout=timeout, log=log.bound(), prefix=_EVENTS):
+        with map_transport_errors(_BACKEND, timeout=timeout, log=log, prefix=_EVENTS):
             async with (
                 asyncio.timeout(timeout),
                 session.post(
@@ -150,7 +150,7 @@ class SocialInsuranceClient:
                     response,
                     limit=_MAX_BODY_BYTES,
                     backend=_BACKEND,
-                    log=log.bound(),
+                    log=log,
                     event="social_insurance_answer_too_large",
                 )
 
@@ -183,15 +183,11 @@ class _LazyLog:
     def bind(self, **more: Any) -> _LazyLog:
         return _LazyLog(**self._context, **more)
 
-    def bound(self) -> structlog.typing.FilteringBoundLogger:
-        logger: structlog.typing.FilteringBoundLogger = _log.bind(**self._context)
-        return logger
+    def info(self, event: str, *args: Any, **fields: Any) -> Any:
+        return _log.bind(**self._context).info(event, *args, **fields)
 
-    def info(self, event: str, **fields: Any) -> None:
-        self.bound().info(event, **fields)
-
-    def warning(self, event: str, **fields: Any) -> None:
-        self.bound().warning(event, **fields)
+    def warning(self, event: str, *args: Any, **fields: Any) -> Any:
+        return _log.bind(**self._context).warning(event, *args, **fields)
 
 
 @functools.lru_cache(maxsize=16)
