@@ -33,9 +33,9 @@ from __future__ import annotations
 import contextlib
 import enum
 from collections.abc import Iterator
+from typing import Any, Protocol
 
 import aiohttp
-import structlog
 
 from gateway.errors import (
     BackendTimeout,
@@ -108,12 +108,19 @@ def backend_error(
     return error_type(message, reason=reason)
 
 
+class WarningLog(Protocol):
+    """What the shared failure handling needs of a logger: a structlog logger, or an
+    adapter's own that binds its context only when it logs."""
+
+    def warning(self, event: str, *args: Any, **kw: Any) -> Any: ...
+
+
 @contextlib.contextmanager
 def map_transport_errors(
     backend: str,
     *,
     timeout: float,
-    log: structlog.typing.FilteringBoundLogger,
+    log: WarningLog,
     prefix: str,
     protocol: ProtocolFailures = (),
 ) -> Iterator[None]:

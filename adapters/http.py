@@ -12,9 +12,8 @@ import asyncio
 from typing import Any
 
 import aiohttp
-import structlog
 
-from adapters.errors import Failure, backend_error
+from adapters.errors import Failure, WarningLog, backend_error
 
 
 class PooledSession:
@@ -49,7 +48,7 @@ async def read_capped(
     *,
     limit: int,
     backend: str,
-    log: structlog.typing.FilteringBoundLogger,
+    log: WarningLog,
     event: str,
     chunk: int = 64 * 1024,
     **context: Any,

@@ -31,6 +31,13 @@ offered load of ``--offered`` calls/s (open loop); the p50 of the scenario's mai
 call in flight (GetInsuranceStatus for ``visit``); the server's CPU (user + system, from
 /proc) per call in the throughput window; the gateway's RSS at start and end. Ratios are to
 the bare server measured in the same repetition.
+
+Soak (``--soak-s``, after the repetitions, on the same gateway): the ``visit`` scenario in an
+open loop at ``--soak-load`` times the visit capacity measured above, for ``--soak-s`` seconds,
+the gateway's RSS sampled every ``--soak-every-s``: its start, end and maximum, and the change
+from start to end (the target: within 10% over 10 minutes at 0.8).
+
+    .venv/bin/python bench/gateway_bench.py --scenarios visit --soak-s 600 --soak-load 0.8
 """
 
 from __future__ import annotations
@@ -240,7 +247,8 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
 
 
-async def run_load(args: argparse.Namespace) -> dict[str, Any]:
+def _loads(args: argparse.Namespace) -> tuple[list[dict[str, grpc.aio.Channel]], list[Load]]:
+    """One channel per organisation per ``--channels``, and ``--in-flight`` workers over them."""
     pki = PkiLayout(Path(args.pki))
     channels = [
         {org: _channel(args.target, pki, org) for org in (APP, HOSPITAL, LIBRARY)}
@@ -258,6 +266,27 @@ async def run_load(args: argparse.Namespace) -> dict[str, Any]:
             bare,
         )
         loads.append(Load(args.scenario, clients, args.card, args.request_bytes, args.consent))
+    return channels, loads
+
+
+async def _open_loop(
+    loads: list[Load], rate: float, seconds: float, timings: list[float]
+) -> list[BaseException]:
+    """Start an operation every 1/``rate`` s for ``seconds``, whatever is late; the failures."""
+    every = 1 / rate
+    pending: set[asyncio.Task[int]] = set()
+    start = time.monotonic()
+    for n in range(int(seconds * rate)):
+        await asyncio.sleep(max(0.0, start + n * every - time.monotonic()))
+        task = asyncio.create_task(loads[n % len(loads)].op(timings))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+    done = await asyncio.gather(*pending, return_exceptions=True)
+    return [outcome for outcome in done if isinstance(outcome, BaseException)]
+
+
+async def run_load(args: argparse.Namespace) -> dict[str, Any]:
+    channels, loads = _loads(args)
 
     async def closed(seconds: float, timings: list[float]) -> int:
         deadline = time.monotonic() + seconds
@@ -277,16 +306,10 @@ async def run_load(args: argparse.Namespace) -> dict[str, Any]:
 
     # Open loop at a fixed offered load: an operation starts every 1/rate s, whatever is late.
     calls_per_op = 1 if args.scenario in ("bare", "consent", "refusal") else 2
-    every = calls_per_op / args.offered
     offered: list[float] = []
-    pending: set[asyncio.Task[int]] = set()
-    start = time.monotonic()
-    for n in range(int(args.window_s / every)):
-        await asyncio.sleep(max(0.0, start + n * every - time.monotonic()))
-        task = asyncio.create_task(loads[n % len(loads)].op(offered))
-        pending.add(task)
-        task.add_done_callback(pending.discard)
-    await asyncio.gather(*pending)
+    failures = await _open_loop(loads, args.offered / calls_per_op, args.window_s, offered)
+    if failures:
+        raise failures[0]
 
     singles = [await loads[0].single() for _ in range(args.singles)]
     for ch in channels:
@@ -300,6 +323,23 @@ async def run_load(args: argparse.Namespace) -> dict[str, Any]:
         "p99_ms": q[989] * 1000,
         "p999_ms": q[998] * 1000,
         "single_p50_ms": statistics.median(singles) * 1000,
+    }
+
+
+async def run_soak_load(args: argparse.Namespace) -> dict[str, Any]:
+    """Visits in an open loop at ``--offered`` calls/s for ``--window-s`` seconds."""
+    channels, loads = _loads(args)
+    timings: list[float] = []
+    failed = await _open_loop(loads, args.offered / 2, args.window_s, timings)
+    for ch in channels:
+        for channel in ch.values():
+            await channel.close()
+    q = statistics.quantiles(timings, n=100) if len(timings) > 1 else [0.0] * 99
+    return {
+        "calls": len(timings),
+        "failed_ops": len(failed),
+        "p50_ms": statistics.median(timings) * 1000 if timings else 0.0,
+        "p99_ms": q[98] * 1000,
     }
 
 
@@ -415,8 +455,55 @@ def _load(
     pki: Path,
     request_bytes: int,
 ) -> dict[str, Any]:
-    argv = [
-        sys.executable, __file__, "--role", "load", "--scenario", scenario,
+    out = subprocess.run(
+        _load_argv(args, "load", scenario, port, pid, card, pki, request_bytes),
+        check=True,
+        capture_output=True,
+        cwd=ROOT,
+    )
+    result: dict[str, Any] = json.loads(out.stdout)
+    return result
+
+
+def _soak(
+    args: argparse.Namespace, port: int, pid: int, card: str, pki: Path, capacity: float
+) -> dict[str, Any]:
+    """Visits at ``--soak-load`` x ``capacity`` calls/s for ``--soak-s``; RSS sampled meanwhile."""
+    rate = args.soak_load * capacity
+    soak = argparse.Namespace(**{**vars(args), "window_s": args.soak_s, "offered": rate})
+    argv = _load_argv(soak, "soak", "visit", port, pid, card, pki, 0)
+    rss = [_rss_mb(pid)]
+    with tempfile.TemporaryFile() as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.DEVNULL, cwd=ROOT)
+        while proc.poll() is None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(args.soak_every_s)
+            rss.append(_rss_mb(pid))
+        if proc.returncode != 0:
+            raise RuntimeError(f"the soak's load generator exited with {proc.returncode}")
+        out.seek(0)
+        result: dict[str, Any] = json.loads(out.read())
+    return {
+        **result,
+        "offered_calls_per_s": rate,
+        "seconds": args.soak_s,
+        "rss_mb": rss,
+        "rss_change_pct": (rss[-1] - rss[0]) / rss[0] * 100,
+    }
+
+
+def _load_argv(
+    args: argparse.Namespace,
+    role: str,
+    scenario: str,
+    port: int,
+    pid: int,
+    card: str,
+    pki: Path,
+    request_bytes: int,
+) -> list[str]:
+    return [
+        sys.executable, __file__, "--role", role, "--scenario", scenario,
         "--target", f"127.0.0.1:{port}", "--server-pid", str(pid), "--card", card,
         "--pki", str(pki), "--request-bytes", str(request_bytes),
         "--channels", str(args.channels), "--in-flight", str(args.in_flight),
@@ -424,9 +511,6 @@ def _load(
         "--offered", str(args.offered), "--singles", str(args.singles),
         "--consent", args.consent,
     ]  # fmt: skip
-    out = subprocess.run(argv, check=True, capture_output=True, cwd=ROOT)
-    result: dict[str, Any] = json.loads(out.stdout)
-    return result
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -482,12 +566,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         )  # fmt: skip
                     print(f"repetition {rep + 1}/{args.repeat} done", file=sys.stderr)
             rss_end = _rss_mb(gateway.pid)
+            soak = None
+            if args.soak_s > 0:
+                capacity = statistics.median(r["calls_per_s"] for r in rows["visit"])
+                soak = _soak(args, gateway_port, gateway.pid, card, pki.directory, capacity)
     return {
         "rows": rows,
         "rss_start_mb": rss_start,
         "rss_end_mb": rss_end,
         "request_bytes": request_bytes,
         "response_bytes": response_bytes,
+        "soak": soak,
     }
 
 
@@ -532,6 +621,19 @@ def report(result: dict[str, Any], args: argparse.Namespace) -> str:
         f"{args.in_flight} in flight over {args.channels} channels, windows of {args.window_s} s "
         f"after {args.warmup_s} s warm-up, offered load {args.offered} calls/s"
     )
+    soak = result.get("soak")
+    if soak:
+        rss = soak["rss_mb"]
+        lines += [
+            "",
+            f"soak: visits at {soak['offered_calls_per_s']:,.0f} calls/s ({args.soak_load:g}x the "
+            f"visit capacity) for {soak['seconds']:g} s: {soak['calls']:,} calls, "
+            f"{soak['failed_ops']} failed, p50 {soak['p50_ms']:.2f} ms, "
+            f"p99 {soak['p99_ms']:.2f} ms; "
+            f"gateway RSS {rss[0]:.1f} MB at start, {rss[-1]:.1f} MB at end, {max(rss):.1f} MB at "
+            f"most ({len(rss)} samples, every {args.soak_every_s:g} s): "
+            f"{soak['rss_change_pct']:+.1f}%",
+        ]
     return "\n".join(lines)
 
 
@@ -547,9 +649,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--singles", type=int, default=300, help="calls timed one at a time")
     p.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
     p.add_argument("--json", action="store_true", help="print the raw results as JSON too")
+    p.add_argument("--soak-s", type=float, default=0.0, help="then visits for this long (RSS)")
+    p.add_argument("--soak-load", type=float, default=0.8, help="soak load / visit capacity")
+    p.add_argument("--soak-every-s", type=float, default=5.0, help="RSS sampling interval")
     # internal: the child processes
     p.add_argument(
-        "--role", choices=("main", "bare", "load"), default="main", help=argparse.SUPPRESS
+        "--role", choices=("main", "bare", "load", "soak"), default="main", help=SUPPRESS
     )
     for name in ("--pki", "--target", "--card", "--scenario", "--consent"):
         p.add_argument(name, help=SUPPRESS)
@@ -559,6 +664,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     if args.quick:
         args.repeat, args.window_s, args.warmup_s, args.singles = 1, 1.0, 0.3, 20
         args.offered, args.in_flight = 50.0, 8
+        args.soak_s, args.soak_every_s = 1.0, 0.25
+    if args.soak_s > 0 and "visit" not in args.scenarios:
+        p.error("--soak-s needs the visit scenario (its capacity sets the soak's load)")
     return args
 
 
@@ -569,6 +677,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.role == "load":
         print(json.dumps(asyncio.run(run_load(args))))
+        return 0
+    if args.role == "soak":
+        print(json.dumps(asyncio.run(run_soak_load(args))))
         return 0
     result = run(args)
     if args.json:

@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import itertools
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 import structlog
@@ -104,9 +105,13 @@ class SocialInsuranceClient:
         timeout: float,
     ) -> _Answer:
         envelope = self._envelope(infno, data)
-        log = _log.bind(infno=infno, msgid=envelope.msgid)
+        log = _LazyLog(infno=infno, msgid=envelope.msgid)
         body = await self._post(envelope, timeout, log)
-        head = _validated(wire.parse_head, body, log)
+        try:  # the usual answer, parsed once; the head alone says what any other one is
+            answer: _Answer | None = parse(body)
+        except ValidationError:
+            answer = None
+        head: wire.ResponseHead = answer or _validated(wire.parse_head, body, log)
         log = log.bind(inf_refmsgid=head.inf_refmsgid)
         if head.not_found:
             log.info("social_insurance_person_not_found")
@@ -118,13 +123,13 @@ class SocialInsuranceClient:
                 err_msg_chars=len(head.err_msg or ""),
             )
             raise backend_error(Failure.REFUSED, _BACKEND)
-        return _validated(parse, body, log)
+        return answer if answer is not None else _validated(parse, body, log)
 
     async def _post(
         self,
         envelope: wire.RequestEnvelope,
         timeout: float,
-        log: structlog.typing.FilteringBoundLogger,
+        log: _LazyLog,
     ) -> bytes:
         session = self._pool.get()
         payload = envelope.model_dump_json().encode()
@@ -135,7 +140,7 @@ class SocialInsuranceClient:
                     self._url,
                     data=payload,
                     headers=_HEADERS,
-                    timeout=aiohttp.ClientTimeout(total=timeout),
+                    timeout=_client_timeout(timeout),
                 ) as response,
             ):
                 if response.status != 200:
@@ -168,12 +173,33 @@ class SocialInsuranceClient:
         )
 
 
+class _LazyLog:
+    """The exchange's logger, bound to its context only when it logs: binding a structlog
+    logger costs more than an exchange that logs nothing needs (most of them)."""
+
+    def __init__(self, **context: Any) -> None:
+        self._context = context
+
+    def bind(self, **more: Any) -> _LazyLog:
+        return _LazyLog(**self._context, **more)
+
+    def info(self, event: str, *args: Any, **fields: Any) -> Any:
+        return _log.bind(**self._context).info(event, *args, **fields)
+
+    def warning(self, event: str, *args: Any, **fields: Any) -> Any:
+        return _log.bind(**self._context).warning(event, *args, **fields)
+
+
+@functools.lru_cache(maxsize=16)
+def _client_timeout(seconds: float) -> aiohttp.ClientTimeout:
+    """The request's aiohttp timeout (immutable; one per configured timeout)."""
+    return aiohttp.ClientTimeout(total=seconds)
+
+
 _Parsed = TypeVar("_Parsed", bound=BaseModel)
 
 
-def _validated(
-    parse: Callable[[bytes], _Parsed], body: bytes, log: structlog.typing.FilteringBoundLogger
-) -> _Parsed:
+def _validated(parse: Callable[[bytes], _Parsed], body: bytes, log: _LazyLog) -> _Parsed:
     try:
         return parse(body)
     except ValidationError as exc:

@@ -116,6 +116,36 @@ def test_a_forbid_overrides_a_permit(engine: PolicyEngine) -> None:
     assert denied.disclose == frozenset()
 
 
+def test_a_kept_decision_follows_every_field_the_policies_see(engine: PolicyEngine) -> None:
+    asked = PolicyRequest(
+        "h1", "hospital", "110105", "active", "GetInsuranceStatus",
+        "p1", "110105", "normal", "COVERAGE", "card_present", 10,
+    )  # fmt: skip
+    assert engine.decide(asked).allowed
+    assert engine.decide(dataclasses.replace(asked, holder_id="p2")).allowed
+    lost = engine.decide(dataclasses.replace(asked, card_status="reported_lost"))
+    assert not lost.allowed
+    assert not engine.decide(dataclasses.replace(asked, basis="citizen_app")).allowed
+    assert engine.decide(asked).allowed
+
+
+def test_a_policy_naming_a_card_holder_keeps_the_holder_in_the_decision(tmp_path: Path) -> None:
+    target = _copy_policies(tmp_path)
+    (target / "blocked.cedar").write_text(
+        '@id("one-blocked-holder")\n'
+        'forbid (principal, action, resource == OneCard::CardHolder::"p-blocked");\n'
+    )
+    engine = PolicyEngine.load(target)
+    asked = PolicyRequest(
+        "h1", "hospital", "110105", "active", "GetInsuranceStatus",
+        "p1", "110105", "normal", "COVERAGE", "card_present", 10,
+    )  # fmt: skip
+    assert engine.decide(asked).allowed
+    blocked = engine.decide(dataclasses.replace(asked, holder_id="p-blocked"))
+    assert not blocked.allowed
+    assert blocked.policy_ids == ("one-blocked-holder",)
+
+
 @pytest.mark.parametrize(
     ("scope", "path", "named"),
     [

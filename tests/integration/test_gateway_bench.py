@@ -38,3 +38,9 @@ def test_quick_mode_measures_every_scenario_against_the_bare_server() -> None:
     assert result["rss_start_mb"] > 0
     assert result["response_bytes"] > 0
     assert "throughput / bare" in out.stdout
+    soak = result["soak"]  # quick mode soaks for 1 s, sampling RSS every 0.25 s
+    assert soak["calls"] > 0
+    assert soak["failed_ops"] == 0
+    assert len(soak["rss_mb"]) >= 3
+    assert min(soak["rss_mb"]) > 0
+    assert "soak: visits at" in out.stdout
