@@ -113,6 +113,13 @@ def connect(dsn: str, **kwargs: Any) -> PgConn:
             "postgresql://onecard@db.example.org/onecard"
         )
     try:
+        conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:  # its message quotes the DSN, password included
+        raise SetupError(
+            "database_url is not a PostgreSQL URL or conninfo string psycopg can read (check "
+            "its quoting: a % in a password is written %25)"
+        ) from None
+    try:
         return psycopg.connect(dsn, autocommit=True, connect_timeout=_CONNECT_TIMEOUT_S, **kwargs)
     except psycopg.Error as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -146,6 +153,11 @@ def claim_log(conn: PgConn) -> None:
 def _writer_connection(dsn: str, name: str) -> PgConn:
     """A writer's session: the log held shared (refused while a key rotation holds it)."""
     conn = connect(dsn, application_name=f"onecard-writer pid={os.getpid()}", **_KEEPALIVES)
+    try:
+        pg_schema.check(conn, name)  # the lock is keyed by the schema: it must exist
+    except BaseException:
+        conn.close()
+        raise
     if hold_log(conn):
         for statement in _WRITER_SETTINGS:
             conn.execute(statement)
