@@ -38,6 +38,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from gateway.errors import SetupError, StoreUnavailable
 from gateway.store import pg_schema
 from gateway.store._writer import WriterQueue
+from gateway.store.base import REDEEMED_KEPT_S
 from gateway.store.sqlite import resolve_futures
 
 __all__ = [
@@ -308,5 +309,8 @@ class PgStore:
     def _prune_if_due(self, conn: PgConn) -> None:
         now = time.time()
         if now - self._last_prune >= _PRUNE_EVERY_S:
-            conn.execute("DELETE FROM redeemed_tokens WHERE expires_at < %s", (int(now),))
+            conn.execute(
+                "DELETE FROM redeemed_tokens WHERE expires_at < %s",
+                (int(now) - REDEEMED_KEPT_S,),
+            )
             self._last_prune = now
