@@ -114,8 +114,8 @@ def reserve_port(host: str, port: int) -> socket.socket:
     if not sock.guard_port():
         sock.close()
         raise SetupError(
-            f"cannot listen on {host}:{port}: another onecard serve --workers has reserved it "
-            f"(its workers are starting); stop it or choose another listen_port"
+            f"cannot listen on {host}:{port}: another onecard serve --workers holds it (its "
+            f"workers serve there, or are starting); stop it or choose another listen_port"
         )
     if port and _answers(host, port):
         sock.close()
