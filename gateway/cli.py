@@ -407,13 +407,14 @@ def _db_upgrade(args: argparse.Namespace) -> int:
         )
     with contextlib.closing(connect(settings.database_url)) as conn:
         before, applied = pg_schema.upgrade(conn)
+        now = pg_schema.current_version(conn)  # another upgrade may have applied the rest
     where = describe(settings.database_url)
     if not applied:
-        print(f"{where}: schema version {before} is current; nothing to do")
+        print(f"{where}: schema version {now} is current; nothing to do")
     for migration in applied:
         print(f"{where}: applied {migration.version:04d}_{migration.name}")
     if applied:
-        print(f"{where}: schema version {before} -> {applied[-1].version}")
+        print(f"{where}: schema version {before} -> {now}")
     return 0
 
 

@@ -103,7 +103,7 @@ def reserve_port(host: str, port: int) -> socket.socket:
         )[0]
     except socket.gaierror as exc:
         raise SetupError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    sock = socket.socket(family, kind, proto)
+    sock = _Reserved(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(address)
@@ -111,6 +111,12 @@ def reserve_port(host: str, port: int) -> socket.socket:
         sock.close()
         why = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
         raise SetupError(f"cannot listen on {host}:{port}: {why}") from None
+    if not sock.guard_port():
+        sock.close()
+        raise SetupError(
+            f"cannot listen on {host}:{port}: another onecard serve --workers holds it (its "
+            f"workers serve there, or are starting); stop it or choose another listen_port"
+        )
     if port and _answers(host, port):
         sock.close()
         raise SetupError(
@@ -118,6 +124,31 @@ def reserve_port(host: str, port: int) -> socket.socket:
             f"onecard serve --workers?); stop it or choose another listen_port"
         )
     return sock
+
+
+class _Reserved(socket.socket):
+    """The reserved port's socket, with the guard that keeps other supervisors off it: an
+    abstract Unix socket named by the bound address (Linux: one binder at a time, released
+    when the process ends, however it ends), closed with it."""
+
+    __slots__ = ("_guard",)
+
+    def guard_port(self) -> bool:
+        """Bind the guard; False: another supervisor holds this address."""
+        self._guard = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        bound = self.getsockname()
+        try:
+            self._guard.bind(f"\0onecard-serve-workers {bound[0]}:{bound[1]}")
+        except OSError:
+            self._guard.close()
+            return False
+        return True
+
+    def close(self) -> None:
+        guard = getattr(self, "_guard", None)
+        if guard is not None:
+            guard.close()
+        super().close()
 
 
 def _answers(host: str, port: int) -> bool:

@@ -110,6 +110,7 @@ class SharedHead:
 
     size: int  # the highest stored index + 1
     checkpointed: int  # the size of the newest signed checkpoint (0: none)
+    key: str = ""  # the log's current verifier key ("": none recorded yet)
 
 
 class LogRows(Protocol):
@@ -311,6 +312,13 @@ class Sequencer:
         head = rows.claim()
         if head is None:
             return
+        mine = self._signer.verifier_key()
+        if head.key and head.key != mine:
+            raise LogIdentityError(  # rotated meanwhile (this process's session was lost)
+                f"{self._access.name}: the log's current key is now {_key_name(head.key)}, not "
+                f"this process's {_key_name(mine)}; it signs nothing more: restart it with the "
+                f"new key file"
+            )
         if head.size != self._range.size:
             self._range, self._prev = check_extension(self._range, rows.tip(), rows)
             self._heads = {}  # other processes moved subjects' heads: read the stored map

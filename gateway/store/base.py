@@ -18,7 +18,12 @@ from gateway.audit.log import AuditLog
 from gateway.audit.signer import Signer
 from gateway.consents import ConsentStore
 
-__all__ = ["LogSnapshot", "SignerFor", "Store", "StoredLog"]
+__all__ = ["REDEEMED_KEPT_S", "LogSnapshot", "SignerFor", "Store", "StoredLog"]
+
+REDEEMED_KEPT_S = 600
+"""How long a redeemed token's row outlives the token's expiry before it is pruned: longer than
+an exchange that verified the token before its expiry can take to redeem it (``request_budget_s``,
+at most 120 s) plus the clock skew between hosts, so a copy of the token is always refused."""
 
 SignerFor = Callable[[list[tuple[str, str]]], Signer]
 """Given the log's recorded (origin, verifier key)s, oldest first, the signer to open it with."""

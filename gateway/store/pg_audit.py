@@ -73,7 +73,8 @@ FROM (SELECT idx, convert_from(leaf, 'UTF8')::jsonb -> 'r' AS r FROM stored) AS 
 """
 _HEAD = (
     "SELECT coalesce((SELECT max(idx) + 1 FROM audit_entries), 0),"
-    " coalesce((SELECT max(size) FROM audit_checkpoints), 0)"
+    " coalesce((SELECT max(size) FROM audit_checkpoints), 0),"
+    " coalesce((SELECT verifier_key FROM audit_keys ORDER BY seq DESC LIMIT 1), '')"
 )
 _SEARCH = "SELECT e.idx, e.leaf FROM audit_search s JOIN audit_entries e ON e.idx = s.idx"
 _REDEEM = (
@@ -114,8 +115,8 @@ class _Rows:
 
     def claim(self) -> SharedHead:
         claim_log(self._conn)  # then read: this statement's snapshot follows the lock
-        size, checkpointed = self._conn.execute(_HEAD).fetchone() or (0, 0)
-        return SharedHead(int(size), int(checkpointed))
+        size, checkpointed, key = self._conn.execute(_HEAD).fetchone() or (0, 0, "")
+        return SharedHead(int(size), int(checkpointed), str(key))
 
     def size(self) -> int:
         return _log_size(self._conn)

@@ -91,6 +91,12 @@ def upgrade(conn: psycopg.Connection[tuple[object, ...]]) -> tuple[int, list[Mig
 
 def check(conn: psycopg.Connection[tuple[object, ...]], where: str) -> None:
     """Refuse to serve on a schema this gateway does not know (one-line ``SetupError``)."""
+    found = conn.execute("SELECT current_schema() IS NOT NULL").fetchone()
+    if not found or not found[0]:
+        raise SetupError(
+            f"{where}: no schema of its search_path exists; create it (CREATE SCHEMA) and run "
+            f"`onecard db upgrade` (with the same database_url)"
+        )
     version = current_version(conn)
     _refuse_newer(version, where)
     if version < LATEST:

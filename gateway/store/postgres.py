@@ -38,6 +38,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from gateway.errors import SetupError, StoreUnavailable
 from gateway.store import pg_schema
 from gateway.store._writer import WriterQueue
+from gateway.store.base import REDEEMED_KEPT_S
 from gateway.store.sqlite import resolve_futures
 
 __all__ = [
@@ -113,6 +114,13 @@ def connect(dsn: str, **kwargs: Any) -> PgConn:
             "postgresql://onecard@db.example.org/onecard"
         )
     try:
+        conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:  # its message quotes the DSN, password included
+        raise SetupError(
+            "database_url is not a PostgreSQL URL or conninfo string psycopg can read (check "
+            "its quoting: a % in a password is written %25)"
+        ) from None
+    try:
         return psycopg.connect(dsn, autocommit=True, connect_timeout=_CONNECT_TIMEOUT_S, **kwargs)
     except psycopg.Error as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -146,6 +154,11 @@ def claim_log(conn: PgConn) -> None:
 def _writer_connection(dsn: str, name: str) -> PgConn:
     """A writer's session: the log held shared (refused while a key rotation holds it)."""
     conn = connect(dsn, application_name=f"onecard-writer pid={os.getpid()}", **_KEEPALIVES)
+    try:
+        pg_schema.check(conn, name)  # the lock is keyed by the schema: it must exist
+    except BaseException:
+        conn.close()
+        raise
     if hold_log(conn):
         for statement in _WRITER_SETTINGS:
             conn.execute(statement)
@@ -296,5 +309,8 @@ class PgStore:
     def _prune_if_due(self, conn: PgConn) -> None:
         now = time.time()
         if now - self._last_prune >= _PRUNE_EVERY_S:
-            conn.execute("DELETE FROM redeemed_tokens WHERE expires_at < %s", (int(now),))
+            conn.execute(
+                "DELETE FROM redeemed_tokens WHERE expires_at < %s",
+                (int(now) - REDEEMED_KEPT_S,),
+            )
             self._last_prune = now

@@ -31,6 +31,7 @@ import structlog
 
 from gateway.errors import SetupError, StoreUnavailable
 from gateway.store._writer import WriterQueue
+from gateway.store.base import REDEEMED_KEPT_S
 
 T = TypeVar("T")
 
@@ -361,7 +362,10 @@ class SqliteStore:
     def _prune_if_due(self) -> None:
         now = time.time()
         if now - self._last_prune >= _PRUNE_EVERY_S:
-            self._conn.execute("DELETE FROM redeemed_tokens WHERE expires_at < ?", (int(now),))
+            self._conn.execute(
+                "DELETE FROM redeemed_tokens WHERE expires_at < ?",
+                (int(now) - REDEEMED_KEPT_S,),
+            )
             self._last_prune = now
 
 
