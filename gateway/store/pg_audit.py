@@ -596,6 +596,7 @@ def add_key(dsn: str, signer: Signer) -> list[str]:
                 f"on it first"
             )
         with conn.transaction():
+            claim_log(conn)  # between batches: a gateway whose session was lost reads it next
             keys = [key for _, key in _keys(conn)]
             _Rows(conn).add_key(
                 signer.name,
