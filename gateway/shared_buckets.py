@@ -15,6 +15,8 @@ a round trip of its own:
   ``LEASE_MAX`` of a bucket's tokens, so over N processes the calls admitted in any interval of
   t seconds are at most ``per_s * t + burst + N * LEASE_MAX`` (the slack is what the leases held
   at its start);
+- a bucket found empty is remembered until it can hold a whole token again (only time refills
+  it): calls until then are refused in the process, so a flood costs no round trip per call;
 - fail closed: a round trip that fails refuses the call with ``RateLimitUnavailable``
   (UNAVAILABLE), and for ``DOWN_S`` after it calls that need a round trip fail at once, so that an
   outage does not pile calls up behind a dead connection.
@@ -93,6 +95,7 @@ class _Lease:
     expires: float = 0.0
     waiting: int = 0  # calls waiting for ``fetch``
     fetch: asyncio.Task[Grant] | None = None
+    empty_until: float = 0.0  # the shared bucket cannot hold a whole token before this
 
 
 class SharedBuckets:
@@ -115,6 +118,9 @@ class SharedBuckets:
         for _ in range(_ROUNDS):
             if self._spend(lease):
                 return None
+            now = self._clock()
+            if now < lease.empty_until:  # refused here: a flood costs the database nothing
+                return max(1, math.ceil((lease.empty_until - now) * 1000 - 1e-6))  # float dust
             grant = await self._wait_for_round_trip(bucket, limit, lease)
             if self._spend(lease):
                 return None
@@ -158,6 +164,7 @@ class SharedBuckets:
             lease.waiting -= 1
 
     async def _round_trip(self, bucket: str, limit: RateLimit, want: int, lease: _Lease) -> Grant:
+        sent = self._clock()  # no later than the store's reading of the bucket
         try:
             grant = await self._source.take(bucket, limit, want)
         except RateLimitUnavailable:
@@ -167,6 +174,10 @@ class SharedBuckets:
             lease.fetch = None
         lease.tokens = min(LEASE_MAX, grant.granted)  # what was left had expired
         lease.expires = self._clock() + LEASE_TTL_S
+        # Only time refills a bucket (other processes only take): with ``left`` < 1 it has no
+        # whole token before ``sent`` + the refill time, so calls until then are refused
+        # without a round trip (never later than the store would refuse them).
+        lease.empty_until = sent + (1.0 - grant.left) / limit.per_s if grant.left < 1.0 else 0.0
         return grant
 
 

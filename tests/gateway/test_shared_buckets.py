@@ -98,12 +98,13 @@ async def test_calls_waiting_share_one_round_trip_that_asks_for_all_of_them() ->
 
 
 async def test_an_empty_shared_bucket_rate_limits_with_its_own_wait() -> None:
-    source = FakeSource(left=2.0)
-    buckets = SharedBuckets(source, FakeClock())
+    source, clock = FakeSource(left=2.0), FakeClock()
+    buckets = SharedBuckets(source, clock)
     assert await buckets.take("lib", SLOW) is None
     assert await buckets.take("lib", SLOW) is None
     assert await buckets.take("lib", SLOW) == 100  # no token left: 1 token at 10/s
-    source.left["lib"] = 0.75
+    clock.now += 0.1
+    source.left["lib"] = 0.75  # refilled by then, and another process took a token
     assert await buckets.take("lib", SLOW) == 25
 
 
@@ -190,4 +191,18 @@ async def test_a_call_shed_in_flight_gives_its_shared_token_back() -> None:
     held.release()
     (await admission.admit_shared(LIBRARY)).release()  # the token given back
     assert source.left["lib-bj-001"] == 0.0
+    assert len(source.asked) == 2
+
+
+async def test_a_bucket_found_empty_refuses_in_the_process_until_it_can_refill() -> None:
+    source, clock = FakeSource(left=0.5), FakeClock()
+    buckets = SharedBuckets(source, clock)
+    first = await buckets.take("lib", SLOW)  # 10/s: half a token left, 50 ms to a whole one
+    assert (first, len(source.asked)) == (50, 1)
+    clock.now += 0.03
+    assert await buckets.take("lib", SLOW) == 20  # refused here, no round trip
+    assert len(source.asked) == 1
+    clock.now += 0.02
+    source.left["lib"] = 1.0  # refilled by then
+    assert await buckets.take("lib", SLOW) is None
     assert len(source.asked) == 2
