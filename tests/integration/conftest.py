@@ -3,7 +3,8 @@
 Every test whose gateways come from ``gateway_factory`` runs on every store: SQLite, then
 PostgreSQL with a schema of its own per data directory, migrated as ``onecard db upgrade`` does
 (``tests/integration/stored.py`` reaches either store's rows). Tests of the SQLite file itself
-are marked ``sqlite_only``.
+are marked ``sqlite_only``; protocol and transport tests (back ends, TLS, request checks), whose
+checks do not depend on the store, ``store_independent``: both run on SQLite only.
 """
 
 from __future__ import annotations
@@ -45,13 +46,17 @@ def population() -> Population:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Tests whose gateways come from ``gateway_factory`` run once per store kind, except those
-    marked ``sqlite_only`` (they read or damage the SQLite file itself)."""
+    marked ``sqlite_only`` (they read or damage the SQLite file itself) or ``store_independent``
+    (protocol and transport tests, whose checks do not depend on the store)."""
     chosen = any(  # a test that names its stores itself
         m.args and m.args[0] == "store_kind"
         for m in metafunc.definition.iter_markers("parametrize")
     )
-    only_sqlite = metafunc.definition.get_closest_marker("sqlite_only")
-    if "store_kind" in metafunc.fixturenames and not (chosen or only_sqlite):
+    one_store = any(
+        metafunc.definition.get_closest_marker(name)
+        for name in ("sqlite_only", "store_independent")
+    )
+    if "store_kind" in metafunc.fixturenames and not (chosen or one_store):
         metafunc.parametrize("store_kind", STORES, indirect=True)
 
 

@@ -19,7 +19,9 @@ from gateway.pki import PkiLayout
 from tests.integration.calls import insurance_status, issue_token
 from tests.integration.conftest import CITIZEN_APP, HOSPITAL
 
-pytestmark = pytest.mark.integration
+# A protocol or transport test: what it checks does not depend on the store, so it runs on
+# SQLite only (every store-dependent path runs on both stores in the other modules).
+pytestmark = [pytest.mark.integration, pytest.mark.store_independent]
 EMPLOYEE = "110101199003074477"
 POISON = "<script>alert(1)</script>\u202e\x00"
 

@@ -13,7 +13,9 @@ from adapters.social_insurance.seed import Population
 from gateway.bootstrap import Gateway
 from gateway.ports import CardStatus
 
-pytestmark = pytest.mark.integration
+# A protocol or transport test: what it checks does not depend on the store, so it runs on
+# SQLite only (every store-dependent path runs on both stores in the other modules).
+pytestmark = [pytest.mark.integration, pytest.mark.store_independent]
 BUF = Path(__file__).resolve().parents[2] / "node_modules" / ".bin" / "buf"
 
 

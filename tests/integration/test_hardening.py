@@ -41,7 +41,9 @@ from tests.integration.backends import SlowBackend, slow_backend
 from tests.integration.calls import insurance_status, issue_token
 from tests.integration.conftest import CITIZEN_APP, HOSPITAL, LIBRARY, TRANSIT
 
-pytestmark = pytest.mark.integration
+# A protocol or transport test: what it checks does not depend on the store, so it runs on
+# SQLite only (every store-dependent path runs on both stores in the other modules).
+pytestmark = [pytest.mark.integration, pytest.mark.store_independent]
 PERSON_INFO, CARD_INFO = wire.INFNO_PERSON_INFO, wire.INFNO_CARD_INFO
 Factory = Callable[..., Any]
 

@@ -21,7 +21,9 @@ from tests.integration.fhir_faults import SERVER_TEXT, FaultyFhir, faulty_fhir
 from tests.integration.health import LAB, list_records
 from tests.integration.served import free_port
 
-pytestmark = pytest.mark.integration
+# A protocol or transport test: what it checks does not depend on the store, so it runs on
+# SQLite only (every store-dependent path runs on both stores in the other modules).
+pytestmark = [pytest.mark.integration, pytest.mark.store_independent]
 TIMEOUT_S = 0.5
 
 EXPECTED = {

@@ -36,7 +36,9 @@ from tests.integration.health import (
 )
 from tests.integration.served import free_port
 
-pytestmark = pytest.mark.integration
+# A protocol or transport test: what it checks does not depend on the store, so it runs on
+# SQLite only (every store-dependent path runs on both stores in the other modules).
+pytestmark = [pytest.mark.integration, pytest.mark.store_independent]
 RICH = seed.RICH_PERSON
 OTHER = "11010519491231002X"
 

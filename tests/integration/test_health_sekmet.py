@@ -22,7 +22,9 @@ from tests.adapters.sekmet import sekmet_server
 from tests.integration.conftest import CITIZEN_APP, HOSPITAL
 from tests.integration.health import LAB, all_records, get_record, kinds, seeded_dates
 
-pytestmark = pytest.mark.integration
+# A protocol or transport test: what it checks does not depend on the store, so it runs on
+# SQLite only (every store-dependent path runs on both stores in the other modules).
+pytestmark = [pytest.mark.integration, pytest.mark.store_independent]
 
 
 @pytest.fixture(scope="module")

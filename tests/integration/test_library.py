@@ -23,7 +23,9 @@ from tests.integration.calls import issue_token, patron_status
 from tests.integration.conftest import CITIZEN_APP, HOSPITAL, LIBRARY
 from tests.integration.sip2_faults import FaultySip2, faulty_sip2, free_port
 
-pytestmark = pytest.mark.integration
+# A protocol or transport test: what it checks does not depend on the store, so it runs on
+# SQLite only (every store-dependent path runs on both stores in the other modules).
+pytestmark = [pytest.mark.integration, pytest.mark.store_independent]
 RPC = "onecard.v1.LibraryService/GetPatronStatus"
 
 

@@ -19,7 +19,9 @@ from gateway.bootstrap import Gateway
 from gateway.client import refusal_reason as reason
 from tests.integration.conftest import HOSPITAL, LIBRARY
 
-pytestmark = pytest.mark.integration
+# A protocol or transport test: what it checks does not depend on the store, so it runs on
+# SQLite only (every store-dependent path runs on both stores in the other modules).
+pytestmark = [pytest.mark.integration, pytest.mark.store_independent]
 CARD = common_pb2.CardRef(card_number="110101199003074477")
 
 

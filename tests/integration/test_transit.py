@@ -42,7 +42,9 @@ from tests.integration.eligibility import (
 )
 from tests.integration.served import free_port
 
-pytestmark = pytest.mark.integration
+# A protocol or transport test: what it checks does not depend on the store, so it runs on
+# SQLite only (every store-dependent path runs on both stores in the other modules).
+pytestmark = [pytest.mark.integration, pytest.mark.store_independent]
 
 SENIOR = "11010519491231002X"  # 张秀英, born 1949
 EMPLOYEE = "110101199003074477"  # 李明, born 1990: no concession

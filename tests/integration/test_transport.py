@@ -25,7 +25,9 @@ from gateway.ports import CardStatus
 from tests.integration.calls import issue_token
 from tests.integration.conftest import CITIZEN_APP, HOSPITAL, SUSPENDED
 
-pytestmark = pytest.mark.integration
+# A protocol or transport test: what it checks does not depend on the store, so it runs on
+# SQLite only (every store-dependent path runs on both stores in the other modules).
+pytestmark = [pytest.mark.integration, pytest.mark.store_independent]
 
 
 def _channel(gateway: Gateway, ca: bytes, cert: bytes | None, key: bytes | None) -> Any:
