@@ -207,13 +207,15 @@ async def test_a_flood_of_refusals_from_a_suspended_org_is_shed_and_audited_in_a
     assert len(reasons) == 60
     assert 1 <= reasons.count("org_suspended") <= 12  # the certificate's small bucket
     assert reasons.count("rate_limited") == 60 - reasons.count("org_suspended")
-    for _ in range(50):
+    shed = reasons.count("rate_limited")
+    for _ in range(50):  # one tally per interval: a flood longer than one is in several
         records = [json.loads(e.leaf)["r"] for e in await gateway.audit_log.entries(0, 1 << 40)]
         aggregate = [r for r in records if r["calls"] > 1 or r["rpc"] == ""]
-        if aggregate:
+        if sum(r["calls"] for r in aggregate) >= shed:
             break
         await asyncio.sleep(0.1)
     one_by_one = [r for r in records if r["reason"] == "org_suspended"]
     assert len(one_by_one) == reasons.count("org_suspended")  # not one entry per call
-    (entry,) = aggregate
-    assert entry["org"].startswith("cert:") and entry["calls"] == reasons.count("rate_limited")
+    assert 1 <= len(aggregate) <= 5, aggregate
+    assert all(entry["org"].startswith("cert:") for entry in aggregate)
+    assert sum(entry["calls"] for entry in aggregate) == shed
