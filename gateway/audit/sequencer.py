@@ -91,7 +91,7 @@ __all__ = [
 T = TypeVar("T")
 _log = structlog.get_logger(__name__)
 _RETRY_S = 1.0  # after a failed batch, sign the entries it left uncovered this much later at most
-_WATCH_S = 0.5  # on a shared log, look for entries another process left uncovered this often
+_WATCH_S = 0.5  # on a shared log, look for entries others left uncovered at most this often
 _HEADS_CACHED = 1 << 20  # subjects whose newest entry is kept in memory (past it: start afresh)
 _BACK_LINKED = 3  # the first record version that carries a back-link
 
