@@ -305,6 +305,12 @@ def _prepare_audit_key(settings: Settings) -> None:
         _audit_signer(path, settings.audit_origin, where)(keys)
 
 
+def claim_data_dir(settings: Settings) -> DataDirLock:
+    """A serving process's claim of the data directory: alone on SQLite, shared by the gateways
+    of one PostgreSQL log (``store.lock``)."""
+    return DataDirLock.acquire(settings.data_dir, shared=settings.store == "postgres")
+
+
 async def start_gateway(
     settings: Settings,
     *,
@@ -327,8 +333,7 @@ async def start_gateway(
             f"{settings.data_dir}: a worker starts under `onecard serve --workers N`, which "
             f"holds the data directory; it holds none here"
         )
-    shared = settings.store == "postgres"
-    lock = None if worker else DataDirLock.acquire(settings.data_dir, shared=shared)
+    lock = None if worker else claim_data_dir(settings)
 
     async def release_lock() -> None:
         if lock is not None:

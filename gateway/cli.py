@@ -108,12 +108,10 @@ def _check_workers(settings: Settings, workers: int) -> None:
 
 def _supervise(args: argparse.Namespace, settings: Settings) -> int:
     """``serve --workers N``: prepare once, reserve the port, run the workers (gateway.workers)."""
-    from gateway.bootstrap import prepare_once
-    from gateway.store.lock import DataDirLock
+    from gateway.bootstrap import claim_data_dir, prepare_once
     from gateway.workers import Supervisor, reserve_port
 
-    # held by this process for the workers (shared: beside other gateways of the same log)
-    lock = DataDirLock.acquire(settings.data_dir, shared=settings.store == "postgres")
+    lock = claim_data_dir(settings)  # held by this process for the workers
     try:
         asyncio.run(prepare_once(settings))
         with reserve_port(settings.listen_host, settings.listen_port) as reserved:

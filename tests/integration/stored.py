@@ -16,7 +16,7 @@ from typing import Any
 
 import psycopg
 
-__all__ = ["database_text", "execute", "query", "refusing_audit_appends"]
+__all__ = ["config_file", "database_text", "execute", "query", "refusing_audit_appends"]
 
 _REFUSE_PG = """
 CREATE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql AS
@@ -28,6 +28,14 @@ _REFUSE_SQLITE = (
     "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_entries "
     "BEGIN SELECT RAISE(ABORT, 'disk full'); END"
 )
+
+
+def config_file(path: Path, data: Path, database_url: str = "") -> Path:
+    """A command's settings file at ``path`` for the log in ``data``: on PostgreSQL when a
+    ``database_url`` is given (a test's ``database_urls.get(data)``), else on SQLite."""
+    store = f'store = "postgres"\ndatabase_url = "{database_url}"\n' if database_url else ""
+    path.write_text(f'data_dir = "{data}"\n{store}')
+    return path
 
 
 def query(

@@ -17,7 +17,7 @@ from gateway.client import org_channel
 from gateway.pki import PkiLayout
 from gateway.ports import CardStatus
 from tests.integration.calls import issue_token
-from tests.integration.stored import execute
+from tests.integration.stored import config_file, execute
 
 pytestmark = pytest.mark.integration
 
@@ -29,9 +29,7 @@ def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
 
 
 def export_args(data: Path, out: Path, tmp_path: Path, database_url: str = "") -> list[str]:
-    config = tmp_path / "gw.toml"
-    store = f'store = "postgres"\ndatabase_url = "{database_url}"\n' if database_url else ""
-    config.write_text(f'data_dir = "{data}"\n{store}')
+    config = config_file(tmp_path / "gw.toml", data, database_url)
     return ["audit", "export", "--config", str(config), "--out", str(out)]
 
 

@@ -27,6 +27,7 @@ from tests.integration.calls import (
     revoke_consent,
 )
 from tests.integration.conftest import CITIZEN_APP, HOSPITAL, LIBRARY, REGULATOR
+from tests.integration.stored import config_file
 
 pytestmark = pytest.mark.integration
 Channel = Callable[[str], grpc.aio.Channel]
@@ -98,10 +99,8 @@ async def test_the_report_and_key_set_on_the_command_line(
 ) -> None:
     artefact = await _activity(channel, population)
     await gateway.stop()
-    config = tmp_path / "gw.toml"
-    url = database_urls.get(tmp_path / "data")
-    store = f'store = "postgres"\ndatabase_url = "{url}"\n' if url else ""
-    config.write_text(f'data_dir = "{tmp_path / "data"}"\n{store}')
+    data = tmp_path / "data"
+    config = config_file(tmp_path / "gw.toml", data, database_urls.get(data, ""))
     capsys.readouterr()
     since = (dt.datetime.now(dt.UTC) - dt.timedelta(days=1)).date().isoformat()
 
