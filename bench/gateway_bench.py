@@ -457,10 +457,12 @@ def _load(
 ) -> dict[str, Any]:
     out = subprocess.run(
         _load_argv(args, "load", scenario, port, pid, card, pki, request_bytes),
-        check=True,
         capture_output=True,
         cwd=ROOT,
     )
+    if out.returncode != 0:  # say why: its stderr is the only account of the failure
+        said = out.stderr.decode(errors="replace")[-2000:]
+        raise RuntimeError(f"the {scenario} load generator exited with {out.returncode}: {said}")
     result: dict[str, Any] = json.loads(out.stdout)
     return result
 
