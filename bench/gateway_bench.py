@@ -457,6 +457,7 @@ def _load(
 ) -> dict[str, Any]:
     out = subprocess.run(
         _load_argv(args, "load", scenario, port, pid, card, pki, request_bytes),
+        check=False,  # a failure is reported below, with what it said
         capture_output=True,
         cwd=ROOT,
     )
